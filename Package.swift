@@ -1,0 +1,39 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "asr",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "asr", targets: ["asr"]),
+        .library(name: "UDIF", targets: ["UDIF"]),
+        .library(name: "Imaging", targets: ["Imaging"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CBzip2", providers: [.apt(["libbz2-dev"])]),
+        .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma"]),
+        .target(name: "Imaging", dependencies: [
+            "UDIF",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "asr", dependencies: [
+            "Imaging", "UDIF",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "UDIFTests", dependencies: ["UDIF"]),
+        .testTarget(name: "ImagingTests", dependencies: [
+            "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "asrTests", dependencies: [
+            "UDIF", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,99 @@
+import Foundation
+import UDIF
+
+/// `asr convert`: any source to UDZO, UDRO or a raw disk image.
+public struct ImageConverter {
+    public enum Target: String, Sendable, CaseIterable {
+        case udzo = "UDZO", udro = "UDRO", raw = "RAW"
+    }
+
+    public var overwrite = false
+    public var progress: ProgressBar?
+
+    public init() {}
+
+    public func convert(source path: String, to target: Target, output: String) throws {
+        var creator = ImageCreator()
+        creator.overwrite = overwrite
+        try creator.checkOutput(output, source: path)
+        let source = try ImageSource.open(path)
+        switch target {
+        case .udzo, .udro:
+            creator.format = target == .udzo ? .udzo : .udro
+            creator.progress = progress
+            _ = try creator.write(source.bytes, to: output)
+        case .raw:
+            try RawWriter(progress: progress).write(source, to: output)
+            progress?.finish()
+        }
+    }
+}
+
+/// Writes a whole disk to a raw file or device. Chunks are decoded on all cores and written
+/// in order; zero runs are left as holes in a new regular file instead of being written.
+public struct RawWriter {
+    public var progress: ProgressBar?
+
+    public init(progress: ProgressBar? = nil) { self.progress = progress }
+
+    public func write(_ source: ImageSource, to output: String) throws {
+        var st = stat()
+        let isDevice = stat(output, &st) == 0 && (st.st_mode & S_IFMT == S_IFBLK || st.st_mode & S_IFMT == S_IFCHR)
+        let total = source.bytes.byteCount
+        if isDevice {
+            let file = try FileIO(path: output, flags: O_WRONLY)
+            if st.st_mode & S_IFMT == S_IFBLK, try blockDeviceSize(file) < total {
+                throw ImagingError("\(output) is smaller than the \(total)-byte disk")
+            }
+            try copy(source, into: file, sparse: false)
+            try file.sync()
+        } else {
+            let partial = try TemporaryOutput(finalPath: output)
+            defer { partial.discard() }
+            try copy(source, into: partial.file, sparse: true)
+            try partial.file.truncate(to: total)
+            try partial.commit()
+        }
+    }
+
+    private func copy(_ source: ImageSource, into file: FileIO, sparse: Bool) throws {
+        let total = source.bytes.byteCount
+        if let image = source.udif {
+            try orderedParallelMap(count: image.chunks.count) { i -> [UInt8]? in
+                let c = image.chunks[i]
+                if c.type == .zeroFill || c.type == .ignore { return nil }
+                return try image.decodeChunk(i)
+            } consume: { i, bytes in
+                let c = image.chunks[i]
+                if let bytes {
+                    try file.write(bytes, at: c.diskOffset)
+                } else if !sparse {
+                    try writeZeros(file, at: c.diskOffset, count: c.length)
+                }
+                progress?.update(c.diskOffset + c.length, of: total)
+            }
+        } else {
+            let step: UInt64 = 1 << 20
+            let count = Int((total + step - 1) / step)
+            let bytes = source.bytes
+            try orderedParallelMap(count: count) { i -> [UInt8]? in
+                let at = UInt64(i) * step
+                let chunk = try bytes.read(at: at, count: Int(min(step, total - at)))
+                return sparse && chunk.withUnsafeBytes(isAllZero) ? nil : chunk
+            } consume: { i, chunk in
+                if let chunk { try file.write(chunk, at: UInt64(i) * step) }
+                progress?.update(min(UInt64(i + 1) * step, total), of: total)
+            }
+        }
+    }
+
+    private func writeZeros(_ file: FileIO, at offset: UInt64, count: UInt64) throws {
+        let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
+        var done: UInt64 = 0
+        while done < count {
+            let n = Int(min(UInt64(zeros.count), count - done))
+            try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
+            done += UInt64(n)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import UDIF
+
+/// `asr create`: a UDIF image from a raw image, a block device, a mounted filesystem (its
+/// device) or a folder tree (through a real filesystem made by mke2fs or mkfs.vfat).
+public struct ImageCreator {
+    public var format: ImageFormat = .udzo
+    public var overwrite = false
+    /// Image a read-write mounted filesystem anyway (its contents may change under us).
+    public var force = false
+    public var progress: ProgressBar?
+
+    public init() {}
+
+    public func create(source path: String, output: String) throws -> WriteSummary {
+        try checkOutput(output, source: path)
+        let device = try resolveMountPoint(path)
+        let source = try ImageSource.open(device)
+        return try write(source.bytes, to: output)
+    }
+
+    public func create(folder: String, output: String, filesystem: FolderFilesystem, volumeName: String?,
+                       size: UInt64?) throws -> WriteSummary {
+        try checkOutput(output, source: nil)
+        let builder = FolderImageBuilder(folder: folder, filesystem: filesystem, volumeName: volumeName, size: size)
+        let dir = (output as NSString).deletingLastPathComponent
+        let raw = try builder.build(inDirectory: dir.isEmpty ? "." : dir)
+        defer { unlink(raw) }
+        let file = try FileIO(path: raw, flags: O_RDONLY)
+        return try write(RawSource(file: file, byteCount: try file.size()), to: output)
+    }
+
+    func write(_ source: any ByteSource, to output: String) throws -> WriteSummary {
+        let writer = ImageWriter(format: format)
+        let summary = try writer.write(from: source, to: output) { done, total in progress?.update(done, of: total) }
+        progress?.finish()
+        return summary
+    }
+
+    func checkOutput(_ output: String, source: String?) throws {
+        if let source, (source as NSString).standardizingPath == (output as NSString).standardizingPath {
+            throw ImagingError("output \(output) is the source")
+        }
+        if FileManager.default.fileExists(atPath: output), !overwrite {
+            throw ImagingError("\(output) already exists; pass --overwrite to replace it")
+        }
+    }
+
+    /// A mount point stands for the block device mounted there.
+    func resolveMountPoint(_ path: String) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else { return path }
+        guard let mount = try MountEntry.at(path) else {
+            throw ImagingError("\(path) is a directory but not a mount point; use --srcfolder to image a folder tree")
+        }
+        guard mount.device.hasPrefix("/dev/") else {
+            throw ImagingError("\(path) is a \(mount.device) mount with no block device to image; use --srcfolder")
+        }
+        if !mount.readOnly && !force {
+            throw ImagingError("\(path) is mounted read-write from \(mount.device); remount it read-only or pass --force")
+        }
+        return mount.device
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import UDIF
+
+/// What `asr info` reports, in a shape that encodes to text, JSON and a property list.
+public struct ImageInfo: Codable, Sendable {
+    public struct RegionInfo: Codable, Sendable {
+        public var id: String
+        public var name: String
+        public var firstSector: UInt64
+        public var sectorCount: UInt64
+        public var checksum: String?
+        public var checksumValid: Bool?
+    }
+
+    public struct CodecUse: Codable, Sendable {
+        public var codec: String
+        public var chunks: Int
+        public var diskBytes: UInt64
+        public var storedBytes: UInt64
+    }
+
+    public var path: String
+    public var format: String
+    public var sourceKind: String
+    public var fileSize: UInt64
+    public var diskBytes: UInt64
+    public var sectorCount: UInt64
+    public var storedBytes: UInt64
+    public var codecs: [CodecUse]
+    public var regions: [RegionInfo]
+    public var masterChecksum: String?
+    public var masterChecksumValid: Bool?
+    public var dataForkChecksum: String?
+    public var checksumsVerified: Bool
+    public var scanned: Bool
+    public var ordered: Bool
+
+    /// True unless a stored checksum was checked and found wrong.
+    public var checksumsOK: Bool {
+        masterChecksumValid != false && regions.allSatisfy { $0.checksumValid != false }
+    }
+
+    /// Reads the image's structure; with `verify`, decodes every chunk to check the CRC-32s.
+    public static func inspect(_ path: String, verify: Bool = true) throws -> ImageInfo {
+        let source = try ImageSource.open(path)
+        guard let image = source.udif else {
+            let plans = try PartitionMap.regions(of: source.bytes)
+            let size = source.bytes.byteCount
+            return ImageInfo(
+                path: path, format: "RAW", sourceKind: source.kind.rawValue, fileSize: size, diskBytes: size,
+                sectorCount: size / sectorSize, storedBytes: size, codecs: [],
+                regions: plans.enumerated().map { i, p in
+                    RegionInfo(id: String(i), name: p.name, firstSector: p.firstSector, sectorCount: p.sectorCount)
+                },
+                checksumsVerified: false, scanned: false, ordered: true)
+        }
+        var uses: [ChunkType: CodecUse] = [:]
+        for c in image.chunks {
+            uses[c.type, default: CodecUse(codec: c.type.description, chunks: 0, diskBytes: 0, storedBytes: 0)].chunks += 1
+            uses[c.type]!.diskBytes += c.length
+            uses[c.type]!.storedBytes += c.storedLength
+        }
+        let computed = verify ? try image.computeRegionCRCs() : nil
+        var regions: [RegionInfo] = []
+        for (i, r) in image.regions.enumerated() {
+            let stored = r.table.checksum.crc32Value
+            regions.append(RegionInfo(
+                id: r.id, name: r.name, firstSector: r.firstSector, sectorCount: r.sectorCount,
+                checksum: r.table.checksum.type == UDIFChecksum.typeNone ? nil : r.table.checksum.description,
+                checksumValid: stored.flatMap { s in computed.map { $0[i] == s } }))
+        }
+        var masterValid: Bool?
+        if let stored = image.trailer.masterChecksum.crc32Value {
+            let fromTables = UDIFImage.masterCRC(of: image.regions.map { $0.table.checksum.crc32Value ?? 0 })
+            let fromData = computed.map { UDIFImage.masterCRC(of: $0) }
+            masterValid = stored == fromTables && (fromData.map { $0 == stored } ?? true)
+        }
+        let t = image.trailer
+        return ImageInfo(
+            path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
+            diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,
+            codecs: uses.values.sorted { $0.diskBytes > $1.diskBytes }, regions: regions,
+            masterChecksum: t.masterChecksum.type == UDIFChecksum.typeNone ? nil : t.masterChecksum.description,
+            masterChecksumValid: masterValid,
+            dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
+            checksumsVerified: verify, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered)
+    }
+
+    /// hdiutil's format name from the codecs in use.
+    static func formatName(_ types: Dictionary<ChunkType, CodecUse>.Keys) -> String {
+        let compressed = types.filter(\.isCompressed)
+        if compressed.count > 1 { return "mixed" }
+        switch compressed.first {
+        case .zlib?: return "UDZO"
+        case .bzip2?: return "UDBZ"
+        case .lzfse?: return "ULFO"
+        case .lzma?: return "ULMO"
+        case .adc?: return "UDCO"
+        case nil: return "UDRO"
+        case let other?: return "UDIF (\(other))"
+        }
+    }
+
+    public func text() -> String {
+        var s = ""
+        s += "Image: \(path)\n"
+        s += "Format: \(format) (\(sourceKind))\n"
+        s += "Disk size: \(diskBytes) bytes (\(sectorCount) sectors, \(ByteSize.format(diskBytes)))\n"
+        if format != "RAW" {
+            let ratio = diskBytes > 0 ? Double(storedBytes) / Double(diskBytes) * 100 : 0
+            s += "Stored data: \(storedBytes) bytes (\(String(format: "%.1f", ratio))% of the disk), file \(fileSize) bytes\n"
+            s += "Codecs:\n"
+            for c in codecs {
+                s += "\t\(c.codec): \(c.chunks) chunks, \(c.diskBytes) bytes on disk, \(c.storedBytes) stored\n"
+            }
+        }
+        s += "Regions: \(regions.count)\n"
+        for r in regions {
+            var line = "\t\(r.id)\t\(r.firstSector)+\(r.sectorCount)\t\(r.name)"
+            if let c = r.checksum {
+                line += "\t\(c)"
+                if let ok = r.checksumValid { line += ok ? " ok" : " MISMATCH" }
+            }
+            s += line + "\n"
+        }
+        if let m = masterChecksum {
+            s += "Master checksum: \(m)" + (masterChecksumValid.map { $0 ? " ok" : " MISMATCH" } ?? "") + "\n"
+        }
+        if let d = dataForkChecksum { s += "Data fork checksum: \(d)\n" }
+        if format != "RAW" {
+            s += "Checksums verified: \(checksumsVerified ? (checksumsOK ? "yes" : "NO, the image is corrupt") : "not checked")\n"
+        }
+        s += "Scanned: \(scanned ? "yes" : "no")\n"
+        s += "Ordered: \(ordered ? "yes" : "no")\n"
+        return s
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import UDIF
+
+/// A raw image file or a block device, read with pread from many threads.
+public final class RawSource: ByteSource, Sendable {
+    public let file: FileIO
+    public let byteCount: UInt64
+
+    public init(file: FileIO, byteCount: UInt64) {
+        self.file = file
+        self.byteCount = byteCount
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else {
+            throw ImagingError("read past the end of \(file.path)")
+        }
+        try file.read(into: buffer, at: offset)
+    }
+}
+
+/// What `--source` named, opened: a UDIF image, a raw image file, or a block device.
+public struct ImageSource: Sendable {
+    public enum Kind: String, Sendable { case udif, raw, blockDevice = "block device" }
+    public let path: String
+    public let kind: Kind
+    public let bytes: any ByteSource
+    public let udif: UDIFImage?
+
+    /// Opens a file or device; a UDIF image is recognised by its trailer, whatever its name.
+    public static func open(_ path: String) throws -> ImageSource {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw ImagingError("cannot open \(path): \(errnoString())") }
+        let type = st.st_mode & S_IFMT
+        if type == S_IFDIR { throw ImagingError("\(path) is a directory; use --srcfolder to image a folder tree") }
+        let file = try FileIO(path: path, flags: O_RDONLY)
+        if type == S_IFBLK {
+            return ImageSource(path: path, kind: .blockDevice, bytes: RawSource(file: file, byteCount: try blockDeviceSize(file)), udif: nil)
+        }
+        guard type == S_IFREG else { throw ImagingError("\(path) is neither a file nor a block device") }
+        if UDIFImage.looksLikeUDIF(file) {
+            let image = try UDIFImage(file: file)
+            return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
+        }
+        return ImageSource(path: path, kind: .raw, bytes: RawSource(file: file, byteCount: try file.size()), udif: nil)
+    }
+}
+
+public func blockDeviceSize(_ file: FileIO) throws -> UInt64 {
+    var size: UInt64 = 0
+    let BLKGETSIZE64: UInt = 0x8008_1272
+    guard ioctl(file.fd, BLKGETSIZE64, &size) == 0 else {
+        throw ImagingError("cannot read the size of \(file.path): \(errnoString())")
+    }
+    return size
+}
+
+/// A mounted filesystem as /proc/self/mountinfo describes it.
+public struct MountEntry: Sendable {
+    public var mountPoint: String
+    public var device: String
+    public var readOnly: Bool
+
+    /// The mount whose mount point is exactly `path` (after resolving links), if any.
+    public static func at(_ path: String) throws -> MountEntry? {
+        let target = (path as NSString).resolvingSymlinksInPath
+        return try all().last { $0.mountPoint == target }
+    }
+
+    public static func all() throws -> [MountEntry] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
+            throw ImagingError("cannot read /proc/self/mountinfo")
+        }
+        return text.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ")
+            guard let dash = f.firstIndex(of: "-"), f.count > dash + 2, f.count > 5 else { return nil }
+            let options = f[5].split(separator: ",")
+            return MountEntry(mountPoint: unescape(String(f[4])), device: unescape(String(f[dash + 2])),
+                              readOnly: options.contains("ro"))
+        }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash as octal escapes.
+    static func unescape(_ s: String) -> String {
+        guard s.contains("\\") else { return s }
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "\\"), i + 3 < b.count, let v = UInt8(String(decoding: b[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                out.append(v)
+                i += 4
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,91 @@
+import CDeflate
+import CZlib
+
+/// The 136-byte checksum field of `koly` and `mish`: type, bit count, up to 128 bytes of value.
+public struct UDIFChecksum: Sendable, Equatable {
+    public static let typeNone: UInt32 = 0
+    public static let typeCRC32: UInt32 = 2
+    static let fieldSize = 136
+
+    public var type: UInt32
+    public var bits: UInt32
+    public var value: [UInt8]
+
+    public static let none = UDIFChecksum(type: typeNone, bits: 0, value: [])
+
+    public static func crc32(_ crc: UInt32) -> UDIFChecksum {
+        UDIFChecksum(type: typeCRC32, bits: 32, value: [
+            UInt8(truncatingIfNeeded: crc >> 24), UInt8(truncatingIfNeeded: crc >> 16),
+            UInt8(truncatingIfNeeded: crc >> 8), UInt8(truncatingIfNeeded: crc),
+        ])
+    }
+
+    /// The CRC-32 value when this is a CRC-32 checksum.
+    public var crc32Value: UInt32? {
+        guard type == Self.typeCRC32, bits == 32, value.count >= 4 else { return nil }
+        return ByteReader(value).u32(0)
+    }
+
+    init(reading r: ByteReader, at offset: Int) {
+        type = r.u32(offset)
+        bits = r.u32(offset + 4)
+        let byteCount = Int(min(bits, 1024) + 7) / 8
+        value = r.slice(offset + 8, byteCount)
+    }
+
+    init(type: UInt32, bits: UInt32, value: [UInt8]) {
+        self.type = type
+        self.bits = bits
+        self.value = value
+    }
+
+    func write(into w: inout ByteWriter, at offset: Int) {
+        w.u32(offset, type)
+        w.u32(offset + 4, bits)
+        w.put(offset + 8, Array(value.prefix(128)))
+    }
+
+    public var description: String {
+        switch crc32Value {
+        case let crc?: "CRC32 $" + hex32(crc)
+        case nil where type == Self.typeNone: "none"
+        case nil: "type \(type), \(bits) bits"
+        }
+    }
+}
+
+func hex32(_ v: UInt32) -> String {
+    let s = String(v, radix: 16, uppercase: true)
+    return String(repeating: "0", count: 8 - s.count) + s
+}
+
+/// CRC-32 (the zlib polynomial), as UDIF uses for blkx and master checksums.
+public enum CRC32 {
+    public static func update(_ crc: UInt32, _ buffer: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return crc }
+        return libdeflate_crc32(crc, base, buffer.count)
+    }
+
+    public static func update(_ crc: UInt32, _ bytes: [UInt8]) -> UInt32 {
+        bytes.withUnsafeBytes { update(crc, $0) }
+    }
+
+    /// CRC-32 of `count` zero bytes appended to `crc`, without touching memory per byte.
+    public static func updateZeros(_ crc: UInt32, count: UInt64) -> UInt32 {
+        var crc = crc
+        var left = count
+        while left > 0 {
+            let n = Int(min(left, UInt64(zeroBlock.count)))
+            crc = zeroBlock.withUnsafeBytes { update(crc, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            left -= UInt64(n)
+        }
+        return crc
+    }
+
+    /// The CRC of A followed by B, from CRC(A), CRC(B) and B's length.
+    public static func combine(_ a: UInt32, _ b: UInt32, lengthOfB: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: crc32_combine(uLong(a), uLong(b), Int(lengthOfB)))
+    }
+
+    private static let zeroBlock = [UInt8](repeating: 0, count: 1 << 20)
+}

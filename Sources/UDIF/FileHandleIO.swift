@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A file descriptor read and written with pread/pwrite, safe from many threads at once.
+public final class FileIO: Sendable {
+    public let fd: Int32
+    public let path: String
+
+    public init(path: String, flags: Int32, mode: mode_t = 0o644) throws {
+        let fd = open(path, flags | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw UDIFError("cannot open \(path): \(errnoString())") }
+        self.fd = fd
+        self.path = path
+    }
+
+    deinit { close(fd) }
+
+    public func size() throws -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw UDIFError("cannot stat \(path): \(errnoString())") }
+        return UInt64(st.st_size)
+    }
+
+    /// Reads exactly `buffer.count` bytes or throws (a short file is an error, never zeros).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw UDIFError("cannot read \(path) at byte \(offset + UInt64(done)): \(errnoString())")
+            }
+            if n == 0 { throw UDIFError("\(path) ends at byte \(offset + UInt64(done)), before the \(buffer.count) bytes wanted at \(offset)") }
+            done += n
+        }
+    }
+
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw UDIFError("cannot write \(path) at byte \(offset + UInt64(done)): \(errnoString())")
+            }
+            done += n
+        }
+    }
+
+    public func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    public func truncate(to size: UInt64) throws {
+        guard ftruncate(fd, off_t(size)) == 0 else { throw UDIFError("cannot set size of \(path): \(errnoString())") }
+    }
+
+    public func sync() throws {
+        guard fsync(fd) == 0 else { throw UDIFError("cannot flush \(path): \(errnoString())") }
+    }
+}
+
+public func errnoString(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }

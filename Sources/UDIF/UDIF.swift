@@ -1,0 +1,33 @@
+// UDIF: Apple's Universal Disk Image Format (.dmg), read and written.
+//
+// This module owns the on-disk format and nothing else: the `koly` trailer, the XML resource
+// fork, the `mish` block tables, the chunk codecs (zlib, bzip2, XZ, ADC), CRC-32 checksums,
+// partition-map regions for new images, a random-access reader (`UDIFImage`) and a streaming
+// parallel writer (`ImageWriter`). It does no terminal output and knows nothing of devices,
+// networks or the command line; `Imaging` builds sources, targets and workflows on top of it.
+
+/// Every failure of this module: one line a user can read, naming what is wrong.
+public struct UDIFError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// UDIF sectors are always 512 bytes.
+public let sectorSize: UInt64 = 512
+
+/// Anything that can be read at random offsets from many threads at once: a raw image,
+/// a block device, a decoded UDIF image.
+public protocol ByteSource: Sendable {
+    var byteCount: UInt64 { get }
+    /// Fills `buffer` exactly with the bytes at `offset`; throws past the end.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
+extension ByteSource {
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+}

@@ -1,0 +1,293 @@
+import Glibc
+import Synchronization
+
+/// One blkx region of an image, with its place in the image's chunk index.
+public struct Region: Sendable {
+    public var id: String
+    public var name: String
+    public var table: BlockTable
+    /// Range of this region's chunks in `UDIFImage.chunks`.
+    public var chunkRange: Range<Int>
+
+    public var firstSector: UInt64 { table.firstSector }
+    public var sectorCount: UInt64 { table.sectorCount }
+}
+
+/// A chunk placed on the whole disk, in bytes.
+public struct DiskChunk: Sendable {
+    public var type: ChunkType
+    public var diskOffset: UInt64
+    public var length: UInt64
+    /// Absolute offset in the image file.
+    public var fileOffset: UInt64
+    public var storedLength: UInt64
+    public var region: Int
+}
+
+/// A UDIF image opened for random access. Parsing validates the whole structure up front
+/// (bounds, coverage, sizes), so later reads fail only on corrupt chunk payloads.
+public final class UDIFImage: ByteSource, Sendable {
+    /// Largest decoded chunk accepted; hdiutil writes 1 MiB, ours too.
+    public static let maxChunkBytes: UInt64 = 64 << 20
+
+    public let file: FileIO
+    public let fileSize: UInt64
+    public let trailer: Trailer
+    /// Where the trailer was found: the end (normal) or offset 0.
+    public let trailerOffset: UInt64
+    public let resourceFork: ResourceFork
+    public let regions: [Region]
+    /// Every data-bearing, zero and ignore chunk, in disk order, contiguous.
+    public let chunks: [DiskChunk]
+    public let byteCount: UInt64
+    private let cache: ChunkCache
+
+    public convenience init(path: String, cacheChunks: Int = 32) throws {
+        try self.init(file: FileIO(path: path, flags: O_RDONLY), cacheChunks: cacheChunks)
+    }
+
+    public init(file: FileIO, cacheChunks: Int = 32) throws {
+        self.file = file
+        fileSize = try file.size()
+        (trailer, trailerOffset) = try Self.findTrailer(file, fileSize: fileSize)
+        let t = trailer
+        guard t.xmlLength > 0 else { throw UDIFError("image has no XML resource plist") }
+        guard t.xmlOffset <= fileSize, t.xmlLength <= fileSize - t.xmlOffset else {
+            throw UDIFError("resource plist at \(t.xmlOffset)+\(t.xmlLength) lies past the end of the file (\(fileSize) bytes)")
+        }
+        guard t.dataForkOffset <= fileSize, t.dataForkLength <= fileSize - t.dataForkOffset else {
+            throw UDIFError("data fork at \(t.dataForkOffset)+\(t.dataForkLength) lies past the end of the file (\(fileSize) bytes)")
+        }
+        guard t.xmlLength <= 256 << 20 else { throw UDIFError("resource plist claims \(t.xmlLength) bytes, too large") }
+        resourceFork = try ResourceFork(parsing: file.read(at: t.xmlOffset, count: Int(t.xmlLength)))
+        let entries = resourceFork.blkx
+        guard !entries.isEmpty else { throw UDIFError("image has no blkx regions") }
+        guard t.sectorCount <= UInt64.max / sectorSize else { throw UDIFError("koly sector count \(t.sectorCount) is impossible") }
+
+        var regions: [Region] = []
+        var chunks: [DiskChunk] = []
+        var nextSector: UInt64 = 0
+        let dataEnd = t.dataForkOffset + t.dataForkLength
+        for (index, entry) in entries.enumerated() {
+            let where_ = "blkx \(entry.id)"
+            let table: BlockTable
+            do { table = try BlockTable(parsing: entry.data) } catch let e as UDIFError { throw UDIFError("\(where_): \(e.message)") }
+            guard table.firstSector == nextSector else {
+                throw UDIFError("\(where_) starts at sector \(table.firstSector), want \(nextSector): regions are not contiguous")
+            }
+            guard table.sectorCount <= t.sectorCount - min(nextSector, t.sectorCount) else {
+                throw UDIFError("\(where_) runs past the image's \(t.sectorCount) sectors")
+            }
+            let first = chunks.count
+            var pos: UInt64 = 0
+            for (ci, c) in table.chunks.enumerated() where c.type != .comment {
+                let at = "\(where_) chunk \(ci)"
+                guard c.sectorStart == pos else { throw UDIFError("\(at) starts at sector \(c.sectorStart), want \(pos)") }
+                guard c.sectorCount <= table.sectorCount - pos else { throw UDIFError("\(at) runs past its region") }
+                let length = c.sectorCount * sectorSize
+                var fileOffset: UInt64 = 0
+                if c.type.hasStoredData {
+                    guard length <= Self.maxChunkBytes else { throw UDIFError("\(at) claims \(length) bytes, more than \(Self.maxChunkBytes)") }
+                    let (o1, ov1) = t.dataForkOffset.addingReportingOverflow(table.dataOffset)
+                    let (o2, ov2) = o1.addingReportingOverflow(c.storedOffset)
+                    let (end, ov3) = o2.addingReportingOverflow(c.storedLength)
+                    guard !ov1, !ov2, !ov3, end <= dataEnd else {
+                        throw UDIFError("\(at) data at \(c.storedOffset)+\(c.storedLength) lies past the end of the data fork")
+                    }
+                    if c.type == .raw, c.storedLength != length {
+                        throw UDIFError("\(at) is raw with \(c.storedLength) bytes stored for \(length)")
+                    }
+                    guard c.storedLength <= Self.maxChunkBytes + (1 << 20) else { throw UDIFError("\(at) claims \(c.storedLength) stored bytes, too many") }
+                    fileOffset = o2
+                } else if c.type != .zeroFill && c.type != .ignore {
+                    throw UDIFError("\(at) has unknown chunk type \(c.type)")
+                }
+                if length > 0 {
+                    chunks.append(DiskChunk(type: c.type, diskOffset: (nextSector + pos) * sectorSize, length: length,
+                                            fileOffset: fileOffset, storedLength: c.storedLength, region: index))
+                }
+                pos += c.sectorCount
+            }
+            guard pos == table.sectorCount else {
+                throw UDIFError("\(where_) chunks cover \(pos) sectors, want \(table.sectorCount)")
+            }
+            regions.append(Region(id: entry.id, name: entry.name, table: table, chunkRange: first..<chunks.count))
+            nextSector += table.sectorCount
+        }
+        guard nextSector == t.sectorCount else {
+            throw UDIFError("blkx regions cover \(nextSector) sectors, koly says \(t.sectorCount)")
+        }
+        self.regions = regions
+        self.chunks = chunks
+        byteCount = t.sectorCount * sectorSize
+        cache = ChunkCache(capacity: cacheChunks)
+    }
+
+    private static func findTrailer(_ file: FileIO, fileSize: UInt64) throws -> (Trailer, UInt64) {
+        guard fileSize >= UInt64(Trailer.size) else { throw UDIFError("file is \(fileSize) bytes, too small for a UDIF image") }
+        let end = fileSize - UInt64(Trailer.size)
+        if let t = try? Trailer(parsing: file.read(at: end, count: Trailer.size)) { return (t, end) }
+        if let t = try? Trailer(parsing: file.read(at: 0, count: Trailer.size)) { return (t, 0) }
+        throw UDIFError("no koly trailer at the end or start: not a UDIF image, or truncated")
+    }
+
+    /// Quick test without a full parse.
+    public static func looksLikeUDIF(_ file: FileIO) -> Bool {
+        guard let size = try? file.size(), size >= 512 else { return false }
+        for at in [size - 512, 0] {
+            if let magic = try? file.read(at: at, count: 4), magic == [0x6B, 0x6F, 0x6C, 0x79] { return true }
+        }
+        return false
+    }
+
+    // MARK: reading
+
+    /// Index of the chunk holding disk byte `offset`.
+    public func chunkIndex(containing offset: UInt64) -> Int? {
+        guard offset < byteCount else { return nil }
+        var lo = 0
+        var hi = chunks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if chunks[mid].diskOffset + chunks[mid].length <= offset { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < chunks.count ? lo : nil
+    }
+
+    /// The stored (compressed) bytes of a chunk.
+    public func storedBytes(of index: Int) throws -> [UInt8] {
+        let c = chunks[index]
+        return try file.read(at: c.fileOffset, count: Int(c.storedLength))
+    }
+
+    /// Decodes chunk `index` into `output`, which must be exactly the chunk's length.
+    public func decodeChunk(_ index: Int, into output: UnsafeMutableRawBufferPointer) throws {
+        let c = chunks[index]
+        precondition(UInt64(output.count) == c.length)
+        switch c.type {
+        case .zeroFill, .ignore:
+            output.initializeMemory(as: UInt8.self, repeating: 0)
+        case .raw:
+            try file.read(into: output, at: c.fileOffset)
+        default:
+            let stored = try storedBytes(of: index)
+            do {
+                try stored.withUnsafeBytes { try Codec.decode(c.type, $0, into: output) }
+            } catch let e as UDIFError {
+                throw UDIFError("\(describe(chunk: index)): \(e.message)")
+            }
+        }
+    }
+
+    public func decodeChunk(_ index: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Int(chunks[index].length))
+        try out.withUnsafeMutableBytes { try decodeChunk(index, into: $0) }
+        return out
+    }
+
+    public func describe(chunk index: Int) -> String {
+        let c = chunks[index]
+        return "chunk \(index) (bytes \(c.diskOffset)-\(c.diskOffset + c.length - 1), blkx \(regions[c.region].id))"
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else {
+            throw UDIFError("read of \(buffer.count) bytes at \(offset) is past the end of the \(byteCount)-byte disk")
+        }
+        var done = 0
+        while done < buffer.count {
+            let pos = offset + UInt64(done)
+            guard let index = chunkIndex(containing: pos) else { throw UDIFError("no chunk covers byte \(pos)") }
+            let c = chunks[index]
+            let within = Int(pos - c.diskOffset)
+            let n = min(buffer.count - done, Int(c.length) - within)
+            let dest = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)])
+            switch c.type {
+            case .zeroFill, .ignore:
+                dest.initializeMemory(as: UInt8.self, repeating: 0)
+            case .raw:
+                try file.read(into: dest, at: c.fileOffset + UInt64(within))
+            default:
+                let decoded = try cachedChunk(index)
+                decoded.withUnsafeBytes { dest.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<(within + n)])) }
+            }
+            done += n
+        }
+    }
+
+    private func cachedChunk(_ index: Int) throws -> [UInt8] {
+        if let hit = cache.get(index) { return hit }
+        let decoded = try decodeChunk(index)
+        cache.put(index, decoded)
+        return decoded
+    }
+
+    // MARK: checksums
+
+    /// The CRC-32 of each region's data as UDIF defines it (ignore runs excluded),
+    /// decoding chunks on all cores.
+    public func computeRegionCRCs() throws -> [UInt32] {
+        var crcs = [UInt32](repeating: 0, count: regions.count)
+        try orderedParallelMap(count: chunks.count) { i -> UInt32? in
+            let c = self.chunks[i]
+            switch c.type {
+            case .ignore: return nil
+            case .zeroFill: return CRC32.updateZeros(0, count: c.length)
+            default: return CRC32.update(0, try self.decodeChunk(i))
+            }
+        } consume: { i, crc in
+            guard let crc else { return }
+            let c = self.chunks[i]
+            crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length)
+        }
+        return crcs
+    }
+
+    /// Master checksum as UDIF defines it: CRC-32 over the blkx CRC-32 values, big-endian.
+    public static func masterCRC(of regionCRCs: [UInt32]) -> UInt32 {
+        var bytes: [UInt8] = []
+        for crc in regionCRCs { bytes += UDIFChecksum.crc32(crc).value }
+        return CRC32.update(0, bytes)
+    }
+
+    /// True when every stored chunk sits after the one before it in disk order.
+    public var isOrdered: Bool {
+        var last: UInt64 = 0
+        for c in chunks where c.type.hasStoredData {
+            if c.fileOffset < last { return false }
+            last = c.fileOffset
+        }
+        return true
+    }
+}
+
+/// A small LRU of decoded chunks, shared by all readers of one image.
+final class ChunkCache: Sendable {
+    private struct State {
+        var entries: [Int: (bytes: [UInt8], stamp: UInt64)] = [:]
+        var clock: UInt64 = 0
+    }
+    private let state = Mutex(State())
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(1, capacity) }
+
+    func get(_ index: Int) -> [UInt8]? {
+        state.withLock { s in
+            guard let e = s.entries[index] else { return nil }
+            s.clock += 1
+            s.entries[index] = (e.bytes, s.clock)
+            return e.bytes
+        }
+    }
+
+    func put(_ index: Int, _ bytes: [UInt8]) {
+        state.withLock { s in
+            s.clock += 1
+            s.entries[index] = (bytes, s.clock)
+            if s.entries.count > capacity, let oldest = s.entries.min(by: { $0.value.stamp < $1.value.stamp })?.key {
+                s.entries[oldest] = nil
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+// asr: the command-line front end. It parses arguments, calls Imaging and UDIF, prints their
+// results and maps every failure to one line on standard error and exit status 1.
+
+import ArgumentParser
+import Foundation
+import Imaging
+import UDIF
+
+@main
+struct Asr: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "asr",
+        abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
+        version: asrVersion,
+        subcommands: [Create.self, Info.self, Convert.self])
+
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as ImagingError {
+            fail(error.message)
+        } catch let error as UDIFError {
+            fail(error.message)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            let message = fullMessage(for: error)
+            FileHandle.standardError.write(Data((message.hasSuffix("\n") ? message : message + "\n").utf8))
+            Foundation.exit(1)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("asr: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}
+
+let asrVersion = "0.1.0"
+
+extension ImageFormat: ExpressibleByArgument {}
+extension ImageConverter.Target: ExpressibleByArgument {}
+extension FolderFilesystem: ExpressibleByArgument {}
+
+struct Create: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a UDIF image from a device, raw image, mounted filesystem or folder tree.",
+        discussion: """
+            With --source, SRC is a raw image file, a block device, or the mount point of a \
+            filesystem (its block device is imaged; a read-write mount is refused unless --force). \
+            With --srcfolder, a new ext4 or FAT32 filesystem is built from the folder tree by \
+            mke2fs or mkfs.vfat and mcopy, then packed. Sizes take K, M, G or T suffixes.
+            """)
+
+    @Option(help: "Raw image, block device or mount point to image.") var source: String?
+    @Option(help: "Folder tree to build a filesystem image from.") var srcfolder: String?
+    @Option(help: "The image to write.") var output: String
+    @Option(help: "UDZO (zlib, default) or UDRO (uncompressed).") var format: ImageFormat = .udzo
+    @Option(help: "Filesystem for --srcfolder: ext4 or fat32.") var fs: FolderFilesystem = .ext4
+    @Option(help: "Volume label for --srcfolder.") var volname: String?
+    @Option(help: "Filesystem size for --srcfolder: auto or a size like 512M.") var size: String = "auto"
+    @Flag(help: "Image a read-write mounted source anyway.") var force = false
+    @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
+
+    func validate() throws {
+        guard (source == nil) != (srcfolder == nil) else {
+            throw ValidationError("give exactly one of --source and --srcfolder")
+        }
+    }
+
+    func run() throws {
+        var creator = ImageCreator()
+        creator.format = format
+        creator.force = force
+        creator.overwrite = overwrite
+        creator.progress = ProgressBar(label: "\tCreating  ")
+        if let source {
+            _ = try creator.create(source: source, output: output)
+        } else if let srcfolder {
+            let bytes = size.lowercased() == "auto" ? nil : try ByteSize.parse(size)
+            _ = try creator.create(folder: srcfolder, output: output, filesystem: fs, volumeName: volname, size: bytes)
+        }
+        print("asr: created image \"\(output)\"")
+    }
+}
+
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe an image: format, codecs, size, regions, checksums, scan state.",
+        discussion: "Exits 1 when a stored checksum does not match the data.")
+
+    @Option(help: "UDIF image, raw image or block device.") var source: String
+    @Flag(help: "Print an XML property list.") var plist = false
+    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Skip decoding every chunk to check the CRC-32s.") var quick = false
+
+    func validate() throws {
+        if plist && json { throw ValidationError("give at most one of --plist and --json") }
+    }
+
+    func run() throws {
+        let info = try ImageInfo.inspect(source, verify: !quick)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(info), as: UTF8.self))
+        } else if plist {
+            let encoder = PropertyListEncoder()
+            encoder.outputFormat = .xml
+            print(String(decoding: try encoder.encode(info), as: UTF8.self), terminator: "")
+        } else {
+            print(info.text(), terminator: "")
+        }
+        if !info.checksumsOK { Asr.fail("\(source): stored checksums do not match the data") }
+    }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an image to UDZO, UDRO or a raw disk image.")
+
+    @Option(help: "UDIF image, raw image or block device.") var source: String
+    @Option(help: "UDZO, UDRO or RAW.") var format: ImageConverter.Target
+    @Option(help: "The file (or device, for RAW) to write.") var output: String
+    @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
+
+    func run() throws {
+        var converter = ImageConverter()
+        converter.overwrite = overwrite
+        converter.progress = ProgressBar(label: "\tConverting  ")
+        try converter.convert(source: source, to: format, output: output)
+        print("asr: converted \"\(source)\" to \(format.rawValue) \"\(output)\"")
+    }
+}
