@@ -1,0 +1,41 @@
+# asr for Linux. `make demo` and `make test` install the Debian packages they need first.
+
+PREFIX ?= /usr/local
+SWIFT ?= swift
+DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev \
+	e2fsprogs dosfstools mtools 7zip dmg2img python3 util-linux
+BIN = .build/debug/asr
+
+.PHONY: all deps build release demo test install clean
+
+all: build
+
+# Installs only what is missing; apt-get update runs once, and only when something is.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "Installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build --product asr
+
+release: deps
+	$(SWIFT) build -c release --product asr
+
+demo: build
+	ASR=$(BIN) demo/demo.sh
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+install: release
+	install -D -m 0755 .build/release/asr $(DESTDIR)$(PREFIX)/bin/asr
+	install -D -m 0644 docs/asr.1 $(DESTDIR)$(PREFIX)/share/man/man1/asr.1
+
+clean:
+	rm -rf .build
