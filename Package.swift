@@ -27,7 +27,7 @@ let package = Package(
             "Imaging", "UDIF",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "UDIFTests", dependencies: ["UDIF"]),
+        .testTarget(name: "UDIFTests", dependencies: ["UDIF", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: [
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),

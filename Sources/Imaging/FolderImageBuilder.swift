@@ -22,6 +22,9 @@ struct FolderImageBuilder {
             throw ImagingError("source folder \(folder) does not exist or is not a directory")
         }
         let usage = try TreeUsage.measure(folder)
+        if filesystem == .fat32, let problem = usage.fatProblem {
+            throw ImagingError("FAT32 cannot hold \(problem); use --fs ext4")
+        }
         let path = (directory as NSString).appendingPathComponent(".asr-srcfolder-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).raw")
         var attempt = size ?? autoSize(usage)
         for round in 0..<5 {
@@ -69,7 +72,7 @@ struct FolderImageBuilder {
             if !entries.isEmpty {
                 let paths = entries.map { (folder as NSString).appendingPathComponent($0) }
                 try Tool.run("mcopy", ["-s", "-p", "-m", "-Q", "-i", path] + paths + ["::/"], what: "mcopy",
-                             environment: ["MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"])
+                             environment: ["MTOOLS_SKIP_CHECK": "1", "LC_ALL": "C.UTF-8"])
             }
         }
     }
@@ -80,6 +83,8 @@ struct TreeUsage {
     var bytes: UInt64 = 0
     var entries: UInt64 = 0
     var fileSizes: [UInt64] = []
+    /// The first entry FAT32 cannot store, described for the user.
+    var fatProblem: String?
 
     func blockBytes(_ block: UInt64) -> UInt64 {
         fileSizes.reduce(0) { $0 + ($1 + block - 1) / block * block } + entries * block / 8
@@ -90,12 +95,29 @@ struct TreeUsage {
         guard let walker = FileManager.default.enumerator(atPath: root) else {
             throw ImagingError("cannot read folder \(root)")
         }
+        var namesByFolder: [String: Set<String>] = [:]
         while let rel = walker.nextObject() as? String {
             usage.entries += 1
             var st = stat()
-            if lstat((root as NSString).appendingPathComponent(rel), &st) == 0, st.st_mode & S_IFMT == S_IFREG {
+            guard lstat(root + "/" + rel, &st) == 0 else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFREG:
                 usage.fileSizes.append(UInt64(st.st_size))
                 usage.bytes += UInt64(st.st_size)
+                if st.st_size >= 1 << 32 { usage.fatProblem = usage.fatProblem ?? "\"\(rel)\": files of 4 GiB or more" }
+            case S_IFDIR: break
+            case S_IFLNK: usage.fatProblem = usage.fatProblem ?? "the symbolic link \"\(rel)\""
+            default: usage.fatProblem = usage.fatProblem ?? "the special file \"\(rel)\""
+            }
+            // Split by hand: Foundation's path helpers trap on some legal names.
+            let slash = rel.lastIndex(of: "/")
+            let name = slash.map { String(rel[rel.index(after: $0)...]) } ?? rel
+            let folder = slash.map { String(rel[..<$0]) } ?? ""
+            if name.unicodeScalars.contains(where: { $0.value < 0x20 || "\"*/:<>?\\|".unicodeScalars.contains($0) }) {
+                usage.fatProblem = usage.fatProblem ?? "\"\(rel)\": FAT names cannot contain \" * : < > ? \\ | or control characters"
+            }
+            if !namesByFolder[folder, default: []].insert(name.lowercased()).inserted {
+                usage.fatProblem = usage.fatProblem ?? "\"\(rel)\": FAT names ignore case and another entry has the same name"
             }
         }
         return usage

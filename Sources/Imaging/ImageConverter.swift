@@ -15,7 +15,7 @@ public struct ImageConverter {
     public func convert(source path: String, to target: Target, output: String) throws {
         var creator = ImageCreator()
         creator.overwrite = overwrite
-        try creator.checkOutput(output, source: path)
+        try creator.checkOutput(output, source: path, allowStreams: target == .raw)
         let source = try ImageSource.open(path)
         switch target {
         case .udzo, .udro:
@@ -38,11 +38,17 @@ public struct RawWriter {
 
     public func write(_ source: ImageSource, to output: String) throws {
         var st = stat()
-        let isDevice = stat(output, &st) == 0 && (st.st_mode & S_IFMT == S_IFBLK || st.st_mode & S_IFMT == S_IFCHR)
+        let exists = stat(output, &st) == 0
+        let type = st.st_mode & S_IFMT
         let total = source.bytes.byteCount
-        if isDevice {
+        if output == "-" || (exists && (type == S_IFIFO || type == S_IFCHR || type == S_IFSOCK)) {
+            // A pipe or terminal: written front to back, zeros included.
+            let file = output == "-" ? try FileIO(path: "/dev/stdout", flags: O_WRONLY) : try FileIO(path: output, flags: O_WRONLY)
+            let stream = StreamWriter(file: file)
+            try copy(source, into: stream, sparse: false)
+        } else if exists && type == S_IFBLK {
             let file = try FileIO(path: output, flags: O_WRONLY)
-            if st.st_mode & S_IFMT == S_IFBLK, try blockDeviceSize(file) < total {
+            if try blockDeviceSize(file) < total {
                 throw ImagingError("\(output) is smaller than the \(total)-byte disk")
             }
             try copy(source, into: file, sparse: false)
@@ -56,7 +62,7 @@ public struct RawWriter {
         }
     }
 
-    private func copy(_ source: ImageSource, into file: FileIO, sparse: Bool) throws {
+    private func copy(_ source: ImageSource, into file: some PositionalWriter, sparse: Bool) throws {
         let total = source.bytes.byteCount
         if let image = source.udif {
             try orderedParallelMap(count: image.chunks.count) { i -> [UInt8]? in
@@ -87,7 +93,7 @@ public struct RawWriter {
         }
     }
 
-    private func writeZeros(_ file: FileIO, at offset: UInt64, count: UInt64) throws {
+    private func writeZeros(_ file: some PositionalWriter, at offset: UInt64, count: UInt64) throws {
         let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
         var done: UInt64 = 0
         while done < count {
@@ -95,5 +101,40 @@ public struct RawWriter {
             try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
             done += UInt64(n)
         }
+    }
+}
+
+/// Where decoded bytes go: a file or device at any offset, or a stream front to back.
+protocol PositionalWriter {
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+}
+
+extension PositionalWriter {
+    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+}
+
+extension FileIO: PositionalWriter {}
+
+/// Sequential output; callers write in order, so the offset only checks that.
+final class StreamWriter: PositionalWriter {
+    let file: FileIO
+    private var position: UInt64 = 0
+
+    init(file: FileIO) { self.file = file }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        precondition(offset == position, "stream output must be written in order")
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.write(file.fd, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ImagingError("cannot write \(file.path): \(errnoString())")
+            }
+            done += n
+        }
+        position += UInt64(buffer.count)
     }
 }

@@ -37,9 +37,16 @@ public struct ImageCreator {
         return summary
     }
 
-    func checkOutput(_ output: String, source: String?) throws {
+    /// Refuses to overwrite an existing file silently, or to write onto the source itself.
+    /// `allowStreams`: a device, pipe or "-" is fine (raw output); images need a regular file.
+    func checkOutput(_ output: String, source: String?, allowStreams: Bool = false) throws {
         if let source, (source as NSString).standardizingPath == (output as NSString).standardizingPath {
             throw ImagingError("output \(output) is the source")
+        }
+        var st = stat()
+        if output == "-" || (stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFREG) {
+            guard allowStreams else { throw ImagingError("\(output) is not a regular file; images are written to files") }
+            return
         }
         if FileManager.default.fileExists(atPath: output), !overwrite {
             throw ImagingError("\(output) already exists; pass --overwrite to replace it")

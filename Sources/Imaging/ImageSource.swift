@@ -42,7 +42,21 @@ public struct ImageSource: Sendable {
             let image = try UDIFImage(file: file)
             return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
         }
+        if looksLikeDamagedUDIF(path: path, file: file) {
+            throw ImagingError("\(path) has no koly trailer at its end: a truncated or damaged UDIF image")
+        }
         return ImageSource(path: path, kind: .raw, bytes: RawSource(file: file, byteCount: try file.size()), udif: nil)
+    }
+
+    /// A .dmg name, or a UDIF resource plist near the end, without a trailer: treating such a
+    /// file as a raw disk would deploy garbage.
+    static func looksLikeDamagedUDIF(path: String, file: FileIO) -> Bool {
+        if (path as NSString).pathExtension.lowercased() == "dmg" { return true }
+        guard let size = try? file.size(), size > 0 else { return false }
+        let tail = min(size, 1 << 20)
+        guard let bytes = try? file.read(at: size - tail, count: Int(tail)) else { return false }
+        let text = String(decoding: bytes, as: UTF8.self)
+        return text.contains("<key>resource-fork</key>") || text.contains("<key>blkx</key>")
     }
 }
 

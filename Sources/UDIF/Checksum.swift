@@ -70,22 +70,26 @@ public enum CRC32 {
         bytes.withUnsafeBytes { update(crc, $0) }
     }
 
-    /// CRC-32 of `count` zero bytes appended to `crc`, without touching memory per byte.
+    /// CRC-32 of `count` zero bytes appended to `crc`, in O(log count): a zero-fill chunk may
+    /// claim a huge run, and checking it must not take time proportional to that claim.
     public static func updateZeros(_ crc: UInt32, count: UInt64) -> UInt32 {
-        var crc = crc
+        var result = crc
+        var blockCRC = update(0, [0])  // CRC of 2^k zero bytes, doubled each step
+        var blockLength: UInt64 = 1
         var left = count
         while left > 0 {
-            let n = Int(min(left, UInt64(zeroBlock.count)))
-            crc = zeroBlock.withUnsafeBytes { update(crc, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-            left -= UInt64(n)
+            if left & 1 != 0 { result = combine(result, blockCRC, lengthOfB: blockLength) }
+            left >>= 1
+            if left > 0 {
+                blockCRC = combine(blockCRC, blockCRC, lengthOfB: blockLength)
+                blockLength <<= 1
+            }
         }
-        return crc
+        return result
     }
 
     /// The CRC of A followed by B, from CRC(A), CRC(B) and B's length.
     public static func combine(_ a: UInt32, _ b: UInt32, lengthOfB: UInt64) -> UInt32 {
         UInt32(truncatingIfNeeded: crc32_combine(uLong(a), uLong(b), Int(lengthOfB)))
     }
-
-    private static let zeroBlock = [UInt8](repeating: 0, count: 1 << 20)
 }

@@ -131,8 +131,10 @@ struct Convert: ParsableCommand {
     func run() throws {
         var converter = ImageConverter()
         converter.overwrite = overwrite
-        converter.progress = ProgressBar(label: "\tConverting  ")
+        let toStdout = output == "-" || output == "/dev/stdout"
+        converter.progress = toStdout ? nil : ProgressBar(label: "\tConverting  ")
         try converter.convert(source: source, to: format, output: output)
+        if output == "-" || output == "/dev/stdout" { return }
         print("asr: converted \"\(source)\" to \(format.rawValue) \"\(output)\"")
     }
 }

@@ -1,0 +1,99 @@
+import Crypto
+import Foundation
+import UDIF
+
+/// A disk held in memory, for writer and reader tests without files.
+struct MemorySource: ByteSource {
+    let bytes: [UInt8]
+    var byteCount: UInt64 { UInt64(bytes.count) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard offset + UInt64(buffer.count) <= byteCount else { throw UDIFError("past end") }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
+    }
+}
+
+enum Fixtures {
+    /// ../shared beside the checkout, as CI lays it out.
+    static let directory: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared/fixtures/udif")
+
+    struct Expected {
+        let name: String
+        let sha256: String
+        let size: UInt64
+        var path: String { Fixtures.directory.appendingPathComponent(name).path }
+    }
+
+    /// Parsed from raw.sha256: "SHA256  SIZE  NAME" per line.
+    static let all: [Expected] = {
+        let text = (try? String(contentsOf: directory.appendingPathComponent("raw.sha256"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count == 3, let size = UInt64(f[1]) else { return nil }
+            return Expected(name: String(f[2]), sha256: String(f[0]), size: size)
+        }
+    }()
+
+    static var decodable: [Expected] { all.filter { !$0.name.contains("lzfse") } }
+}
+
+func sha256Hex(_ bytes: [UInt8]) -> String {
+    SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+}
+
+/// Reads a whole source through its random-access interface in odd-sized pieces.
+func readAll(_ source: some ByteSource, piece: Int = 300_007) throws -> [UInt8] {
+    var out: [UInt8] = []
+    var at: UInt64 = 0
+    while at < source.byteCount {
+        let n = Int(min(UInt64(piece), source.byteCount - at))
+        out += try source.read(at: at, count: n)
+        at += UInt64(n)
+    }
+    return out
+}
+
+/// Deterministic test data: text-like runs, zero runs and noise, so every chunk kind appears.
+func sampleDisk(sectors: Int, seed: UInt64 = 1) -> [UInt8] {
+    var rng = SplitMix(seed: seed)
+    var bytes = [UInt8](repeating: 0, count: sectors * 512)
+    var i = 0
+    while i < bytes.count {
+        let run = min(bytes.count - i, Int(rng.next() % 900_000) + 512)
+        switch rng.next() % 3 {
+        case 0:
+            let words = Array("the quick brown fox jumps over the lazy dog 0123456789\n".utf8)
+            for k in 0..<run { bytes[i + k] = words[(k + i) % words.count] }
+        case 1:
+            for k in 0..<run { bytes[i + k] = UInt8(truncatingIfNeeded: rng.next()) }
+        default:
+            break
+        }
+        i += run
+    }
+    return bytes
+}
+
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+final class TemporaryDirectory {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "asr-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}

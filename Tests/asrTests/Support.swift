@@ -1,0 +1,115 @@
+import Crypto
+import Foundation
+import UDIF
+
+/// Runs the built `asr` binary (beside this test bundle, or $ASR_BIN) as a user would.
+enum CLI {
+    static let binary: String = {
+        if let path = ProcessInfo.processInfo.environment["ASR_BIN"] { return path }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return me.deletingLastPathComponent().appendingPathComponent("asr").path
+    }()
+
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var timedOut: Bool
+        var stderrLines: [Substring] { stderr.split(separator: "\n") }
+    }
+
+    static func run(_ args: [String], timeout: TimeInterval = 300) throws -> Output {
+        try Run.process(binary, args, timeout: timeout)
+    }
+}
+
+enum Run {
+    /// Runs a program with stdout and stderr captured through files (no pipe deadlocks), and
+    /// kills it after `timeout`: a hang is a failure, never a stuck test run.
+    static func process(_ program: String, _ args: [String], timeout: TimeInterval = 300) throws -> CLI.Output {
+        let dir = TemporaryDirectory()
+        FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
+        FileManager.default.createFile(atPath: dir.file("err"), contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
+        p.standardInput = FileHandle.nullDevice
+        p.standardOutput = FileHandle(forWritingAtPath: dir.file("out"))
+        p.standardError = FileHandle(forWritingAtPath: dir.file("err"))
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(20_000) }
+        let timedOut = p.isRunning
+        if timedOut { p.terminate(); usleep(200_000); kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        let read = { (name: String) in (try? String(contentsOfFile: dir.file(name), encoding: .utf8)) ?? "" }
+        return CLI.Output(status: p.terminationStatus, stdout: read("out"), stderr: read("err"), timedOut: timedOut)
+    }
+
+    /// A shell command that must succeed; returns its standard output.
+    @discardableResult
+    static func shell(_ command: String, timeout: TimeInterval = 300) throws -> String {
+        let out = try process("/bin/bash", ["-c", "set -euo pipefail; " + command], timeout: timeout)
+        guard out.status == 0, !out.timedOut else {
+            throw UDIFError("`\(command)` failed (\(out.status)): \(out.stderr)")
+        }
+        return out.stdout
+    }
+}
+
+/// Tests that need root and loop devices or mounts. They run where the facility exists; with
+/// ASR_REQUIRE_PRIVILEGED=1 (CI) they always run, so a missing facility fails instead of skipping.
+enum Privileged {
+    static var required: Bool { ProcessInfo.processInfo.environment["ASR_REQUIRE_PRIVILEGED"] == "1" }
+    static var loopDevices: Bool {
+        required || (getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control"))
+    }
+}
+
+enum Fixtures {
+    static let shared: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared")
+    static let directory = shared.appendingPathComponent("fixtures/udif")
+    static let checker = shared.appendingPathComponent("tools/udif_check.py").path
+
+    struct Expected {
+        let name: String
+        let sha256: String
+        let size: UInt64
+        var path: String { Fixtures.directory.appendingPathComponent(name).path }
+    }
+
+    static let all: [Expected] = {
+        let text = (try? String(contentsOf: directory.appendingPathComponent("raw.sha256"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count == 3, let size = UInt64(f[1]) else { return nil }
+            return Expected(name: String(f[2]), sha256: String(f[0]), size: size)
+        }
+    }()
+
+    static var decodable: [Expected] { all.filter { !$0.name.contains("lzfse") } }
+}
+
+func sha256(file path: String) throws -> String {
+    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+    defer { try? handle.close() }
+    var hasher = SHA256()
+    while let data = try handle.read(upToCount: 4 << 20), !data.isEmpty { hasher.update(data: data) }
+    return hasher.finalize().map { String(format: "%02x", $0) }.joined()
+}
+
+func fileSize(_ path: String) -> UInt64 {
+    ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
+}
+
+final class TemporaryDirectory {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "asr-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    func file(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
