@@ -8,7 +8,7 @@ public struct ImageConverter {
     }
 
     public var overwrite = false
-    public var progress: ProgressBar?
+    public var reporter = Reporter(.quiet)
 
     public init() {}
 
@@ -20,11 +20,13 @@ public struct ImageConverter {
         switch target {
         case .udzo, .udro:
             creator.format = target == .udzo ? .udzo : .udro
-            creator.progress = progress
+            creator.reporter = reporter
             _ = try creator.write(source.bytes, to: output)
         case .raw:
-            try RawWriter(progress: progress).write(source, to: output)
-            progress?.finish()
+            reporter.begin("\tConverting  ", key: "convert")
+            defer { reporter.abandon() }
+            try RawWriter(reporter: reporter).write(source, to: output)
+            reporter.end()
         }
     }
 }
@@ -32,9 +34,9 @@ public struct ImageConverter {
 /// Writes a whole disk to a raw file or device. Chunks are decoded on all cores and written
 /// in order; zero runs are left as holes in a new regular file instead of being written.
 public struct RawWriter {
-    public var progress: ProgressBar?
+    public var reporter: Reporter
 
-    public init(progress: ProgressBar? = nil) { self.progress = progress }
+    public init(reporter: Reporter = Reporter(.quiet)) { self.reporter = reporter }
 
     public func write(_ source: ImageSource, to output: String) throws {
         var st = stat()
@@ -76,7 +78,7 @@ public struct RawWriter {
                 } else if !sparse {
                     try writeZeros(file, at: c.diskOffset, count: c.length)
                 }
-                progress?.update(c.diskOffset + c.length, of: total)
+                reporter.update(c.diskOffset + c.length, of: total)
             }
         } else {
             let step: UInt64 = 1 << 20
@@ -88,7 +90,7 @@ public struct RawWriter {
                 return sparse && chunk.withUnsafeBytes(isAllZero) ? nil : chunk
             } consume: { i, chunk in
                 if let chunk { try file.write(chunk, at: UInt64(i) * step) }
-                progress?.update(min(UInt64(i + 1) * step, total), of: total)
+                reporter.update(min(UInt64(i + 1) * step, total), of: total)
             }
         }
     }

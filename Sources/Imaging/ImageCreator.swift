@@ -8,7 +8,7 @@ public struct ImageCreator {
     public var overwrite = false
     /// Image a read-write mounted filesystem anyway (its contents may change under us).
     public var force = false
-    public var progress: ProgressBar?
+    public var reporter = Reporter(.quiet)
 
     public init() {}
 
@@ -32,8 +32,10 @@ public struct ImageCreator {
 
     func write(_ source: any ByteSource, to output: String) throws -> WriteSummary {
         let writer = ImageWriter(format: format)
-        let summary = try writer.write(from: source, to: output) { done, total in progress?.update(done, of: total) }
-        progress?.finish()
+        reporter.begin("\tCreating  ", key: "create")
+        defer { reporter.abandon() }
+        let summary = try writer.write(from: source, to: output) { done, total in reporter.update(done, of: total) }
+        reporter.end()
         return summary
     }
 

@@ -74,6 +74,8 @@ public struct MountEntry: Sendable {
     public var mountPoint: String
     public var device: String
     public var readOnly: Bool
+    /// "major:minor" of the mounted device.
+    public var deviceNumber: String
 
     /// The mount whose mount point is exactly `path` (after resolving links), if any.
     public static func at(_ path: String) throws -> MountEntry? {
@@ -90,7 +92,7 @@ public struct MountEntry: Sendable {
             guard let dash = f.firstIndex(of: "-"), f.count > dash + 2, f.count > 5 else { return nil }
             let options = f[5].split(separator: ",")
             return MountEntry(mountPoint: unescape(String(f[4])), device: unescape(String(f[dash + 2])),
-                              readOnly: options.contains("ro"))
+                              readOnly: options.contains("ro"), deviceNumber: String(f[2]))
         }
     }
 

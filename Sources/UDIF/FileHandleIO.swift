@@ -3,7 +3,7 @@ import Glibc
 #endif
 
 /// A file descriptor read and written with pread/pwrite, safe from many threads at once.
-public final class FileIO: Sendable {
+public final class FileIO: RandomAccessFile {
     public let fd: Int32
     public let path: String
 
@@ -34,12 +34,6 @@ public final class FileIO: Sendable {
             if n == 0 { throw UDIFError("\(path) ends at byte \(offset + UInt64(done)), before the \(buffer.count) bytes wanted at \(offset)") }
             done += n
         }
-    }
-
-    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: count)
-        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
-        return bytes
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {

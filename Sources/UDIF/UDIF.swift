@@ -24,6 +24,22 @@ public protocol ByteSource: Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
 }
 
+/// Random-access bytes an image is read from: a local file, or an HTTP resource.
+public protocol RandomAccessFile: Sendable {
+    var path: String { get }
+    func size() throws -> UInt64
+    /// Fills `buffer` exactly from `offset`, or throws.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
+extension RandomAccessFile {
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+}
+
 extension ByteSource {
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)

@@ -30,7 +30,7 @@ public final class UDIFImage: ByteSource, Sendable {
     /// Largest decoded chunk accepted; hdiutil writes 1 MiB, ours too.
     public static let maxChunkBytes: UInt64 = 64 << 20
 
-    public let file: FileIO
+    public let file: any RandomAccessFile
     public let fileSize: UInt64
     public let trailer: Trailer
     /// Where the trailer was found: the end (normal) or offset 0.
@@ -46,7 +46,7 @@ public final class UDIFImage: ByteSource, Sendable {
         try self.init(file: FileIO(path: path, flags: O_RDONLY), cacheChunks: cacheChunks)
     }
 
-    public init(file: FileIO, cacheChunks: Int = 32) throws {
+    public init(file: any RandomAccessFile, cacheChunks: Int = 32) throws {
         self.file = file
         fileSize = try file.size()
         (trailer, trailerOffset) = try Self.findTrailer(file, fileSize: fileSize)
@@ -123,7 +123,7 @@ public final class UDIFImage: ByteSource, Sendable {
         cache = ChunkCache(capacity: cacheChunks)
     }
 
-    private static func findTrailer(_ file: FileIO, fileSize: UInt64) throws -> (Trailer, UInt64) {
+    private static func findTrailer(_ file: any RandomAccessFile, fileSize: UInt64) throws -> (Trailer, UInt64) {
         guard fileSize >= UInt64(Trailer.size) else { throw UDIFError("file is \(fileSize) bytes, too small for a UDIF image") }
         let end = fileSize - UInt64(Trailer.size)
         if let t = try? Trailer(parsing: file.read(at: end, count: Trailer.size)) { return (t, end) }
@@ -132,7 +132,7 @@ public final class UDIFImage: ByteSource, Sendable {
     }
 
     /// Quick test without a full parse.
-    public static func looksLikeUDIF(_ file: FileIO) -> Bool {
+    public static func looksLikeUDIF(_ file: any RandomAccessFile) -> Bool {
         guard let size = try? file.size(), size >= 512 else { return false }
         for at in [size - 512, 0] {
             if let magic = try? file.read(at: at, count: 4), magic == [0x6B, 0x6F, 0x6C, 0x79] { return true }

@@ -12,11 +12,11 @@ struct Asr: ParsableCommand {
         commandName: "asr",
         abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
         version: asrVersion,
-        subcommands: [Create.self, Info.self, Convert.self])
+        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Info.self, Convert.self, Version.self])
 
     static func main() {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(LegacySyntax.modernize(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch let error as ImagingError {
             fail(error.message)
@@ -40,7 +40,20 @@ struct Asr: ParsableCommand {
     }
 }
 
-let asrVersion = "0.1.0"
+let asrVersion = "0.2.0"
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+    func run() { print("asr \(asrVersion)") }
+}
+
+/// Output options shared by the Apple-style commands.
+struct OutputOptions: ParsableArguments {
+    @Flag(help: "Machine-readable progress: TAB-separated PINF/PSTT/PPRG/PSTP lines (see asr(1)).")
+    var puppetstrings = false
+
+    var reporter: Reporter { Reporter(puppetstrings ? .puppet : .human(bars: true)) }
+}
 
 extension ImageFormat: ExpressibleByArgument {}
 extension ImageConverter.Target: ExpressibleByArgument {}
@@ -77,7 +90,7 @@ struct Create: ParsableCommand {
         creator.format = format
         creator.force = force
         creator.overwrite = overwrite
-        creator.progress = ProgressBar(label: "\tCreating  ")
+        creator.reporter = .terminalOnly
         if let source {
             _ = try creator.create(source: source, output: output)
         } else if let srcfolder {
@@ -132,7 +145,7 @@ struct Convert: ParsableCommand {
         var converter = ImageConverter()
         converter.overwrite = overwrite
         let toStdout = output == "-" || output == "/dev/stdout"
-        converter.progress = toStdout ? nil : ProgressBar(label: "\tConverting  ")
+        converter.reporter = toStdout ? Reporter(.quiet) : .terminalOnly
         try converter.convert(source: source, to: format, output: output)
         if output == "-" || output == "/dev/stdout" { return }
         print("asr: converted \"\(source)\" to \(format.rawValue) \"\(output)\"")

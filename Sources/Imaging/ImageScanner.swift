@@ -1,0 +1,190 @@
+import Crypto
+import Foundation
+import UDIF
+
+/// `asr imagescan`: records checksums so an image can be verified, restored with
+/// verification and served by multicast.
+/// - UDIF: SHA-256 per chunk and of the whole disk (plus Apple's `nsiz`), after checking the
+///   blkx CRC-32s; the data fork is rewritten in logical order unless `reorder` is off. The new
+///   image replaces the old only when complete.
+/// - Raw image or block device: a bmaptool 2.0 `.bmap` sidecar.
+public struct ImageScanner {
+    public enum Outcome: Sendable, Equatable {
+        case scanned
+        case alreadyScanned
+        case wroteBlockMap(String)
+    }
+
+    public var reporter: Reporter
+    public var reorder = true
+    /// Where to write the block map of a raw source; default IMAGE.bmap (./NAME.bmap for devices).
+    public var blockMapPath: String?
+
+    public init(reporter: Reporter) { self.reporter = reporter }
+
+    public func scan(_ path: String) throws -> Outcome {
+        let source = try ImageSource.open(path)
+        guard let image = source.udif else { return .wroteBlockMap(try writeBlockMap(source)) }
+        if (try? ScanData.stored(in: image)) != nil, image.isOrdered || !reorder {
+            return .alreadyScanned
+        }
+        let (scan, sha1) = try computeScan(image)
+        reporter.step("Writing scan data") {}
+        try ImageRewriter.rewrite(image, to: path, reorder: reorder,
+                                  replacingResources: scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0))
+        return .scanned
+    }
+
+    private struct ChunkDigest: Sendable {
+        var sha256: [UInt8]
+        var crc: UInt32?
+        var bytes: [UInt8]?
+    }
+
+    func computeScan(_ image: UDIFImage) throws -> (ScanData, [UInt8]) {
+        var whole = SHA256()
+        var sha1 = Insecure.SHA1()
+        var crcs = [UInt32](repeating: 0, count: image.regions.count)
+        var entries: [ScanData.Entry] = []
+        entries.reserveCapacity(image.chunks.count)
+        let zeroDigests = ZeroDigests()
+        reporter.begin("Block checksum: ", key: "imagescan")
+        defer { reporter.abandon() }
+        try orderedParallelMap(count: image.chunks.count) { i -> ChunkDigest in
+            let c = image.chunks[i]
+            if c.type == .zeroFill || c.type == .ignore {
+                return ChunkDigest(sha256: zeroDigests.sha256(of: c.length),
+                                   crc: c.type == .ignore ? nil : CRC32.updateZeros(0, count: c.length), bytes: nil)
+            }
+            let bytes = try image.decodeChunk(i)
+            return ChunkDigest(sha256: Array(SHA256.hash(data: bytes)), crc: CRC32.update(0, bytes), bytes: bytes)
+        } consume: { i, d in
+            let c = image.chunks[i]
+            if let bytes = d.bytes {
+                whole.update(data: bytes)
+                sha1.update(data: bytes)
+            } else {
+                hashZeros(&whole, count: c.length)
+                hashZeros(&sha1, count: c.length)
+            }
+            if let crc = d.crc { crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length) }
+            entries.append(ScanData.Entry(diskOffset: c.diskOffset, length: c.length, sha256: d.sha256))
+            reporter.update(c.diskOffset + c.length, of: image.byteCount)
+        }
+        reporter.end()
+        for (r, region) in image.regions.enumerated() {
+            if let stored = region.table.checksum.crc32Value, stored != crcs[r] {
+                throw ImagingError("blkx \(region.id) (\(region.name)) does not match its CRC-32: the image is damaged and was not scanned")
+            }
+        }
+        return (ScanData(diskBytes: image.byteCount, diskSHA256: Array(whole.finalize()), chunks: entries), Array(sha1.finalize()))
+    }
+
+    // MARK: raw images and devices
+
+    private struct PieceRuns: Sendable {
+        var runs: [(first: UInt64, last: UInt64)]
+        var bytes: [UInt8]
+        var offset: UInt64
+    }
+
+    func writeBlockMap(_ source: ImageSource) throws -> String {
+        let output = blockMapPath ?? (source.kind == .blockDevice
+            ? FileManager.default.currentDirectoryPath + "/" + (source.path as NSString).lastPathComponent + ".bmap"
+            : source.path + ".bmap")
+        let disk = source.bytes
+        let block: UInt64 = 4096
+        let pieceSize: UInt64 = 1 << 20
+        var pieces: [(offset: UInt64, length: UInt64)] = []
+        for extent in try dataExtents(source) {
+            var at = extent.offset
+            while at < extent.offset + extent.length {
+                let end = min((at / pieceSize + 1) * pieceSize, extent.offset + extent.length)
+                pieces.append((at, end - at))
+                at = end
+            }
+        }
+        var ranges: [BlockMap.Range] = []
+        var open: (first: UInt64, last: UInt64, hasher: SHA256)?
+        let pieceList = pieces
+        reporter.begin("Block checksum: ", key: "imagescan")
+        defer { reporter.abandon() }
+        try orderedParallelMap(count: pieceList.count) { p -> PieceRuns in
+            let piece = pieceList[p]
+            let bytes = try disk.read(at: piece.offset, count: Int(piece.length))
+            var runs: [(UInt64, UInt64)] = []
+            bytes.withUnsafeBytes { buf in
+                var at = 0
+                while at < buf.count {
+                    let n = min(Int(block), buf.count - at)
+                    if !isAllZero(UnsafeRawBufferPointer(rebasing: buf[at..<(at + n)])) {
+                        let number = (piece.offset + UInt64(at)) / block
+                        if let last = runs.last, last.1 + 1 == number { runs[runs.count - 1].1 = number } else { runs.append((number, number)) }
+                    }
+                    at += n
+                }
+            }
+            return PieceRuns(runs: runs, bytes: runs.isEmpty ? [] : bytes, offset: piece.offset)
+        } consume: { p, piece in
+            for run in piece.runs {
+                let start = Int(run.first * block - piece.offset)
+                let end = min(Int((run.last + 1) * block - piece.offset), piece.bytes.count)
+                if var current = open, current.last + 1 == run.first {
+                    current.hasher.update(data: piece.bytes[start..<end])
+                    current.last = run.last
+                    open = current
+                } else {
+                    if let done = open { ranges.append(BlockMap.Range(first: done.first, last: done.last, sha256: Array(done.hasher.finalize()))) }
+                    var hasher = SHA256()
+                    hasher.update(data: piece.bytes[start..<end])
+                    open = (run.first, run.last, hasher)
+                }
+            }
+            reporter.update(pieceList[p].offset + pieceList[p].length, of: disk.byteCount)
+        }
+        if let done = open { ranges.append(BlockMap.Range(first: done.first, last: done.last, sha256: Array(done.hasher.finalize()))) }
+        reporter.end()
+        let map = BlockMap(imageSize: disk.byteCount, blockSize: block, ranges: ranges)
+        let out = try TemporaryOutput(finalPath: output)
+        defer { out.discard() }
+        try out.file.write(Array(map.xml().utf8), at: 0)
+        try out.commit()
+        return output
+    }
+
+    /// Where a raw file has data (holes skipped through SEEK_DATA); a device is all data.
+    func dataExtents(_ source: ImageSource) throws -> [(offset: UInt64, length: UInt64)] {
+        let size = source.bytes.byteCount
+        guard source.kind == .raw, let raw = source.bytes as? RawSource else { return size > 0 ? [(UInt64(0), size)] : [] }
+        var extents: [(offset: UInt64, length: UInt64)] = []
+        var at: off_t = 0
+        while UInt64(at) < size {
+            let data = lseek(raw.file.fd, at, 3)  // SEEK_DATA
+            if data < 0 { break }  // ENXIO: only a hole remains
+            var hole = lseek(raw.file.fd, data, 4)  // SEEK_HOLE
+            if hole < 0 { hole = off_t(size) }
+            extents.append((offset: UInt64(data), length: UInt64(hole - data)))
+            at = hole
+        }
+        return extents
+    }
+}
+
+/// SHA-256 of runs of zeros, remembered by length: images have many equal zero chunks.
+final class ZeroDigests: @unchecked Sendable {
+    private var known: [UInt64: [UInt8]] = [:]
+    private let lock = NSLock()
+
+    func sha256(of length: UInt64) -> [UInt8] {
+        lock.lock()
+        if let d = known[length] { lock.unlock(); return d }
+        lock.unlock()
+        var h = SHA256()
+        hashZeros(&h, count: length)
+        let digest = Array(h.finalize())
+        lock.lock()
+        known[length] = digest
+        lock.unlock()
+        return digest
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import UDIF
+
+/// `asr verify`: every chunk (UDIF) or mapped range (raw image with a .bmap) against the
+/// checksums `imagescan` recorded, and the whole disk's SHA-256 where it was recorded.
+public struct ImageVerifier {
+    public var reporter: Reporter
+
+    public init(reporter: Reporter) { self.reporter = reporter }
+
+    public func verify(_ path: String) throws {
+        let source = try ImageSource.open(path)
+        let plan = try VerificationPlan(for: source)
+        reporter.begin("\tVerifying  ", key: "verify")
+        defer { reporter.abandon() }
+        try RangeVerifier(reporter: reporter).verify(source.bytes, plan.ranges, wholeDiskSHA256: plan.wholeDiskSHA256,
+                                                     describe: plan.describe)
+        reporter.end()
+    }
+}
+
+/// What a disk must hold according to a source's scan: from its UDIF scan data or its block map.
+struct VerificationPlan: Sendable {
+    var ranges: [ExpectedRange]
+    var wholeDiskSHA256: [UInt8]?
+    var describe: @Sendable (Int) -> String
+    var blockMap: BlockMap?
+    var scan: ScanData?
+
+    /// Throws when the source has no scan: it must be scanned before it can be verified.
+    init(for source: ImageSource) throws {
+        guard let plan = try VerificationPlan(ifScanned: source) else {
+            throw ImagingError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
+        }
+        self = plan
+    }
+
+    init?(ifScanned source: ImageSource) throws {
+        if let image = source.udif {
+            guard let scan = try ScanData.stored(in: image) else { return nil }
+            self.scan = scan
+            ranges = scan.chunks.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
+            wholeDiskSHA256 = scan.diskSHA256
+            describe = { i in "\(image.describe(chunk: i)) does not match its scan checksum" }
+            return
+        }
+        guard source.kind == .raw, let path = BlockMap.sidecar(for: source.path) else { return nil }
+        let map = try BlockMap.load(path)
+        guard map.imageSize == source.bytes.byteCount else {
+            throw ImagingError("block map \(path) describes \(map.imageSize) bytes but \(source.path) has \(source.bytes.byteCount)")
+        }
+        blockMap = map
+        let expectations = map.expectations
+        ranges = expectations
+        describe = { i in
+            let r = expectations[i]
+            let span = "bytes \(r.offset)-\(r.offset + r.length - 1)"
+            return r.sha256 == nil ? "\(span) should be zeros (unmapped in the block map) but are not" : "\(span) do not match the block map's checksum"
+        }
+    }
+}

@@ -1,0 +1,105 @@
+import Foundation
+
+/// Everything a workflow tells the user, in one of three styles:
+/// - `human`: Apple's TAB-indented lines (`\tValidating target...done`) and progress bars
+///   `....10....20....` to `....100` (a dot every 2%, the figure every 10%);
+/// - `puppet`: `--puppetstrings`, TAB-separated lines for wrapper programs (see asr(1));
+/// - `quiet`: nothing.
+public final class Reporter: @unchecked Sendable {
+    public enum Style: Sendable { case human(bars: Bool), puppet, quiet }
+
+    public let style: Style
+    private let lock = NSLock()
+    private var phase: (key: String, shown: Int)?
+
+    public init(_ style: Style) { self.style = style }
+
+    /// Bars only on a terminal: what `create` and `convert` do.
+    public static var terminalOnly: Reporter { Reporter(.human(bars: isatty(STDOUT_FILENO) != 0)) }
+
+    /// Runs `work` as a named step: `\tValidating target...done`.
+    public func step<T>(_ label: String, _ work: () throws -> T) rethrows -> T {
+        if case .human = style { emit("\t\(label)...") }
+        do {
+            let value = try work()
+            switch style {
+            case .human: emit("done\n")
+            case .puppet: emit("PINF\t\(label)...done\n")
+            case .quiet: break
+            }
+            return value
+        } catch {
+            if case .human = style { emit("\n") }
+            throw error
+        }
+    }
+
+    /// A line of information: `\ttext` or `PINF\ttext`.
+    public func info(_ text: String) {
+        switch style {
+        case .human: emit("\t\(text)\n")
+        case .puppet: emit("PINF\t\(text)\n")
+        case .quiet: break
+        }
+    }
+
+    /// Starts a progress phase: `label` for people (`Restoring  `), `key` for programs (`restore`).
+    public func begin(_ label: String, key: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        phase = (key, 0)
+        switch style {
+        case .human(let bars): if bars { emit(label) }
+        case .puppet: emit("PSTT\t0\t100\t\(key)\n")
+        case .quiet: break
+        }
+    }
+
+    public func update(_ done: UInt64, of total: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard var p = phase, total > 0 else { return }
+        switch style {
+        case .human(let bars):
+            guard bars else { return }
+            let steps = Int(min(done, total) * 50 / total)
+            while p.shown < steps {
+                p.shown += 1
+                emit(p.shown % 5 == 0 ? String(p.shown * 2) : ".")
+            }
+        case .puppet:
+            let percent = Int(min(done, total) * 100 / total)
+            if percent > p.shown {
+                p.shown = percent
+                emit("PPRG\t\(percent)\t100\t\(p.key)\n")
+            }
+        case .quiet: break
+        }
+        phase = p
+    }
+
+    public func end() {
+        update(1, of: 1)
+        lock.lock()
+        defer { lock.unlock() }
+        guard let p = phase else { return }
+        switch style {
+        case .human(let bars): if bars { emit("\n") }
+        case .puppet: emit("PSTP\t100\t100\t\(p.key)\n")
+        case .quiet: break
+        }
+        phase = nil
+    }
+
+    /// After an error in a phase: finish the bar's line so the error starts on its own.
+    public func abandon() {
+        lock.lock()
+        defer { lock.unlock() }
+        if phase != nil, case .human(true) = style { emit("\n") }
+        phase = nil
+    }
+
+    private func emit(_ s: String) {
+        FileHandle.standardOutput.write(Data(s.utf8))
+    }
+}

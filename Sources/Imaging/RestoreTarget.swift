@@ -1,0 +1,150 @@
+import Foundation
+import UDIF
+
+/// The disk a restore writes: a block device or a regular file (created or replaced). It
+/// refuses what would be unsafe before a byte is written: a mounted or busy device, the
+/// source itself, a target too small.
+struct RestoreTarget {
+    let path: String
+    let isBlockDevice: Bool
+    /// Bytes the target holds (devices) or 0 (files grow to the disk's size).
+    let capacity: UInt64
+
+    static func validate(_ path: String, source: ImageSource) throws -> RestoreTarget {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            let parent = (path as NSString).deletingLastPathComponent
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: parent.isEmpty ? "." : parent, isDirectory: &isDir), isDir.boolValue else {
+                throw ImagingError("target \(path): its folder does not exist")
+            }
+            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
+        }
+        switch st.st_mode & S_IFMT {
+        case S_IFBLK:
+            try checkNotInUse(path, st)
+            try checkNotSource(path, st, source)
+            let file = try FileIO(path: path, flags: O_RDONLY)
+            return RestoreTarget(path: path, isBlockDevice: true, capacity: try blockDeviceSize(file))
+        case S_IFREG:
+            try checkNotSource(path, st, source)
+            if try MountEntry.all().contains(where: { $0.device == path }) {
+                throw ImagingError("target \(path) is mounted")
+            }
+            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
+        default:
+            throw ImagingError("target \(path) is neither a block device nor a regular file")
+        }
+    }
+
+    private static func checkNotSource(_ path: String, _ st: stat, _ source: ImageSource) throws {
+        var s = stat()
+        guard !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
+        let same = st.st_mode & S_IFMT == S_IFBLK ? s.st_rdev == st.st_rdev && s.st_mode & S_IFMT == S_IFBLK
+                                                  : s.st_dev == st.st_dev && s.st_ino == st.st_ino
+        if same { throw ImagingError("target \(path) is the source") }
+        // A loop device whose backing file is the source is the source too.
+        let name = (path as NSString).lastPathComponent
+        if let backing = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8),
+           (backing.trimmingCharacters(in: .whitespacesAndNewlines) as NSString).resolvingSymlinksInPath
+            == (source.path as NSString).resolvingSymlinksInPath {
+            throw ImagingError("target \(path) is a loop device backed by the source")
+        }
+    }
+
+    /// Mounted (itself or any partition), used as swap, or held by device-mapper/RAID.
+    private static func checkNotInUse(_ path: String, _ st: stat) throws {
+        let me = sysfsPath(st.st_rdev)
+        func isMeOrPartition(_ number: String) -> Bool {
+            guard let other = sysfsPath(number) else { return false }
+            return other == me || other.hasPrefix((me ?? "\u{0}") + "/")
+        }
+        for mount in try MountEntry.all() where isMeOrPartition(mount.deviceNumber) {
+            throw ImagingError("target \(path) is mounted (\(mount.device) on \(mount.mountPoint)); unmount it first")
+        }
+        if let swaps = try? String(contentsOfFile: "/proc/swaps", encoding: .utf8) {
+            for line in swaps.split(separator: "\n").dropFirst() {
+                let device = String(line.split(separator: " ").first ?? "")
+                var s = stat()
+                if stat(device, &s) == 0, s.st_mode & S_IFMT == S_IFBLK, isMeOrPartition(number(s.st_rdev)) {
+                    throw ImagingError("target \(path) is in use as swap (\(device))")
+                }
+            }
+        }
+        if let me, let holders = try? FileManager.default.contentsOfDirectory(atPath: me + "/holders"), !holders.isEmpty {
+            throw ImagingError("target \(path) is in use by \(holders.joined(separator: ", "))")
+        }
+    }
+
+    private static func number(_ rdev: dev_t) -> String {
+        let major = ((rdev >> 8) & 0xFFF) | ((rdev >> 32) & ~0xFFF)
+        let minor = (rdev & 0xFF) | ((rdev >> 12) & ~0xFF)
+        return "\(major):\(minor)"
+    }
+
+    private static func sysfsPath(_ rdev: dev_t) -> String? { sysfsPath(number(rdev)) }
+
+    private static func sysfsPath(_ number: String) -> String? {
+        let link = "/sys/dev/block/\(number)"
+        guard FileManager.default.fileExists(atPath: link) else { return nil }
+        return (link as NSString).resolvingSymlinksInPath
+    }
+
+    /// Opens for writing. A file starts empty and sparse at the disk's size; a device is
+    /// opened exclusively, so the kernel refuses if anything mounts it meanwhile.
+    func open(diskBytes: UInt64) throws -> FileIO {
+        if isBlockDevice {
+            guard capacity >= diskBytes else {
+                throw ImagingError("target \(path) holds \(capacity) bytes, less than the image's \(diskBytes)")
+            }
+            return try FileIO(path: path, flags: O_RDWR | O_EXCL)
+        }
+        let file = try FileIO(path: path, flags: O_RDWR | O_CREAT)
+        try file.truncate(to: 0)
+        try file.truncate(to: diskBytes)
+        return file
+    }
+
+    /// Makes a range read as zeros: a fresh file already does; a device is told to zero it.
+    func zero(_ file: FileIO, offset: UInt64, length: UInt64) throws {
+        guard isBlockDevice, length > 0 else { return }
+        var range: [UInt64] = [offset, length]
+        let BLKZEROOUT: UInt = 0x127F
+        if ioctl(file.fd, BLKZEROOUT, &range) == 0 { return }
+        try writeZeros(file, offset: offset, length: length)
+    }
+
+    /// After a failed restore: zeros over the first and last MiB (where partition maps and
+    /// filesystem headers live), so the half-written disk is never taken for a good one.
+    func wipe(_ file: FileIO, diskBytes: UInt64) {
+        let mib: UInt64 = 1 << 20
+        let end = isBlockDevice ? capacity : diskBytes
+        var spans = [(UInt64(0), min(mib, end))]
+        if end > mib { spans.append((end - mib, mib)) }
+        if isBlockDevice, diskBytes > mib, diskBytes < end { spans.append((diskBytes - mib, mib)) }
+        for (offset, length) in spans { try? writeZeros(file, offset: offset, length: length) }
+        try? file.sync()
+    }
+
+    private func writeZeros(_ file: FileIO, offset: UInt64, length: UInt64) throws {
+        let zeros = [UInt8](repeating: 0, count: Int(min(length, 4 << 20)))
+        var done: UInt64 = 0
+        while done < length {
+            let n = Int(min(UInt64(zeros.count), length - done))
+            try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
+            done += UInt64(n)
+        }
+    }
+
+    /// Free space where a file target would be written.
+    func availableBytes() -> UInt64? {
+        guard !isBlockDevice else { return nil }
+        var fs = statvfs()
+        let dir = (path as NSString).deletingLastPathComponent
+        guard statvfs(dir.isEmpty ? "." : dir, &fs) == 0 else { return nil }
+        var existing: UInt64 = 0
+        var st = stat()
+        if stat(path, &st) == 0 { existing = UInt64(st.st_blocks) * 512 }  // freed by the erase
+        return UInt64(fs.f_bavail) * UInt64(fs.f_frsize) + existing
+    }
+}

@@ -1,0 +1,163 @@
+import Crypto
+import Foundation
+import Synchronization
+import UDIF
+
+/// Set by SIGINT/SIGTERM during long operations; the write loop stops and cleans up.
+public enum Interruption {
+    private static let flag = Atomic<Bool>(false)
+    public static var requested: Bool { flag.load(ordering: .relaxed) }
+    public static func request() { flag.store(true, ordering: .relaxed) }
+}
+
+/// `asr restore`: writes a source disk onto a target device or file, then reads the target
+/// back and checks it against the source's scan. Zero runs are not written to a new file
+/// (it stays sparse) and are zeroed on devices with BLKZEROOUT. Chunks of a scanned UDIF
+/// source are checked before they are written. If anything fails after writing began, the
+/// target's first and last MiB are wiped so it cannot pass for a good disk.
+public struct Restorer {
+    public var reporter: Reporter
+    public var verify = true
+    /// Asked before erasing; nil means erase without asking (--noprompt).
+    public var confirmErase: ((String) throws -> Bool)?
+
+    public init(reporter: Reporter) { self.reporter = reporter }
+
+    private enum Unit {
+        case chunk(Int)      // a UDIF chunk
+        case copy(UInt64, UInt64)   // raw bytes: offset, length
+        case zero(UInt64, UInt64)
+    }
+
+    private enum Produced: Sendable {
+        case data([UInt8])
+        case zero
+    }
+
+    public func restore(source sourcePath: String, target targetPath: String) throws {
+        // Open the source first: the target check needs to know what the source is.
+        let source = try ImageSource.open(sourcePath)
+        let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: source) }
+        let diskBytes = source.bytes.byteCount
+        reporter.step("Validating source") {}
+        if let confirmErase, try !confirmErase(targetPath) { throw ImagingError("restore cancelled; \(targetPath) was not changed") }
+        let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source) }
+        if plan == nil && verify {
+            throw ImagingError("\(sourcePath) is not scanned; run asr imagescan --source \(sourcePath) first, or restore with --noverify")
+        }
+        let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
+            if target.isBlockDevice, target.capacity < diskBytes {
+                throw ImagingError("target \(targetPath) holds \(target.capacity) bytes, less than the image's \(diskBytes)")
+            }
+            let units = workUnits(source, blockMap: plan?.blockMap)
+            let needed = units.reduce(UInt64(0)) { sum, unit in
+                switch unit {
+                case .chunk(let i): source.udif!.chunks[i].type.hasStoredData ? sum + source.udif!.chunks[i].length : sum
+                case .copy(_, let n): sum + n
+                case .zero: sum
+                }
+            }
+            if let free = target.availableBytes(), free < needed {
+                throw ImagingError("not enough space for \(targetPath): \(needed) bytes needed, \(free) free")
+            }
+            return units
+        }
+
+        let file = try target.open(diskBytes: diskBytes)
+        do {
+            try write(units, from: source, scan: verify ? plan?.scan : nil, to: file, target: target)
+            try file.sync()
+            _ = posix_fadvise(file.fd, 0, 0, 4)  // POSIX_FADV_DONTNEED: verify what the disk holds, not the cache
+            if verify, let plan {
+                reporter.begin("\tVerifying  ", key: "verify")
+                defer { reporter.abandon() }
+                let written = RawSource(file: file, byteCount: diskBytes)
+                try RangeVerifier(reporter: reporter).verify(written, plan.ranges) { i in
+                    "verification failed: " + plan.describe(i).replacingOccurrences(of: "its scan checksum", with: "the source's checksum")
+                }
+                reporter.end()
+            }
+        } catch {
+            target.wipe(file, diskBytes: diskBytes)
+            let reason = (error as? ImagingError)?.message ?? (error as? UDIFError)?.message ?? "\(error)"
+            throw ImagingError("\(reason); the first and last MiB of \(targetPath) were erased so it cannot pass for a good disk")
+        }
+    }
+
+    /// The restore as work units in disk order.
+    private func workUnits(_ source: ImageSource, blockMap: BlockMap?) -> [Unit] {
+        if let image = source.udif { return image.chunks.indices.map { .chunk($0) } }
+        let size = source.bytes.byteCount
+        var units: [Unit] = []
+        func copy(_ offset: UInt64, _ length: UInt64) {
+            var at = offset
+            while at < offset + length {
+                let n = min(1 << 20, offset + length - at)
+                units.append(.copy(at, n))
+                at += n
+            }
+        }
+        if let blockMap {
+            for r in blockMap.expectations {
+                if r.sha256 == nil { units.append(.zero(r.offset, r.length)) } else { copy(r.offset, r.length) }
+            }
+        } else {
+            copy(0, size)
+        }
+        return units
+    }
+
+    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget) throws {
+        let total = source.bytes.byteCount
+        var pendingZero: (offset: UInt64, length: UInt64)?
+        func flushZeros() throws {
+            if let z = pendingZero { try target.zero(file, offset: z.offset, length: z.length) }
+            pendingZero = nil
+        }
+        func zero(_ offset: UInt64, _ length: UInt64) throws {
+            if let z = pendingZero, z.offset + z.length == offset {
+                pendingZero = (z.offset, z.length + length)
+            } else {
+                try flushZeros()
+                pendingZero = (offset, length)
+            }
+        }
+        let image = source.udif
+        let bytes = source.bytes
+        let workers = source.path.contains("://") ? 8 : ProcessInfo.processInfo.activeProcessorCount
+        reporter.begin("\tRestoring  ", key: "restore")
+        defer { reporter.abandon() }
+        try orderedParallelMap(count: units.count, workers: workers) { u -> Produced in
+            switch units[u] {
+            case .zero: return .zero
+            case .chunk(let i):
+                let c = image!.chunks[i]
+                if c.type == .zeroFill || c.type == .ignore { return .zero }
+                let data = try image!.decodeChunk(i)
+                if let scan, Array(SHA256.hash(data: data)) != scan.chunks[i].sha256 {
+                    throw ImagingError("source \(image!.describe(chunk: i)) does not match its scan checksum: the image is damaged")
+                }
+                return .data(data)
+            case .copy(let offset, let length):
+                let data = try bytes.read(at: offset, count: Int(length))
+                return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
+            }
+        } consume: { u, produced in
+            if Interruption.requested { throw ImagingError("interrupted") }
+            let (offset, length): (UInt64, UInt64) = switch units[u] {
+            case .chunk(let i): (image!.chunks[i].diskOffset, image!.chunks[i].length)
+            case .copy(let o, let n), .zero(let o, let n): (o, n)
+            }
+            switch produced {
+            case .data(let d):
+                try flushZeros()
+                try file.write(d, at: offset)
+            case .zero:
+                try zero(offset, length)
+            }
+            reporter.update(offset + length, of: total)
+        }
+        try flushZeros()
+        reporter.end()
+    }
+}

@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import Imaging
+
+struct ImageScan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "imagescan",
+        abstract: "Record checksums for an image so it can be verified, restored and served.",
+        discussion: """
+            A UDIF image gets a SHA-256 per chunk and for the whole disk, and its data fork is \
+            rewritten in logical order (unless --nostream), through a temporary file that replaces \
+            the image only when complete. A raw image or block device gets a bmaptool 2.0 .bmap \
+            sidecar. Scanning a scanned image changes nothing.
+            """)
+
+    @Option(help: "The image (UDIF or raw) or block device to scan.") var source: String
+    @Flag(help: "Do not reorder the data fork for streaming.") var nostream = false
+    @Option(help: "Where to write the block map of a raw source (default: SOURCE.bmap).") var bmap: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        var scanner = ImageScanner(reporter: output.reporter)
+        scanner.reorder = !nostream
+        scanner.blockMapPath = bmap
+        switch try scanner.scan(source) {
+        case .scanned: print("asr: successfully scanned image \"\(source)\"")
+        case .alreadyScanned: print("asr: image \"\(source)\" is already scanned")
+        case .wroteBlockMap(let path): print("asr: successfully scanned image \"\(source)\" (block map \"\(path)\")")
+        }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check an image against the checksums imagescan recorded.",
+        discussion: "Names the first chunk or byte range that does not match and exits 1.")
+
+    @Option(help: "A scanned UDIF image, or a raw image with its .bmap.") var source: String
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        try ImageVerifier(reporter: output.reporter).verify(source)
+        print("asr: successfully verified image \"\(source)\"")
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write an image onto a block device or file.",
+        discussion: """
+            SOURCE is a UDIF image, a raw image (with its .bmap, if any), a block device, or an \
+            http:// or https:// URL. TARGET is a block device or a regular file (created or \
+            replaced). The target is refused when mounted or in use, when it is the source, or \
+            when it is too small, before anything is written. After writing, the target is read \
+            back and checked against the source's scan, unless --noverify. If the restore fails \
+            once writing has begun, the target's first and last MiB are erased.
+            """)
+
+    @Option(help: "Image file, block device or URL to restore from.") var source: String
+    @Option(help: "Block device or file to restore onto.") var target: String
+    @Flag(help: "Required: the target's contents are erased.") var erase = false
+    @Flag(help: "Do not ask before erasing.") var noprompt = false
+    @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        guard erase else { throw ImagingError("restore erases \(target); pass --erase to confirm") }
+        var restorer = Restorer(reporter: output.reporter)
+        restorer.verify = !noverify
+        if !noprompt {
+            restorer.confirmErase = { target in
+                guard isatty(STDIN_FILENO) != 0 else {
+                    throw ImagingError("no terminal to confirm erasing \(target); pass --noprompt to erase without asking")
+                }
+                print("\tErase contents of \(target)? [ny]: ", terminator: "")
+                fflush(nil)
+                return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
+            }
+        }
+        signal(SIGINT) { _ in Interruption.request() }
+        signal(SIGTERM) { _ in Interruption.request() }
+        try restorer.restore(source: source, target: target)
+        print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : ""))
+    }
+}
+
+/// Apple's single-dash spellings (`asr -source A -target B -erase`, `asr -imagescan IMG`),
+/// turned into the verbs and options this program parses.
+enum LegacySyntax {
+    static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server"]
+    static let renamed = ["nocheck": "noverify"]
+
+    static func modernize(_ args: [String]) -> [String] {
+        var out = args.map { arg -> String in
+            guard arg.count > 2, arg.hasPrefix("-"), !arg.hasPrefix("--"), arg.dropFirst().allSatisfy(\.isLetter) else { return arg }
+            let name = String(arg.dropFirst())
+            return "--" + (renamed[name] ?? name)
+        }
+        guard let first = out.first, !verbs.contains(first) else { return out }
+        if let i = out.firstIndex(of: "--imagescan"), i + 1 < out.count {
+            let image = out[i + 1]
+            out.removeSubrange(i...(i + 1))
+            return ["imagescan", "--source", image] + out
+        }
+        if let i = out.firstIndex(of: "--verify"), i + 1 < out.count, !out.contains("--target") {
+            let image = out[i + 1]
+            out.removeSubrange(i...(i + 1))
+            return ["verify", "--source", image] + out
+        }
+        if out.contains("--source") && out.contains("--target") { return ["restore"] + out }
+        return out
+    }
+}
