@@ -18,9 +18,10 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CBzip2", providers: [.apt(["libbz2-dev"])]),
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma"]),
         .target(name: "Imaging", dependencies: [
-            "UDIF",
+            "UDIF", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "asr", dependencies: [

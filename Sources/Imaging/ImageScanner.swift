@@ -23,6 +23,7 @@ public struct ImageScanner {
     public init(reporter: Reporter) { self.reporter = reporter }
 
     public func scan(_ path: String) throws -> Outcome {
+        if path.contains("://") { throw ImagingError("\(path): scan an image where it is stored, not over the network") }
         let source = try ImageSource.open(path)
         guard let image = source.udif else { return .wroteBlockMap(try writeBlockMap(source)) }
         if (try? ScanData.stored(in: image)) != nil, image.isOrdered || !reorder {
@@ -155,13 +156,13 @@ public struct ImageScanner {
     /// Where a raw file has data (holes skipped through SEEK_DATA); a device is all data.
     func dataExtents(_ source: ImageSource) throws -> [(offset: UInt64, length: UInt64)] {
         let size = source.bytes.byteCount
-        guard source.kind == .raw, let raw = source.bytes as? RawSource else { return size > 0 ? [(UInt64(0), size)] : [] }
+        guard source.kind == .raw, let raw = (source.bytes as? RawSource)?.file as? FileIO else { return size > 0 ? [(UInt64(0), size)] : [] }
         var extents: [(offset: UInt64, length: UInt64)] = []
         var at: off_t = 0
         while UInt64(at) < size {
-            let data = lseek(raw.file.fd, at, 3)  // SEEK_DATA
+            let data = lseek(raw.fd, at, 3)  // SEEK_DATA
             if data < 0 { break }  // ENXIO: only a hole remains
-            var hole = lseek(raw.file.fd, data, 4)  // SEEK_HOLE
+            var hole = lseek(raw.fd, data, 4)  // SEEK_HOLE
             if hole < 0 { hole = off_t(size) }
             extents.append((offset: UInt64(data), length: UInt64(hole - data)))
             at = hole

@@ -3,10 +3,10 @@ import UDIF
 
 /// A raw image file or a block device, read with pread from many threads.
 public final class RawSource: ByteSource, Sendable {
-    public let file: FileIO
+    public let file: any RandomAccessFile
     public let byteCount: UInt64
 
-    public init(file: FileIO, byteCount: UInt64) {
+    public init(file: any RandomAccessFile, byteCount: UInt64) {
         self.file = file
         self.byteCount = byteCount
     }
@@ -29,6 +29,15 @@ public struct ImageSource: Sendable {
 
     /// Opens a file or device; a UDIF image is recognised by its trailer, whatever its name.
     public static func open(_ path: String) throws -> ImageSource {
+        let lower = path.lowercased()
+        if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
+            let remote = try HTTPFile(url: path)
+            if UDIFImage.looksLikeUDIF(remote) {
+                let image = try UDIFImage(file: remote)
+                return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
+            }
+            return ImageSource(path: path, kind: .raw, bytes: RawSource(file: remote, byteCount: try remote.size()), udif: nil)
+        }
         var st = stat()
         guard stat(path, &st) == 0 else { throw ImagingError("cannot open \(path): \(errnoString())") }
         let type = st.st_mode & S_IFMT

@@ -1,14 +1,6 @@
 import Crypto
 import Foundation
-import Synchronization
 import UDIF
-
-/// Set by SIGINT/SIGTERM during long operations; the write loop stops and cleans up.
-public enum Interruption {
-    private static let flag = Atomic<Bool>(false)
-    public static var requested: Bool { flag.load(ordering: .relaxed) }
-    public static func request() { flag.store(true, ordering: .relaxed) }
-}
 
 /// `asr restore`: writes a source disk onto a target device or file, then reads the target
 /// back and checks it against the source's scan. Zero runs are not written to a new file
@@ -143,7 +135,6 @@ public struct Restorer {
                 return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
             }
         } consume: { u, produced in
-            if Interruption.requested { throw ImagingError("interrupted") }
             let (offset, length): (UInt64, UInt64) = switch units[u] {
             case .chunk(let i): (image!.chunks[i].diskOffset, image!.chunks[i].length)
             case .copy(let o, let n), .zero(let o, let n): (o, n)

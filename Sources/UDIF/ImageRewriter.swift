@@ -15,6 +15,7 @@ public enum ImageRewriter {
         var tables = image.regions.map(\.table)
 
         func append(_ bytes: [UInt8]) throws {
+            if Interruption.requested { throw UDIFError("interrupted") }
             try out.write(bytes, at: offset)
             dataCRC = CRC32.update(dataCRC, bytes)
             offset += UInt64(bytes.count)

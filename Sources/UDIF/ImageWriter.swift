@@ -167,8 +167,19 @@ public final class TemporaryOutput {
         self.finalPath = finalPath
         let dir = (finalPath as NSString).deletingLastPathComponent
         let base = (finalPath as NSString).lastPathComponent
-        tempPath = (dir.isEmpty ? "" : dir + "/") + ".\(base).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let prefix = ".\(base).partial-"
+        Self.removeStale(in: dir.isEmpty ? "." : dir, prefix: prefix)
+        tempPath = (dir.isEmpty ? "" : dir + "/") + prefix + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         file = try FileIO(path: tempPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+    }
+
+    /// Temporary files left by a process that was killed outright (SIGKILL, power loss).
+    private static func removeStale(in dir: String, prefix: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap { Int32($0) } ?? 0
+            if pid > 0, kill(pid, 0) != 0, errno == ESRCH { unlink(dir + "/" + name) }
+        }
     }
 
     public func commit() throws {

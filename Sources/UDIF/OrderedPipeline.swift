@@ -1,4 +1,13 @@
 import Foundation
+import Synchronization
+
+/// Set from a SIGINT/SIGTERM handler. Every parallel pipeline stops at its next result, so
+/// long operations unwind through their normal cleanup (temporary files, target wipe).
+public enum Interruption {
+    private static let flag = Atomic<Bool>(false)
+    public static var requested: Bool { flag.load(ordering: .relaxed) }
+    public static func request() { flag.store(true, ordering: .relaxed) }
+}
 
 /// Runs `produce` for 0..<count on all cores and hands the results to `consume` on the
 /// calling thread in index order. At most `window` results exist at once, so memory stays
@@ -26,6 +35,7 @@ public func orderedParallelMap<R: Sendable>(
         group.wait()
     }
     for index in 0..<count {
+        if Interruption.requested { throw UDIFError("interrupted") }
         switch state.await(index) {
         case .success(let r): try consume(index, r)
         case .failure(let e): throw e

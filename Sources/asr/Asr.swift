@@ -15,6 +15,8 @@ struct Asr: ParsableCommand {
         subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Info.self, Convert.self, Version.self])
 
     static func main() {
+        signal(SIGINT) { _ in Interruption.request() }
+        signal(SIGTERM) { _ in Interruption.request() }
         do {
             var command = try parseAsRoot(LegacySyntax.modernize(Array(CommandLine.arguments.dropFirst())))
             try command.run()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import UDIF
 
 struct ImageScan: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -77,8 +78,6 @@ struct Restore: ParsableCommand {
                 return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
             }
         }
-        signal(SIGINT) { _ in Interruption.request() }
-        signal(SIGTERM) { _ in Interruption.request() }
         try restorer.restore(source: source, target: target)
         print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : ""))
     }

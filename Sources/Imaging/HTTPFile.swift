@@ -1,0 +1,141 @@
+import CCurl
+import Foundation
+import Synchronization
+import UDIF
+
+/// An image on a web server, read with HTTP range requests through libcurl. Many reads may
+/// run at once (each borrows its own connection); transient failures (connection errors,
+/// timeouts, stalls, 408/429/5xx) are retried with backoff before a read gives up.
+public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
+    public let path: String
+    private var length: UInt64 = 0  // set once by init, then only read
+    private let handles = Mutex<[CurlHandle]>([])
+    static let attempts = 6
+
+    private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+    public init(url: String) throws {
+        _ = Self.globalInit
+        path = url
+        // The size comes from the Content-Range of a one-byte range request: it proves the
+        // server honours ranges, which a HEAD request would not.
+        var probe = [UInt8](repeating: 0, count: 1)
+        let total = try probe.withUnsafeMutableBytes { try fetch(into: $0, at: 0) }
+        guard let total, total > 0 else { throw ImagingError("\(url): the server does not support range requests") }
+        length = total
+    }
+
+    deinit {
+        handles.withLock { list in list.forEach { curl_easy_cleanup($0.raw) } }
+    }
+
+    public func size() throws -> UInt64 { length }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard buffer.count > 0 else { return }
+        guard offset + UInt64(buffer.count) <= length else {
+            throw ImagingError("\(path): read of \(buffer.count) bytes at \(offset) is past the end (\(length) bytes)")
+        }
+        _ = try fetch(into: buffer, at: offset)
+    }
+
+    /// Fills `buffer` from `offset`; returns the resource's total size from Content-Range.
+    private func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> UInt64? {
+        var delay = 0.2
+        var lastError = ""
+        for attempt in 1...Self.attempts {
+            switch try fetchOnce(into: buffer, at: offset) {
+            case .success(let total): return total
+            case .transient(let why):
+                lastError = why
+                if attempt < Self.attempts {
+                    Thread.sleep(forTimeInterval: delay)
+                    delay *= 2
+                }
+            }
+        }
+        throw ImagingError("\(path): \(lastError) (gave up after \(Self.attempts) attempts)")
+    }
+
+    private enum Attempt { case success(UInt64?), transient(String) }
+
+    private func fetchOnce(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Attempt {
+        guard let handle = handles.withLock({ $0.popLast()?.raw }) ?? curl_easy_init() else {
+            throw ImagingError("cannot start an HTTP client")
+        }
+        defer { handles.withLock { $0.append(CurlHandle(raw: handle)) } }
+        let sink = Sink(buffer)
+        let context = Unmanaged.passUnretained(sink).toOpaque()
+        let range = "\(offset)-\(offset + UInt64(buffer.count) - 1)"
+        asr_curl_set_string(handle, CURLOPT_URL, path)
+        asr_curl_set_string(handle, CURLOPT_RANGE, range)
+        asr_curl_set_long(handle, CURLOPT_FOLLOWLOCATION, 1)
+        asr_curl_set_long(handle, CURLOPT_CONNECTTIMEOUT, 15)
+        asr_curl_set_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)   // a stalled transfer...
+        asr_curl_set_long(handle, CURLOPT_LOW_SPEED_TIME, 30)   // ...is dropped and retried
+        asr_curl_set_long(handle, CURLOPT_NOSIGNAL, 1)
+        asr_curl_set_string(handle, CURLOPT_USERAGENT, "asr")
+        asr_curl_set_pointer(handle, CURLOPT_WRITEDATA, context)
+        asr_curl_set_pointer(handle, CURLOPT_HEADERDATA, context)
+        asr_curl_set_write(handle) { data, size, count, context in
+            let sink = Unmanaged<Sink>.fromOpaque(context!).takeUnretainedValue()
+            let n = size * count
+            guard sink.written + n <= sink.buffer.count else { sink.overflow = true; return 0 }
+            sink.buffer.baseAddress!.advanced(by: sink.written).copyMemory(from: data!, byteCount: n)
+            sink.written += n
+            return n
+        }
+        asr_curl_set_header(handle, headerCallback)
+        let code = curl_easy_perform(handle)
+        var status = 0
+        asr_curl_get_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if code != CURLE_OK && !(code == CURLE_WRITE_ERROR && sink.overflow) {
+            let message = String(cString: curl_easy_strerror(code))
+            switch code {
+            case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT, CURLE_COULDNT_RESOLVE_HOST:
+                throw ImagingError("\(path): \(message)")
+            default:
+                return .transient(message)
+            }
+        }
+        switch status {
+        case 206:
+            guard !sink.overflow, sink.written == buffer.count else {
+                return .transient("short response: \(sink.written) of \(buffer.count) bytes")
+            }
+            return .success(sink.headerTotal)
+        case 200:
+            throw ImagingError("\(path): the server ignores range requests (HTTP 200 for a range)")
+        case 408, 429, 500...599:
+            return .transient("HTTP \(status)")
+        case 404: throw ImagingError("\(path): not found (HTTP 404)")
+        case 416: throw ImagingError("\(path): range \(range) not satisfiable (HTTP 416)")
+        default: throw ImagingError("\(path): HTTP \(status)")
+        }
+    }
+}
+
+/// A libcurl easy handle; each is used by one read at a time.
+private struct CurlHandle: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+}
+
+/// Where one transfer's body goes, and what its headers said.
+private final class Sink {
+    let buffer: UnsafeMutableRawBufferPointer
+    var written = 0
+    var overflow = false
+    var headerTotal: UInt64?
+    init(_ buffer: UnsafeMutableRawBufferPointer) { self.buffer = buffer }
+}
+
+/// Reads the total size from `Content-Range: bytes a-b/TOTAL` as headers arrive.
+private let headerCallback: asr_curl_write_fn = { data, size, count, context in
+    let n = size * count
+    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self).lowercased()
+    if line.hasPrefix("content-range:"), let slash = line.lastIndex(of: "/") {
+        let total = line[line.index(after: slash)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        Unmanaged<Sink>.fromOpaque(context!).takeUnretainedValue().headerTotal = UInt64(total)
+    }
+    return n
+}
