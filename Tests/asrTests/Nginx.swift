@@ -1,0 +1,82 @@
+import Foundation
+
+/// A real nginx serving a folder on 127.0.0.1 at a free port, for HTTP restore tests.
+/// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries.
+final class Nginx {
+    let root: String
+    let port: Int
+    private let dir: TemporaryDirectory
+    private let process: Process
+
+    init(serving root: String) throws {
+        self.root = root
+        dir = TemporaryDirectory()
+        port = try Self.freePort()
+        let conf = """
+            daemon off;
+            worker_processes 2;
+            pid \(dir.file("nginx.pid"));
+            error_log \(dir.file("error.log"));
+            user root;
+            events {}
+            http {
+                access_log off;
+                client_body_temp_path \(dir.file("body"));
+                proxy_temp_path \(dir.file("proxy"));
+                fastcgi_temp_path \(dir.file("fastcgi"));
+                uwsgi_temp_path \(dir.file("uwsgi"));
+                scgi_temp_path \(dir.file("scgi"));
+                sendfile on;
+                limit_req_zone $server_port zone=flaky:1m rate=2r/s;
+                server {
+                    listen 127.0.0.1:\(port);
+                    root \(root);
+                    location /flaky/ {
+                        alias \(root)/;
+                        limit_req zone=flaky burst=1 nodelay;
+                        limit_req_status 503;
+                    }
+                }
+            }
+            """
+        FileManager.default.createFile(atPath: dir.file("nginx.conf"), contents: Data(conf.utf8))
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
+        process.arguments = ["-c", dir.file("nginx.conf")]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<100 {
+            if (try? Run.shell("exec 3<>/dev/tcp/127.0.0.1/\(port)")) != nil { return }
+            usleep(50_000)
+        }
+        process.terminate()
+        throw TestFailure("nginx did not start: " + ((try? String(contentsOfFile: dir.file("error.log"), encoding: .utf8)) ?? ""))
+    }
+
+    func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+
+    deinit {
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard bound else { throw TestFailure("no free port") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
