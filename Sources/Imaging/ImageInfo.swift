@@ -52,7 +52,7 @@ public struct ImageInfo: Codable, Sendable {
                 regions: plans.enumerated().map { i, p in
                     RegionInfo(id: String(i), name: p.name, firstSector: p.firstSector, sectorCount: p.sectorCount)
                 },
-                checksumsVerified: false, scanned: false, ordered: true)
+                checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil, ordered: true)
         }
         var uses: [ChunkType: CodecUse] = [:]
         for c in image.chunks {
