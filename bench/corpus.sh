@@ -39,6 +39,12 @@ truncate -s 1G "$CORPUS.partial"
 # -N: many small files (docs, locales) would exhaust the default one inode per 16 KiB.
 E2FSPROGS_FAKE_TIME=$STAMP mke2fs -q -F -t ext4 -N 131072 -U "$UUID" \
 	-E root_owner=0:0,hash_seed="$HASH_SEED" -d "$staging" "$CORPUS.partial"
+# mke2fs copies each file's ctime, which touch cannot set; rewrite it on every inode in use.
+inodes=$(dumpe2fs -h "$CORPUS.partial" 2>/dev/null | awk -F: '/^Inode count/ { print $2 + 0 }')
+seq 1 "$inodes" | sed 's/.*/testi <&>/' | debugfs -f - "$CORPUS.partial" 2>/dev/null |
+	awk -v t="$STAMP" '/marked in use/ { print "sif <" $2 "> ctime @" t }' |
+	E2FSPROGS_FAKE_TIME=$STAMP debugfs -w -f - "$CORPUS.partial" >/dev/null 2>&1
+e2fsck -fn "$CORPUS.partial" >/dev/null 2>&1 || { echo "corpus: e2fsck failed" >&2; exit 1; }
 mv "$CORPUS.partial" "$CORPUS"
 used=$(find "$staging" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
 rm -rf "$staging"

@@ -5,7 +5,7 @@ ROOT=$(dirname "$BENCH")
 WORK=$BENCH/work
 CORPUS=$WORK/corpus.raw
 ASR=${ASR:-$ROOT/.build-release/release/asr}
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 mkdir -p "$WORK"
 
 # Installs the Debian packages that provide the given commands, only if one is missing.
@@ -29,14 +29,42 @@ need_asr() {
 # cache is not reliable here, so both tools get the same warm start instead.
 warm() { cat "$@" >/dev/null; }
 
-# Runs a command under /usr/bin/time and prints "wall_seconds peak_rss_kib".
-# Output of the command itself goes to stderr so it does not mix with the figures.
-timed() {
-	local t
-	t=$(mktemp)
-	/usr/bin/time -f '%e %M' -o "$t" "$@" >&2
-	cat "$t"
-	rm -f "$t"
+# Waits (up to a minute) for one second with the CPUs at least 90% idle. The machine may be
+# shared (builds, test runs); this keeps them from landing at the start of a timed run.
+settle() {
+	local i a b busy total
+	for ((i = 0; i < 60; i++)); do
+		read -ra a </proc/stat
+		sleep 1
+		read -ra b </proc/stat
+		# cpu user nice system idle iowait irq softirq steal: busy = all but idle and iowait
+		busy=$((b[1] + b[2] + b[3] + b[6] + b[7] + b[8] - a[1] - a[2] - a[3] - a[6] - a[7] - a[8]))
+		total=$((busy + b[4] + b[5] - a[4] - a[5]))
+		((busy * 10 <= total)) && return
+	done
+	echo "warning: the machine stayed busy; timing anyway" >&2
+}
+
+# One timed run of a command. Before it: the previous output is removed (replacing a 1 GiB file
+# costs time too), dirty pages are flushed (so no run pays for an earlier run's writeback), the
+# machine is let settle and the input is warmed. Appends "wall_s peak_rss_kib user_s sys_s" to LOG.
+# usage: bench_run LOG OUTPUT INPUT command...
+bench_run() {
+	local log=$1 out=$2 in=$3
+	shift 3
+	rm -f "$out"
+	sync
+	settle
+	warm "$in"
+	/usr/bin/time -a -o "$log" -f '%e %M %U %S' "$@" >&2
+}
+
+# Prints "best_wall median_wall median_cpu max_rss_kib" over the runs in LOG (cpu = user + sys).
+summarize() {
+	local walls
+	walls=$(awk '{ print $1 }' "$1" | sort -g)
+	echo "$(head -1 <<<"$walls") $(median <<<"$walls") $(awk '{ print $3 + $4 }' "$1" | median)" \
+		"$(awk '$2 > m { m = $2 } END { print m }' "$1")"
 }
 
 # Median of the numbers on stdin (RUNS is odd by default; an even count takes the upper one).
@@ -47,3 +75,18 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 # Throughput in MB/s (10^6 bytes) of the input size over a wall time.
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1e6 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+# Prints one table row: tool, best and median wall, MB/s (of INPUT_BYTES, at the best wall),
+# median CPU, peak RSS, output size.  usage: row TOOL INPUT_BYTES LOG OUTPUT
+row() {
+	local best med cpu rss
+	read -r best med cpu rss < <(summarize "$3")
+	printf '| %-26s | %6.2f | %6.2f | %5s | %6.2f | %7s | %7s |\n' "$1" "$best" "$med" "$(mbps "$2" "$best")" \
+		"$cpu" "$(mib $((rss * 1024)))" "$(mib "$(size_of "$4")")"
+}
+header() {
+	printf '| %-26s | %6s | %6s | %5s | %6s | %7s | %7s |\n' tool "best s" "median" "MB/s" "CPU s" "RSS MiB" "out MiB"
+	printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------------------- -------- -------- ------- -------- --------- ---------
+}
+# usage: verdict DESCRIPTION CONDITION_AS_AWK_EXPRESSION
+verdict() { awk "BEGIN { exit !($2) }" && echo "PASS  $1" || echo "FAIL  $1"; }

@@ -58,13 +58,15 @@ public struct RawWriter {
         } else {
             let partial = try TemporaryOutput(finalPath: output)
             defer { partial.discard() }
-            try copy(source, into: partial.file, sparse: true)
+            try copy(source, into: partial.file, sparse: true, writeback: WritebackTrigger(file: partial.file))
             try partial.file.truncate(to: total)
             try partial.commit()
         }
     }
 
-    private func copy(_ source: ImageSource, into file: some PositionalWriter, sparse: Bool) throws {
+    private func copy(_ source: ImageSource, into file: some PositionalWriter, sparse: Bool,
+                      writeback: WritebackTrigger? = nil) throws {
+        var writeback = writeback
         let total = source.bytes.byteCount
         if let image = source.udif {
             try orderedParallelMap(count: image.chunks.count) { i -> [UInt8]? in
@@ -75,6 +77,7 @@ public struct RawWriter {
                 let c = image.chunks[i]
                 if let bytes {
                     try file.write(bytes, at: c.diskOffset)
+                    writeback?.wrote(upTo: c.diskOffset + c.length)
                 } else if !sparse {
                     try writeZeros(file, at: c.diskOffset, count: c.length)
                 }
@@ -89,7 +92,10 @@ public struct RawWriter {
                 let chunk = try bytes.read(at: at, count: Int(min(step, total - at)))
                 return sparse && chunk.withUnsafeBytes(isAllZero) ? nil : chunk
             } consume: { i, chunk in
-                if let chunk { try file.write(chunk, at: UInt64(i) * step) }
+                if let chunk {
+                    try file.write(chunk, at: UInt64(i) * step)
+                    writeback?.wrote(upTo: UInt64(i) * step + UInt64(chunk.count))
+                }
                 reporter.update(min(UInt64(i + 1) * step, total), of: total)
             }
         }

@@ -29,10 +29,11 @@ public struct ImageScanner {
         if (try? ScanData.stored(in: image)) != nil, image.isOrdered || !reorder {
             return .alreadyScanned
         }
-        let (scan, sha1) = try computeScan(image)
-        reporter.step("Writing scan data") {}
-        try ImageRewriter.rewrite(image, to: path, reorder: reorder,
-                                  replacingResources: scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0))
+        let rewriter = try ImageRewriter(image, replacing: path, reorder: reorder)
+        let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil)
+        try reporter.step("Writing scan data") {
+            try rewriter.finish(replacingResources: scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0))
+        }
         return .scanned
     }
 
@@ -40,11 +41,15 @@ public struct ImageScanner {
         var sha256: [UInt8]
         var crc: UInt32?
         var bytes: [UInt8]?
+        var stored: [UInt8]?
     }
 
-    func computeScan(_ image: UDIFImage) throws -> (ScanData, [UInt8]) {
+    /// Decodes and hashes every chunk on all cores; the whole-disk SHA-256 runs on this
+    /// thread and the SHA-1 on another, and the stored bytes go to `rewriter` as they pass.
+    func computeScan(_ image: UDIFImage, copyingInto rewriter: ImageRewriter?) throws -> (ScanData, [UInt8]) {
         var whole = SHA256()
-        var sha1 = Insecure.SHA1()
+        let sha1 = BackgroundHasher<Insecure.SHA1>()
+        let keepStored = rewriter != nil
         var crcs = [UInt32](repeating: 0, count: image.regions.count)
         var entries: [ScanData.Entry] = []
         entries.reserveCapacity(image.chunks.count)
@@ -57,17 +62,21 @@ public struct ImageScanner {
                 return ChunkDigest(sha256: zeroDigests.sha256(of: c.length),
                                    crc: c.type == .ignore ? nil : CRC32.updateZeros(0, count: c.length), bytes: nil)
             }
-            let bytes = try image.decodeChunk(i)
-            return ChunkDigest(sha256: Array(SHA256.hash(data: bytes)), crc: CRC32.update(0, bytes), bytes: bytes)
+            let stored = try image.storedBytes(of: i)
+            var bytes = c.type == .raw ? stored : [UInt8](repeating: 0, count: Int(c.length))
+            if c.type != .raw { try bytes.withUnsafeMutableBytes { try image.decode(i, from: stored, into: $0) } }
+            return ChunkDigest(sha256: Array(SHA256.hash(data: bytes)), crc: CRC32.update(0, bytes), bytes: bytes,
+                               stored: keepStored ? stored : nil)
         } consume: { i, d in
             let c = image.chunks[i]
             if let bytes = d.bytes {
                 whole.update(data: bytes)
-                sha1.update(data: bytes)
+                sha1.update(bytes)
             } else {
                 hashZeros(&whole, count: c.length)
-                hashZeros(&sha1, count: c.length)
+                sha1.updateZeros(c.length)
             }
+            if let stored = d.stored { try rewriter?.append(storedBytesOf: i, stored) }
             if let crc = d.crc { crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length) }
             entries.append(ScanData.Entry(diskOffset: c.diskOffset, length: c.length, sha256: d.sha256))
             reporter.update(c.diskOffset + c.length, of: image.byteCount)
@@ -78,7 +87,7 @@ public struct ImageScanner {
                 throw ImagingError("blkx \(region.id) (\(region.name)) does not match its CRC-32: the image is damaged and was not scanned")
             }
         }
-        return (ScanData(diskBytes: image.byteCount, diskSHA256: Array(whole.finalize()), chunks: entries), Array(sha1.finalize()))
+        return (ScanData(diskBytes: image.byteCount, diskSHA256: Array(whole.finalize()), chunks: entries), sha1.finalize())
     }
 
     // MARK: raw images and devices
@@ -187,5 +196,33 @@ final class ZeroDigests: @unchecked Sendable {
         known[length] = digest
         lock.unlock()
         return digest
+    }
+}
+
+/// A hash computed on its own thread from buffers handed over in order, so two sequential
+/// digests of the same stream (SHA-256 and SHA-1) run side by side. At most 16 buffers wait.
+final class BackgroundHasher<H: HashFunction>: @unchecked Sendable {
+    private var hasher = H()
+    private let queue = DispatchQueue(label: "asr.hash")
+    private let slots = DispatchSemaphore(value: 16)
+
+    func update(_ bytes: [UInt8]) {
+        slots.wait()
+        queue.async {
+            self.hasher.update(data: bytes)
+            self.slots.signal()
+        }
+    }
+
+    func updateZeros(_ count: UInt64) {
+        slots.wait()
+        queue.async {
+            hashZeros(&self.hasher, count: count)
+            self.slots.signal()
+        }
+    }
+
+    func finalize() -> [UInt8] {
+        queue.sync { Array(hasher.finalize()) }
     }
 }

@@ -101,6 +101,7 @@ public struct Restorer {
 
     private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget) throws {
         let total = source.bytes.byteCount
+        var writeback = WritebackTrigger(file: file)
         var pendingZero: (offset: UInt64, length: UInt64)?
         func flushZeros() throws {
             if let z = pendingZero { try target.zero(file, offset: z.offset, length: z.length) }
@@ -143,6 +144,7 @@ public struct Restorer {
             case .data(let d):
                 try flushZeros()
                 try file.write(d, at: offset)
+                writeback.wrote(upTo: offset + length)
             case .zero:
                 try zero(offset, length)
             }

@@ -1,3 +1,4 @@
+import CSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -54,6 +55,12 @@ public final class FileIO: RandomAccessFile {
 
     public func truncate(to size: UInt64) throws {
         guard ftruncate(fd, off_t(size)) == 0 else { throw UDIFError("cannot set size of \(path): \(errnoString())") }
+    }
+
+    /// Starts writeback of a written range without waiting for it, so the final fsync of a
+    /// large output does not have to flush everything at once.
+    public func startWriteback(offset: UInt64, length: UInt64) {
+        _ = asr_start_writeback(fd, Int64(offset), Int64(length))
     }
 
     public func sync() throws {

@@ -1,37 +1,69 @@
 import Foundation
 
-/// Writes an existing image anew: its chunks copied without recompression, optionally
-/// moved into logical order (what lets a server stream it front to back), with resources
-/// added or replaced. The result replaces `path` only when complete and flushed.
-public enum ImageRewriter {
-    public static func rewrite(_ image: UDIFImage, to path: String, reorder: Bool,
-                               replacingResources extra: [String: [ResourceEntry]]) throws {
-        let partial = try TemporaryOutput(finalPath: path)
-        defer { partial.discard() }
-        let out = partial.file
+/// Writes an existing image anew: its chunks copied without recompression, in logical order
+/// (what lets a server stream it front to back) or as they were, with resources added or
+/// replaced. The result replaces the original only when complete and flushed.
+///
+/// In logical order, the caller feeds the stored bytes of each data chunk in disk order
+/// (`append`), typically while it reads them anyway, so the copy costs no second read.
+public final class ImageRewriter {
+    public let image: UDIFImage
+    public let reorder: Bool
+    private let partial: TemporaryOutput
+    private var offset: UInt64 = 0
+    private var dataCRC: UInt32 = 0
+    private var newOffsets: [UInt64] = []
+    private var cursor = 0
+    private var writeback: WritebackTrigger
+
+    public init(_ image: UDIFImage, replacing path: String, reorder: Bool) throws {
+        self.image = image
+        self.reorder = reorder
+        partial = try TemporaryOutput(finalPath: path)
+        writeback = WritebackTrigger(file: partial.file)
+        var st = stat()
+        if stat(path, &st) == 0 { fchmod(partial.file.fd, st.st_mode & 0o7777) }
+    }
+
+    deinit { partial.discard() }
+
+    /// The stored bytes of the next data chunk (in `image.chunks` order) when reordering.
+    public func append(storedBytesOf chunk: Int, _ bytes: [UInt8]) throws {
+        while cursor < image.chunks.count && !image.chunks[cursor].type.hasStoredData { cursor += 1 }
+        precondition(reorder && chunk == cursor, "data chunks must be appended in disk order")
+        cursor += 1
+        newOffsets.append(offset)
+        try write(bytes)
+    }
+
+    private func write(_ bytes: [UInt8]) throws {
+        if Interruption.requested { throw UDIFError("interrupted") }
+        try partial.file.write(bytes, at: offset)
+        dataCRC = CRC32.update(dataCRC, bytes)
+        offset += UInt64(bytes.count)
+        writeback.wrote(upTo: offset)
+    }
+
+    /// Writes the plist and trailer and puts the new image in place.
+    public func finish(replacingResources extra: [String: [ResourceEntry]]) throws {
         let t = image.trailer
-        var offset: UInt64 = 0
-        var dataCRC: UInt32 = 0
         var tables = image.regions.map(\.table)
-
-        func append(_ bytes: [UInt8]) throws {
-            if Interruption.requested { throw UDIFError("interrupted") }
-            try out.write(bytes, at: offset)
-            dataCRC = CRC32.update(dataCRC, bytes)
-            offset += UInt64(bytes.count)
-        }
-
         if reorder {
+            guard newOffsets.count == image.chunks.filter({ $0.type.hasStoredData }).count else {
+                throw UDIFError("internal error: not every chunk was copied")
+            }
+            // Walk the tables in the same order as image.chunks to give each chunk its place.
+            var next = 0
             for r in tables.indices {
                 var moved: [BlockChunk] = []
                 for var c in tables[r].chunks where c.type != .comment {
-                    if c.type.hasStoredData {
-                        let at = t.dataForkOffset + tables[r].dataOffset + c.storedOffset
-                        let bytes = try image.file.read(at: at, count: Int(c.storedLength))
-                        c.storedOffset = offset
-                        try append(bytes)
+                    if c.type.hasStoredData && c.sectorCount > 0 {
+                        c.storedOffset = newOffsets[next]
+                        next += 1
+                    } else if c.type.hasStoredData {
+                        continue  // a data chunk covering no sectors holds nothing
                     } else {
-                        c.storedOffset = offset
+                        c.storedOffset = next < newOffsets.count ? newOffsets[next] : offset
                         c.storedLength = 0
                     }
                     moved.append(c)
@@ -43,7 +75,7 @@ public enum ImageRewriter {
             var copied: UInt64 = 0
             while copied < t.dataForkLength {
                 let n = Int(min(4 << 20, t.dataForkLength - copied))
-                try append(image.file.read(at: t.dataForkOffset + copied, count: n))
+                try write(image.file.read(at: t.dataForkOffset + copied, count: n))
                 copied += UInt64(n)
             }
         }
@@ -68,10 +100,8 @@ public enum ImageRewriter {
         trailer.xmlLength = UInt64(xml.count)
         trailer.codeSignatureOffset = 0  // a signature would no longer match
         trailer.codeSignatureLength = 0
-        try out.write(xml, at: offset)
-        try out.write(trailer.serialized(), at: offset + UInt64(xml.count))
-        var st = stat()
-        if stat(path, &st) == 0 { fchmod(out.fd, st.st_mode & 0o7777) }
+        try partial.file.write(xml, at: offset)
+        try partial.file.write(trailer.serialized(), at: offset + UInt64(xml.count))
         try partial.commit()
     }
 }

@@ -75,6 +75,7 @@ public struct ImageWriter: Sendable {
         var tables = [[BlockChunk]](repeating: [], count: plans.count)
         var counts: [ChunkType: Int] = [:]
         var done: UInt64 = 0
+        var writeback = WritebackTrigger(file: out)
         let format = self.format
         let level = zlibLevel
         let jobList = jobs
@@ -96,6 +97,7 @@ public struct ImageWriter: Sendable {
             if !encoded.payload.isEmpty {
                 try out.write(encoded.payload, at: offset)
                 dataCRC = CRC32.update(dataCRC, encoded.payload)
+                writeback.wrote(upTo: offset + UInt64(encoded.payload.count))
             }
             tables[job.region].append(BlockChunk(type: encoded.type, sectorStart: job.sectorStart, sectorCount: job.sectorCount,
                                                  storedOffset: offset, storedLength: UInt64(encoded.payload.count)))
@@ -192,5 +194,20 @@ public final class TemporaryOutput {
 
     public func discard() {
         if !committed { unlink(tempPath) }
+    }
+}
+
+/// Starts writeback every 32 MiB of sequential output, so flushing overlaps the work instead
+/// of all landing on the final fsync.
+public struct WritebackTrigger {
+    let file: FileIO
+    private var started: UInt64 = 0
+
+    public init(file: FileIO) { self.file = file }
+
+    public mutating func wrote(upTo end: UInt64) {
+        guard end >= started + (32 << 20) else { return }
+        file.startWriteback(offset: started, length: end - started)
+        started = end
     }
 }

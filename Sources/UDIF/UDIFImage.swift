@@ -170,12 +170,16 @@ public final class UDIFImage: ByteSource, Sendable {
         case .raw:
             try file.read(into: output, at: c.fileOffset)
         default:
-            let stored = try storedBytes(of: index)
-            do {
-                try stored.withUnsafeBytes { try Codec.decode(c.type, $0, into: output) }
-            } catch let e as UDIFError {
-                throw UDIFError("\(describe(chunk: index)): \(e.message)")
-            }
+            try decode(index, from: storedBytes(of: index), into: output)
+        }
+    }
+
+    /// Decodes chunk `index` from stored bytes the caller already read.
+    public func decode(_ index: Int, from stored: [UInt8], into output: UnsafeMutableRawBufferPointer) throws {
+        do {
+            try stored.withUnsafeBytes { try Codec.decode(chunks[index].type, $0, into: output) }
+        } catch let e as UDIFError {
+            throw UDIFError("\(describe(chunk: index)): \(e.message)")
         }
     }
 

@@ -1,0 +1,7 @@
+#define _GNU_SOURCE
+#include <fcntl.h>
+
+// Linux calls Glibc's Swift overlay does not import without _GNU_SOURCE.
+static inline int asr_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}

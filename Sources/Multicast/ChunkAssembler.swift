@@ -1,0 +1,86 @@
+/// The client's bookkeeping: collects fragments into chunks, says when a chunk is complete,
+/// and which chunks are still missing. No I/O. Packets for unknown chunks, with sizes that
+/// disagree with the manifest, or beyond the memory budget are dropped, never trusted.
+public struct ChunkAssembler: Sendable {
+    public let manifest: [ManifestEntry]
+    public private(set) var complete: [Bool]
+    public private(set) var completeCount = 0
+    private var partial: [Int: Partial] = [:]
+    private var partialBytes = 0
+    /// Bound on bytes held in unfinished chunks.
+    public let memoryBudget: Int
+
+    private struct Partial {
+        var bytes: [UInt8]
+        var have: [Bool]
+        var count = 0
+    }
+
+    public init(manifest: [ManifestEntry], memoryBudget: Int = 96 << 20) {
+        self.manifest = manifest
+        self.memoryBudget = memoryBudget
+        complete = manifest.map { $0.storedLength == 0 }
+        completeCount = complete.filter { $0 }.count
+    }
+
+    public var isComplete: Bool { completeCount == manifest.count }
+
+    /// Adds a packet; returns the chunk's stored bytes when this packet completed it.
+    public mutating func accept(_ p: DataPacket) -> (chunk: Int, stored: [UInt8])? {
+        let index = Int(p.chunk)
+        guard index < manifest.count, !complete[index] else { return nil }
+        let entry = manifest[index]
+        guard p.storedLength == entry.storedLength, Int(p.fragmentCount) == entry.fragmentCount else { return nil }
+        let start = Int(p.fragment) * DataPacket.maxPayload
+        let expected = min(DataPacket.maxPayload, Int(entry.storedLength) - start)
+        guard expected > 0, p.payload.count == expected else { return nil }
+        var part: Partial
+        if let existing = partial[index] {
+            part = existing
+        } else {
+            // Over budget: drop it; the chunk comes round again.
+            guard partialBytes + Int(entry.storedLength) <= memoryBudget else { return nil }
+            partialBytes += Int(entry.storedLength)
+            part = Partial(bytes: [UInt8](repeating: 0, count: Int(entry.storedLength)),
+                           have: [Bool](repeating: false, count: entry.fragmentCount))
+        }
+        guard !part.have[Int(p.fragment)] else { return nil }
+        part.bytes.replaceSubrange(start..<(start + expected), with: p.payload)
+        part.have[Int(p.fragment)] = true
+        part.count += 1
+        if part.count == entry.fragmentCount {
+            partial[index] = nil
+            partialBytes -= Int(entry.storedLength)
+            return (index, part.bytes)
+        }
+        partial[index] = part
+        return nil
+    }
+
+    /// The chunk decoded and matched its SHA-256 and is on the target.
+    public mutating func markWritten(_ chunk: Int) {
+        guard !complete[chunk] else { return }
+        complete[chunk] = true
+        completeCount += 1
+    }
+
+    /// The chunk's bytes were wrong (forged or damaged): forget them, it will come again.
+    public mutating func reject(_ chunk: Int) {
+        if let p = partial.removeValue(forKey: chunk) { partialBytes -= p.bytes.count }
+    }
+
+    /// Missing chunks below `limit` (those the server has already sent this pass), as
+    /// (first, count) ranges, at most `maxRanges` of them.
+    public func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
+        var ranges: [(UInt32, UInt32)] = []
+        var i = 0
+        let end = min(limit, manifest.count)
+        while i < end && ranges.count < maxRanges {
+            if complete[i] { i += 1; continue }
+            let first = i
+            while i < end && !complete[i] { i += 1 }
+            ranges.append((UInt32(first), UInt32(i - first)))
+        }
+        return ranges
+    }
+}

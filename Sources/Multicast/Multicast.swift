@@ -1,0 +1,12 @@
+// Multicast: one image to many machines at once over UDP multicast.
+//
+// This module owns the server configuration plist, the wire protocol (docs/PROTOCOL.md), the
+// pass scheduler and receiver bookkeeping (plain state machines, no I/O), and the thin socket
+// adapters that run them: `MulticastServer` and `MulticastClient`.
+
+/// A multicast failure: one line a user can act on.
+public struct MulticastError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,111 @@
+import Foundation
+
+/// The multicast configuration plist, with Apple's key names:
+/// `Data Rate` (bytes/s, required), `Multicast Address` (required, in 224.0.0.0/4),
+/// `Client Data Rate`, `DNS Service Discovery` (default true), `Loop Suspend` (passes with no
+/// client before pausing; 0 = never), `Multicast TTL` (default 3, never 0), `Port` (7800).
+public struct ServerConfig: Sendable, Equatable {
+    public var dataRate: UInt64
+    public var multicastAddress: String
+    public var clientDataRate: UInt64?
+    public var dnsServiceDiscovery = true
+    public var loopSuspend: UInt64 = 0
+    public var multicastTTL: UInt8 = 3
+    public var port: UInt16 = 7800
+
+    public init(dataRate: UInt64, multicastAddress: String) {
+        self.dataRate = dataRate
+        self.multicastAddress = multicastAddress
+    }
+
+    /// The rate the server sends at: the data rate, capped by the slowest client's.
+    public var effectiveRate: UInt64 { min(dataRate, clientDataRate ?? .max) }
+
+    public static func load(_ path: String) throws -> ServerConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw MulticastError("cannot read configuration \(path)")
+        }
+        guard data.count <= 1 << 20 else { throw MulticastError("configuration \(path) is too large to be a plist") }
+        return try ServerConfig(plist: data, name: path)
+    }
+
+    public init(plist data: Data, name: String = "configuration") throws {
+        let raw: RawConfig
+        do {
+            raw = try PropertyListDecoder().decode(RawConfig.self, from: data)
+        } catch let error as MulticastError {
+            throw MulticastError("\(name): \(error.message)")
+        } catch {
+            throw MulticastError("\(name) is not a property list dictionary")
+        }
+        guard let rate = raw.dataRate else { throw MulticastError("\(name): required key \"Data Rate\" is missing") }
+        guard rate > 0 else { throw MulticastError("\(name): \"Data Rate\" must be a positive integer (bytes per second)") }
+        guard let address = raw.multicastAddress else {
+            throw MulticastError("\(name): required key \"Multicast Address\" is missing")
+        }
+        guard let octets = IPv4.parse(address), (224...239).contains(octets[0]) else {
+            throw MulticastError("\(name): \"Multicast Address\" \(address) is not an IPv4 multicast address (224.0.0.0/4)")
+        }
+        self.init(dataRate: rate, multicastAddress: address)
+        if let r = raw.clientDataRate {
+            guard r > 0 else { throw MulticastError("\(name): \"Client Data Rate\" must be positive") }
+            clientDataRate = r
+        }
+        dnsServiceDiscovery = raw.dnsServiceDiscovery ?? true
+        loopSuspend = raw.loopSuspend ?? 0
+        if let ttl = raw.multicastTTL {
+            guard (1...255).contains(ttl) else { throw MulticastError("\(name): \"Multicast TTL\" must be 1 to 255, not \(ttl)") }
+            multicastTTL = UInt8(ttl)
+        }
+        if let p = raw.port {
+            guard (1...65535).contains(p) else { throw MulticastError("\(name): \"Port\" must be 1 to 65535, not \(p)") }
+            port = UInt16(p)
+        }
+    }
+}
+
+/// The plist as written, each key checked for its type and named in the error.
+private struct RawConfig: Decodable {
+    var dataRate: UInt64?
+    var multicastAddress: String?
+    var clientDataRate: UInt64?
+    var dnsServiceDiscovery: Bool?
+    var loopSuspend: UInt64?
+    var multicastTTL: UInt64?
+    var port: UInt64?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case dataRate = "Data Rate", multicastAddress = "Multicast Address", clientDataRate = "Client Data Rate"
+        case dnsServiceDiscovery = "DNS Service Discovery", loopSuspend = "Loop Suspend"
+        case multicastTTL = "Multicast TTL", port = "Port"
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func value<T: Decodable>(_ key: CodingKeys, _ kind: String) throws -> T? {
+            guard c.contains(key) else { return nil }
+            do { return try c.decode(T.self, forKey: key) } catch {
+                throw MulticastError("\"\(key.rawValue)\" must be \(kind)")
+            }
+        }
+        dataRate = try value(.dataRate, "a non-negative integer (bytes per second)")
+        multicastAddress = try value(.multicastAddress, "a string")
+        clientDataRate = try value(.clientDataRate, "a non-negative integer (bytes per second)")
+        dnsServiceDiscovery = try value(.dnsServiceDiscovery, "a boolean")
+        loopSuspend = try value(.loopSuspend, "a non-negative integer")
+        multicastTTL = try value(.multicastTTL, "an integer")
+        port = try value(.port, "an integer")
+    }
+}
+
+enum IPv4 {
+    static func parse(_ text: String) -> [Int]? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        let octets = parts.compactMap { p -> Int? in
+            guard !p.isEmpty, p.count <= 3, p.allSatisfy(\.isNumber), let v = Int(p), v <= 255 else { return nil }
+            return v
+        }
+        return octets.count == 4 ? octets : nil
+    }
+}

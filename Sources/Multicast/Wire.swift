@@ -1,0 +1,277 @@
+/// The bytes on the wire (docs/PROTOCOL.md). Decoding never trusts a length it has not
+/// checked against the bytes it has: every malformed input is a `nil` or a thrown error.
+
+/// A UDP data packet: one fragment of one compressed chunk.
+public struct DataPacket: Sendable, Equatable {
+    public static let magic: [UInt8] = Array("ASRD".utf8)
+    public static let version: UInt8 = 1
+    public static let headerSize = 32
+    /// Payload per packet: 32 + 1400 bytes + IP and UDP headers fit a 1500-byte MTU.
+    public static let maxPayload = 1400
+
+    public var fragmentCount: UInt16
+    public var sessionID: UInt64
+    public var pass: UInt32
+    public var chunk: UInt32
+    public var fragment: UInt16
+    public var storedLength: UInt32
+    public var payload: ArraySlice<UInt8>
+
+    public init(fragmentCount: UInt16, sessionID: UInt64, pass: UInt32, chunk: UInt32, fragment: UInt16,
+                storedLength: UInt32, payload: ArraySlice<UInt8>) {
+        self.fragmentCount = fragmentCount
+        self.sessionID = sessionID
+        self.pass = pass
+        self.chunk = chunk
+        self.fragment = fragment
+        self.storedLength = storedLength
+        self.payload = payload
+    }
+
+    public func encode(into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
+        out += Self.magic
+        out.append(Self.version)
+        out.append(0)
+        out.appendBE(fragmentCount)
+        out.appendBE(sessionID)
+        out.appendBE(pass)
+        out.appendBE(chunk)
+        out.appendBE(fragment)
+        out.appendBE(UInt16(payload.count))
+        out.appendBE(storedLength)
+        out += payload
+    }
+
+    /// nil for anything that is not a well-formed packet of this version.
+    public static func decode(_ bytes: ArraySlice<UInt8>) -> DataPacket? {
+        guard bytes.count >= headerSize, bytes.prefix(4).elementsEqual(magic), bytes[bytes.startIndex + 4] == version else { return nil }
+        var r = WireReader(bytes)
+        r.skip(6)
+        guard let count = r.u16(), let session = r.u64(), let pass = r.u32(), let chunk = r.u32(), let fragment = r.u16(),
+              let length = r.u16(), let stored = r.u32() else { return nil }
+        guard count > 0, fragment < count, Int(length) <= maxPayload, r.remaining == Int(length),
+              UInt64(stored) <= UInt64(count) * UInt64(maxPayload) else { return nil }
+        return DataPacket(fragmentCount: count, sessionID: session, pass: pass, chunk: chunk, fragment: fragment,
+                          storedLength: stored, payload: r.rest())
+    }
+}
+
+/// One entry of the manifest: a chunk of the disk as the server sends it.
+public struct ManifestEntry: Sendable, Equatable {
+    public var diskOffset: UInt64
+    public var length: UInt64
+    /// Bytes on the wire; 0 for chunks the client fills with zeros itself.
+    public var storedLength: UInt32
+    /// UDIF chunk type of the stored bytes (raw, zlib, ...).
+    public var codec: UInt32
+    /// SHA-256 of the decoded bytes: checked before a chunk is written.
+    public var sha256: [UInt8]
+
+    public init(diskOffset: UInt64, length: UInt64, storedLength: UInt32, codec: UInt32, sha256: [UInt8]) {
+        self.diskOffset = diskOffset
+        self.length = length
+        self.storedLength = storedLength
+        self.codec = codec
+        self.sha256 = sha256
+    }
+
+    public var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
+}
+
+/// Messages on the TCP control connection, each framed as u32 length, u8 type, payload.
+public enum ControlMessage: Sendable, Equatable {
+    case hello(version: UInt16, client: String)
+    case welcome(Welcome)
+    case manifest([ManifestEntry])
+    case report(Report)
+    case done
+    case drop(reason: String)
+
+    public static let protocolVersion: UInt16 = 1
+    public static let maxFrame = 64 << 20
+    public static let maxManifestEntries = (maxFrame - 8) / 56
+
+    public struct Welcome: Sendable, Equatable {
+        public var version: UInt16
+        public var sessionID: UInt64
+        public var imageSHA256: [UInt8]
+        public var diskBytes: UInt64
+        public var group: [UInt8]  // IPv4, 4 bytes
+        public var dataPort: UInt16
+        public var dataRate: UInt64
+        public init(version: UInt16, sessionID: UInt64, imageSHA256: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
+            self.version = version
+            self.sessionID = sessionID
+            self.imageSHA256 = imageSHA256
+            self.diskBytes = diskBytes
+            self.group = group
+            self.dataPort = dataPort
+            self.dataRate = dataRate
+        }
+    }
+
+    public struct Report: Sendable, Equatable {
+        public var received: UInt32
+        /// The client's measured write rate, bytes/s (0 if not yet known).
+        public var writeRate: UInt64
+        /// Chunk ranges the client still lacks, as (first, count).
+        public var missing: [(UInt32, UInt32)]
+        public init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)]) {
+            self.received = received
+            self.writeRate = writeRate
+            self.missing = missing
+        }
+        public static let maxRanges = 4096
+        public static func == (a: Report, b: Report) -> Bool {
+            a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
+        }
+    }
+
+    var type: UInt8 {
+        switch self {
+        case .hello: 1
+        case .welcome: 2
+        case .manifest: 3
+        case .report: 4
+        case .done: 5
+        case .drop: 6
+        }
+    }
+
+    /// The framed bytes.
+    public func encoded() -> [UInt8] {
+        var p: [UInt8] = []
+        switch self {
+        case .hello(let version, let client):
+            p += Array("ASRC".utf8)
+            p.appendBE(version)
+            p.appendString(client)
+        case .welcome(let w):
+            p.appendBE(w.version)
+            p.appendBE(w.sessionID)
+            p += w.imageSHA256
+            p.appendBE(w.diskBytes)
+            p += w.group
+            p.appendBE(w.dataPort)
+            p.appendBE(w.dataRate)
+        case .manifest(let entries):
+            p.appendBE(UInt32(entries.count))
+            for e in entries {
+                p.appendBE(e.diskOffset)
+                p.appendBE(e.length)
+                p.appendBE(e.storedLength)
+                p.appendBE(e.codec)
+                p += e.sha256
+            }
+        case .report(let r):
+            p.appendBE(r.received)
+            p.appendBE(r.writeRate)
+            p.appendBE(UInt32(r.missing.count))
+            for (first, count) in r.missing {
+                p.appendBE(first)
+                p.appendBE(count)
+            }
+        case .done:
+            break
+        case .drop(let reason):
+            p.appendString(reason)
+        }
+        var frame: [UInt8] = []
+        frame.appendBE(UInt32(p.count + 1))
+        frame.append(type)
+        return frame + p
+    }
+
+    /// Decodes one frame body (type byte and payload, without the length prefix).
+    public static func decode(_ body: ArraySlice<UInt8>) throws -> ControlMessage {
+        guard let type = body.first else { throw MulticastError("empty control message") }
+        var r = WireReader(body.dropFirst())
+        let bad = MulticastError("malformed control message (type \(type))")
+        let message: ControlMessage
+        switch type {
+        case 1:
+            guard r.bytes(4)?.elementsEqual(Array("ASRC".utf8)) == true, let version = r.u16(), let client = r.string() else { throw bad }
+            message = .hello(version: version, client: client)
+        case 2:
+            guard let version = r.u16(), let session = r.u64(), let sha = r.bytes(32), let disk = r.u64(), let group = r.bytes(4),
+                  let port = r.u16(), let rate = r.u64() else { throw bad }
+            message = .welcome(Welcome(version: version, sessionID: session, imageSHA256: Array(sha), diskBytes: disk,
+                                       group: Array(group), dataPort: port, dataRate: rate))
+        case 3:
+            guard let count = r.u32(), Int(count) <= maxManifestEntries, r.remaining == Int(count) * 56 else { throw bad }
+            var entries: [ManifestEntry] = []
+            entries.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                guard let offset = r.u64(), let length = r.u64(), let stored = r.u32(), let codec = r.u32(), let sha = r.bytes(32) else { throw bad }
+                entries.append(ManifestEntry(diskOffset: offset, length: length, storedLength: stored, codec: codec, sha256: Array(sha)))
+            }
+            message = .manifest(entries)
+        case 4:
+            guard let received = r.u32(), let rate = r.u64(), let count = r.u32(), Int(count) <= Report.maxRanges,
+                  r.remaining == Int(count) * 8 else { throw bad }
+            var missing: [(UInt32, UInt32)] = []
+            for _ in 0..<count {
+                guard let first = r.u32(), let n = r.u32() else { throw bad }
+                missing.append((first, n))
+            }
+            message = .report(Report(received: received, writeRate: rate, missing: missing))
+        case 5:
+            message = .done
+        case 6:
+            guard let reason = r.string() else { throw bad }
+            message = .drop(reason: reason)
+        default:
+            throw MulticastError("unknown control message type \(type)")
+        }
+        guard r.remaining == 0 else { throw bad }
+        return message
+    }
+}
+
+/// Bounds-checked big-endian reads over a slice.
+struct WireReader {
+    private var bytes: ArraySlice<UInt8>
+    init(_ bytes: ArraySlice<UInt8>) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count }
+
+    mutating func skip(_ n: Int) { bytes = bytes.dropFirst(n) }
+
+    mutating func bytes(_ n: Int) -> ArraySlice<UInt8>? {
+        guard n >= 0, bytes.count >= n else { return nil }
+        defer { bytes = bytes.dropFirst(n) }
+        return bytes.prefix(n)
+    }
+
+    mutating func rest() -> ArraySlice<UInt8> {
+        defer { bytes = bytes.suffix(0) }
+        return bytes
+    }
+
+    mutating func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
+        guard let b = bytes(MemoryLayout<T>.size) else { return nil }
+        return b.reduce(T(0)) { $0 << 8 | T($1) }
+    }
+
+    mutating func u16() -> UInt16? { integer(UInt16.self) }
+    mutating func u32() -> UInt32? { integer(UInt32.self) }
+    mutating func u64() -> UInt64? { integer(UInt64.self) }
+
+    mutating func string() -> String? {
+        guard let n = u16(), let b = bytes(Int(n)) else { return nil }
+        return String(decoding: b, as: UTF8.self)
+    }
+}
+
+extension Array where Element == UInt8 {
+    mutating func appendBE<T: FixedWidthInteger>(_ v: T) {
+        for i in stride(from: MemoryLayout<T>.size - 1, through: 0, by: -1) { append(UInt8(truncatingIfNeeded: v >> (i * 8))) }
+    }
+
+    mutating func appendString(_ s: String) {
+        let utf8 = Array(s.utf8.prefix(Int(UInt16.max)))
+        appendBE(UInt16(utf8.count))
+        self += utf8
+    }
+}
