@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "asr", targets: ["asr"]),
         .library(name: "UDIF", targets: ["UDIF"]),
         .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "Multicast", targets: ["Multicast"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -25,6 +26,7 @@ let package = Package(
             "UDIF", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "Multicast", dependencies: ["UDIF", "Imaging"]),
         .executableTarget(name: "asr", dependencies: [
             "Imaging", "UDIF",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -33,6 +35,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: [
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "MulticastTests", dependencies: ["Multicast"]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The built-in demo: make a sample folder, image it, inspect the image, convert it back to a
-# raw disk, and check that the files inside are the ones we started from.
+# The built-in demo: make a sample folder, image it, scan and verify the image, restore it,
+# convert it back to a raw disk, and check that the files inside are the ones we started from.
 set -euo pipefail
 ASR=${ASR:-.build/debug/asr}
 ASR=$(realpath "$ASR")
@@ -28,8 +28,17 @@ step "asr create --srcfolder (ext4 inside a UDZO image)"
 "$ASR" create --srcfolder "$src" --volname DEMO --output "$work/demo.dmg"
 ls -l "$work/demo.dmg"
 
+step "asr imagescan: checksums per chunk and for the disk"
+"$ASR" imagescan --source "$work/demo.dmg"
+
 step "asr info"
 "$ASR" info --source "$work/demo.dmg"
+
+step "asr verify"
+"$ASR" verify --source "$work/demo.dmg"
+
+step "asr restore onto a disk file (Apple's single-dash spelling works too)"
+"$ASR" -source "$work/demo.dmg" -target "$work/restored.raw" -erase -noprompt
 
 step "asr convert back to a raw disk"
 "$ASR" convert --source "$work/demo.dmg" --format RAW --output "$work/demo.raw"
@@ -49,6 +58,6 @@ step "Independent readers: 7-Zip and dmg2img decode the same disk"
 7zz x -tdmg -o"$work/7z" "$work/demo.dmg" >/dev/null
 cat "$work"/7z/* | sha256sum | sed 's/-$/7zz output/'
 dmg2img -s -i "$work/demo.dmg" -o "$work/dmg2img.raw" >/dev/null
-sha256sum "$work/dmg2img.raw" "$work/demo.raw" | sed "s|$work/||"
+sha256sum "$work/dmg2img.raw" "$work/demo.raw" "$work/restored.raw" | sed "s|$work/||"
 echo
 echo "demo finished"

@@ -34,13 +34,13 @@ public struct PassScheduler: Sendable {
             queued.remove(c)
             return (c, pass)
         }
-        let c = sendable[cursor]
+        let sent = (chunk: sendable[cursor], pass: pass)
         cursor += 1
         if cursor == sendable.count {
             cursor = 0
             pass &+= 1
             idlePasses += 1
         }
-        return (c, pass)
+        return sent
     }
 }

@@ -1,0 +1,124 @@
+import Foundation
+import Multicast
+import Testing
+
+@Suite struct WireTests {
+    @Test func dataPacketRoundTrips() throws {
+        let payload = Array(repeating: UInt8(7), count: 1000)[...]
+        let p = DataPacket(fragmentCount: 3, sessionID: 0xDEAD_BEEF_0102, pass: 9, chunk: 42, fragment: 2, storedLength: 3800, payload: payload)
+        var bytes: [UInt8] = []
+        p.encode(into: &bytes)
+        #expect(bytes.count == DataPacket.headerSize + 1000)
+        #expect(DataPacket.decode(bytes[...]) == p)
+    }
+
+    @Test func malformedDataPacketsAreRejected() {
+        var bytes: [UInt8] = []
+        DataPacket(fragmentCount: 1, sessionID: 1, pass: 0, chunk: 0, fragment: 0, storedLength: 10, payload: Array(repeating: 1, count: 10)[...]).encode(into: &bytes)
+        #expect(DataPacket.decode(bytes.dropLast()) == nil, "truncated")
+        var wrongMagic = bytes
+        wrongMagic[0] = 0
+        #expect(DataPacket.decode(wrongMagic[...]) == nil)
+        var badFragment = bytes
+        badFragment[25] = 5  // fragment index past the count
+        #expect(DataPacket.decode(badFragment[...]) == nil)
+        #expect(DataPacket.decode([][...]) == nil)
+    }
+
+    @Test func controlMessagesRoundTrip() throws {
+        let messages: [ControlMessage] = [
+            .hello(version: 1, client: "lab-pc-7"),
+            .welcome(.init(version: 1, sessionID: 77, imageSHA256: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)),
+            .manifest([ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 1234, codec: 0x8000_0005, sha256: Array(repeating: 9, count: 32))]),
+            .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)])),
+            .done,
+            .drop(reason: "too slow"),
+        ]
+        for m in messages {
+            let framed = m.encoded()
+            let length = Int(framed[0]) << 24 | Int(framed[1]) << 16 | Int(framed[2]) << 8 | Int(framed[3])
+            #expect(length == framed.count - 4)
+            #expect(try ControlMessage.decode(framed.dropFirst(4)) == m)
+        }
+    }
+
+    /// Random bytes and mutations of valid messages never crash the decoders.
+    @Test func randomizedMutationNeverCrashes() {
+        var rng = SystemRandomNumberGenerator()
+        let seeds: [[UInt8]] = [
+            ControlMessage.report(.init(received: 5, writeRate: 100, missing: [(1, 2)])).encoded(),
+            ControlMessage.manifest([ManifestEntry(diskOffset: 0, length: 512, storedLength: 10, codec: 1, sha256: Array(repeating: 1, count: 32))]).encoded(),
+            ControlMessage.hello(version: 1, client: "x").encoded(),
+        ]
+        for _ in 0..<20_000 {
+            var bytes = seeds.randomElement(using: &rng)!
+            for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
+            if Bool.random(using: &rng) { bytes.removeLast(Int.random(in: 0..<bytes.count, using: &rng)) }
+            _ = try? ControlMessage.decode(bytes.dropFirst(4))
+            _ = DataPacket.decode(bytes[...])
+            let noise = (0..<Int.random(in: 0...64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            _ = try? ControlMessage.decode(noise[...])
+            _ = DataPacket.decode(noise[...])
+        }
+    }
+}
+
+@Suite struct SchedulerAndAssemblerTests {
+    static func manifest(_ stored: [UInt32]) -> [ManifestEntry] {
+        stored.enumerated().map { i, s in
+            ManifestEntry(diskOffset: UInt64(i) << 20, length: 1 << 20, storedLength: s, codec: 1, sha256: Array(repeating: 0, count: 32))
+        }
+    }
+
+    @Test func passesSkipZeroChunksAndRepairsComeFirst() {
+        var s = PassScheduler(manifest: Self.manifest([100, 0, 100, 100]))
+        #expect(s.sendable == [0, 2, 3])
+        #expect(s.next()! == (0, 0))
+        s.requestRepair([0, 0, 0])
+        #expect(s.next()! == (0, 0), "a repair goes before the rest of the pass, once")
+        #expect(s.next()! == (2, 0))
+        #expect(s.next()! == (3, 0))
+        #expect(s.next()! == (0, 1), "the next pass")
+        #expect(s.idlePasses == 1)
+        s.noteActivity()
+        #expect(s.idlePasses == 0)
+    }
+
+    func packets(chunk: Int, stored: [UInt8], session: UInt64 = 1) -> [DataPacket] {
+        let count = (stored.count + DataPacket.maxPayload - 1) / DataPacket.maxPayload
+        return (0..<count).map { f in
+            let start = f * DataPacket.maxPayload
+            return DataPacket(fragmentCount: UInt16(count), sessionID: session, pass: 0, chunk: UInt32(chunk), fragment: UInt16(f),
+                              storedLength: UInt32(stored.count), payload: stored[start..<min(start + DataPacket.maxPayload, stored.count)])
+        }
+    }
+
+    @Test func fragmentsAssembleInAnyOrder() {
+        let stored = (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        var a = ChunkAssembler(manifest: Self.manifest([5000, 0]))
+        #expect(a.completeCount == 1, "zero chunks need no packets")
+        var done: (chunk: Int, stored: [UInt8])?
+        for p in packets(chunk: 0, stored: stored).reversed() {
+            #expect(done == nil)
+            done = a.accept(p)
+        }
+        #expect(done?.chunk == 0)
+        #expect(done?.stored == stored)
+        #expect(a.missing(below: 2).map { [$0.0, $0.1] } == [[0, 1]], "complete only once written")
+        a.markWritten(0)
+        #expect(a.isComplete)
+    }
+
+    @Test func packetsThatDisagreeWithTheManifestAreDropped() {
+        var a = ChunkAssembler(manifest: Self.manifest([3000]))
+        let wrongSize = packets(chunk: 0, stored: Array(repeating: 1, count: 2000))
+        #expect(wrongSize.allSatisfy { a.accept($0) == nil })
+        let unknown = packets(chunk: 5, stored: Array(repeating: 1, count: 3000))
+        #expect(unknown.allSatisfy { a.accept($0) == nil })
+        var a2 = ChunkAssembler(manifest: Self.manifest([3000, 3000]), memoryBudget: 3000)
+        _ = a2.accept(packets(chunk: 0, stored: Array(repeating: 1, count: 3000))[0])
+        #expect(a2.accept(packets(chunk: 1, stored: Array(repeating: 1, count: 3000))[0]) == nil, "over the memory budget")
+    }
+}
