@@ -3,7 +3,7 @@
 PREFIX ?= /usr/local
 SWIFT ?= swift
 DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev libcurl4-openssl-dev \
-	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light python3 util-linux
+	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux
 BIN = .build/debug/asr
 
 .PHONY: all deps build release demo test install clean

@@ -26,9 +26,11 @@ let package = Package(
             "UDIF", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .target(name: "Multicast", dependencies: ["UDIF", "Imaging"]),
+        .target(name: "Multicast", dependencies: [
+            "UDIF", "Imaging", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(name: "asr", dependencies: [
-            "Imaging", "UDIF",
+            "Imaging", "UDIF", "Multicast",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "UDIFTests", dependencies: ["UDIF", .product(name: "Crypto", package: "swift-crypto")]),

@@ -156,6 +156,12 @@ public struct ExpectedRange: Sendable, Equatable {
     public var offset: UInt64
     public var length: UInt64
     public var sha256: [UInt8]?
+
+    public init(offset: UInt64, length: UInt64, sha256: [UInt8]?) {
+        self.offset = offset
+        self.length = length
+        self.sha256 = sha256
+    }
 }
 
 func hex(_ bytes: [UInt8]) -> String {

@@ -4,13 +4,13 @@ import UDIF
 /// The disk a restore writes: a block device or a regular file (created or replaced). It
 /// refuses what would be unsafe before a byte is written: a mounted or busy device, the
 /// source itself, a target too small.
-struct RestoreTarget {
-    let path: String
-    let isBlockDevice: Bool
+public struct RestoreTarget: Sendable {
+    public let path: String
+    public let isBlockDevice: Bool
     /// Bytes the target holds (devices) or 0 (files grow to the disk's size).
-    let capacity: UInt64
+    public let capacity: UInt64
 
-    static func validate(_ path: String, source: ImageSource) throws -> RestoreTarget {
+    public static func validate(_ path: String, source: ImageSource?) throws -> RestoreTarget {
         var st = stat()
         guard stat(path, &st) == 0 else {
             let parent = (path as NSString).deletingLastPathComponent
@@ -37,9 +37,9 @@ struct RestoreTarget {
         }
     }
 
-    private static func checkNotSource(_ path: String, _ st: stat, _ source: ImageSource) throws {
+    private static func checkNotSource(_ path: String, _ st: stat, _ source: ImageSource?) throws {
         var s = stat()
-        guard !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
+        guard let source, !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
         let same = st.st_mode & S_IFMT == S_IFBLK ? s.st_rdev == st.st_rdev && s.st_mode & S_IFMT == S_IFBLK
                                                   : s.st_dev == st.st_dev && s.st_ino == st.st_ino
         if same { throw ImagingError("target \(path) is the source") }
@@ -92,7 +92,7 @@ struct RestoreTarget {
 
     /// Opens for writing. A file starts empty and sparse at the disk's size; a device is
     /// opened exclusively, so the kernel refuses if anything mounts it meanwhile.
-    func open(diskBytes: UInt64) throws -> FileIO {
+    public func open(diskBytes: UInt64) throws -> FileIO {
         if isBlockDevice {
             guard capacity >= diskBytes else {
                 throw ImagingError("target \(path) holds \(capacity) bytes, less than the image's \(diskBytes)")
@@ -106,7 +106,7 @@ struct RestoreTarget {
     }
 
     /// Makes a range read as zeros: a fresh file already does; a device is told to zero it.
-    func zero(_ file: FileIO, offset: UInt64, length: UInt64) throws {
+    public func zero(_ file: FileIO, offset: UInt64, length: UInt64) throws {
         guard isBlockDevice, length > 0 else { return }
         var range: [UInt64] = [offset, length]
         let BLKZEROOUT: UInt = 0x127F
@@ -116,7 +116,7 @@ struct RestoreTarget {
 
     /// After a failed restore: zeros over the first and last MiB (where partition maps and
     /// filesystem headers live), so the half-written disk is never taken for a good one.
-    func wipe(_ file: FileIO, diskBytes: UInt64) {
+    public func wipe(_ file: FileIO, diskBytes: UInt64) {
         let mib: UInt64 = 1 << 20
         let end = isBlockDevice ? capacity : diskBytes
         var spans = [(UInt64(0), min(mib, end))]
@@ -137,7 +137,7 @@ struct RestoreTarget {
     }
 
     /// Free space where a file target would be written.
-    func availableBytes() -> UInt64? {
+    public func availableBytes() -> UInt64? {
         guard !isBlockDevice else { return nil }
         var fs = statvfs()
         let dir = (path as NSString).deletingLastPathComponent

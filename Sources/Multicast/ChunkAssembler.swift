@@ -3,8 +3,11 @@
 /// disagree with the manifest, or beyond the memory budget are dropped, never trusted.
 public struct ChunkAssembler: Sendable {
     public let manifest: [ManifestEntry]
+    /// Written and verified on the target.
     public private(set) var complete: [Bool]
     public private(set) var completeCount = 0
+    /// Assembled (being decoded and written, or done): not to be asked for again.
+    public private(set) var received: [Bool]
     private var partial: [Int: Partial] = [:]
     private var partialBytes = 0
     /// Bound on bytes held in unfinished chunks.
@@ -21,6 +24,7 @@ public struct ChunkAssembler: Sendable {
         self.memoryBudget = memoryBudget
         complete = manifest.map { $0.storedLength == 0 }
         completeCount = complete.filter { $0 }.count
+        received = complete
     }
 
     public var isComplete: Bool { completeCount == manifest.count }
@@ -28,7 +32,7 @@ public struct ChunkAssembler: Sendable {
     /// Adds a packet; returns the chunk's stored bytes when this packet completed it.
     public mutating func accept(_ p: DataPacket) -> (chunk: Int, stored: [UInt8])? {
         let index = Int(p.chunk)
-        guard index < manifest.count, !complete[index] else { return nil }
+        guard index < manifest.count, !received[index] else { return nil }
         let entry = manifest[index]
         guard p.storedLength == entry.storedLength, Int(p.fragmentCount) == entry.fragmentCount else { return nil }
         let start = Int(p.fragment) * DataPacket.maxPayload
@@ -51,6 +55,7 @@ public struct ChunkAssembler: Sendable {
         if part.count == entry.fragmentCount {
             partial[index] = nil
             partialBytes -= Int(entry.storedLength)
+            received[index] = true
             return (index, part.bytes)
         }
         partial[index] = part
@@ -60,6 +65,7 @@ public struct ChunkAssembler: Sendable {
     /// The chunk decoded and matched its SHA-256 and is on the target.
     public mutating func markWritten(_ chunk: Int) {
         guard !complete[chunk] else { return }
+        received[chunk] = true
         complete[chunk] = true
         completeCount += 1
     }
@@ -67,18 +73,19 @@ public struct ChunkAssembler: Sendable {
     /// The chunk's bytes were wrong (forged or damaged): forget them, it will come again.
     public mutating func reject(_ chunk: Int) {
         if let p = partial.removeValue(forKey: chunk) { partialBytes -= p.bytes.count }
+        received[chunk] = complete[chunk]
     }
 
-    /// Missing chunks below `limit` (those the server has already sent this pass), as
+    /// Chunks not received below `limit` (those the server has already sent this pass), as
     /// (first, count) ranges, at most `maxRanges` of them.
     public func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
         var ranges: [(UInt32, UInt32)] = []
         var i = 0
         let end = min(limit, manifest.count)
         while i < end && ranges.count < maxRanges {
-            if complete[i] { i += 1; continue }
+            if received[i] { i += 1; continue }
             let first = i
-            while i < end && !complete[i] { i += 1 }
+            while i < end && !received[i] { i += 1 }
             ranges.append((UInt32(first), UInt32(i - first)))
         }
         return ranges

@@ -4,6 +4,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import Multicast
 import UDIF
 
 @main
@@ -12,9 +13,15 @@ struct Asr: ParsableCommand {
         commandName: "asr",
         abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
         version: asrVersion,
-        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Info.self, Convert.self, Version.self])
+        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, Info.self, Convert.self, Version.self])
 
     static func main() {
+        // A parent may start us with these blocked (spawned children inherit the mask).
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGINT)
+        sigaddset(&stopSignals, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         signal(SIGINT) { _ in Interruption.request() }
         signal(SIGTERM) { _ in Interruption.request() }
         do {
@@ -23,6 +30,8 @@ struct Asr: ParsableCommand {
         } catch let error as ImagingError {
             fail(error.message)
         } catch let error as UDIFError {
+            fail(error.message)
+        } catch let error as MulticastError {
             fail(error.message)
         } catch {
             let code = exitCode(for: error)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Imaging
+import Multicast
 import UDIF
 
 struct ImageScan: ParsableCommand {
@@ -57,28 +58,45 @@ struct Restore: ParsableCommand {
             once writing has begun, the target's first and last MiB are erased.
             """)
 
-    @Option(help: "Image file, block device or URL to restore from.") var source: String
-    @Option(help: "Block device or file to restore onto.") var target: String
+    @Option(help: "Image file, block device, http(s):// URL, or asr://SERVER[:PORT] for multicast.") var source: String
+    @Option(help: "Block device or file to restore onto.") var target: String?
+    @Option(help: "An image file to restore into (instead of --target).") var file: String?
+    @Option(help: "Multicast: give up when nothing is heard for this many seconds.") var timeout: Double = 60
+    @Option(help: "Multicast: the network interface to receive on.") var interface: String?
     @Flag(help: "Required: the target's contents are erased.") var erase = false
     @Flag(help: "Do not ask before erasing.") var noprompt = false
     @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
     @OptionGroup var output: OutputOptions
 
+    func validate() throws {
+        guard (target == nil) != (file == nil) else { throw ValidationError("give exactly one of --target and --file") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+    }
+
     func run() throws {
+        let target = self.target ?? file!
         guard erase else { throw ImagingError("restore erases \(target); pass --erase to confirm") }
-        var restorer = Restorer(reporter: output.reporter)
-        restorer.verify = !noverify
-        if !noprompt {
-            restorer.confirmErase = { target in
+        let confirm: ((String) throws -> Bool)? = noprompt ? nil : { target in
                 guard isatty(STDIN_FILENO) != 0 else {
-                    throw ImagingError("no terminal to confirm erasing \(target); pass --noprompt to erase without asking")
-                }
-                print("\tErase contents of \(target)? [ny]: ", terminator: "")
-                fflush(nil)
-                return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
+                throw ImagingError("no terminal to confirm erasing \(target); pass --noprompt to erase without asking")
             }
+            print("\tErase contents of \(target)? [ny]: ", terminator: "")
+            fflush(nil)
+            return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
         }
-        try restorer.restore(source: source, target: target)
+        if source.lowercased().hasPrefix("asr://") {
+            var client = MulticastClient(reporter: output.reporter)
+            client.verify = !noverify
+            client.timeout = timeout
+            client.interfaceName = interface
+            client.confirmErase = confirm
+            try client.restore(source: source, target: target)
+        } else {
+            var restorer = Restorer(reporter: output.reporter)
+            restorer.verify = !noverify
+            restorer.confirmErase = confirm
+            try restorer.restore(source: source, target: target)
+        }
         print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : ""))
     }
 }
@@ -106,7 +124,36 @@ enum LegacySyntax {
             out.removeSubrange(i...(i + 1))
             return ["verify", "--source", image] + out
         }
+        if let i = out.firstIndex(of: "--server"), i + 1 < out.count {
+            let config = out[i + 1]
+            out.removeSubrange(i...(i + 1))
+            return ["server", "--config", config] + out
+        }
         if out.contains("--source") && out.contains("--target") { return ["restore"] + out }
         return out
+    }
+}
+
+struct Server: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a scanned image to many clients at once over UDP multicast.",
+        discussion: """
+            The configuration plist uses Apple's keys: Data Rate and Multicast Address (required), \
+            Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port (7800). The \
+            server sends nothing until a client asks, then streams passes at no more than the data \
+            rate until it gets SIGINT or SIGTERM (exit 0). Clients: asr restore --source asr://HOST.
+            """)
+
+    @Option(help: "A scanned UDIF image, a raw image with its .bmap, or a block device.") var source: String
+    @Option(help: "The configuration plist.") var config: String
+    @Option(help: "The network interface to send on.") var interface: String?
+
+    func run() throws {
+        let cfg = try ServerConfig.load(config)
+        let feed = try ImageFeed(source: ImageSource.open(source))
+        let server = try MulticastServer(feed: feed, config: cfg, interfaceName: interface) { line in
+            FileHandle.standardError.write(Data("asr server: \(line)\n".utf8))
+        }
+        try server.run()
     }
 }

@@ -106,7 +106,12 @@ import Testing
         }
         #expect(done?.chunk == 0)
         #expect(done?.stored == stored)
-        #expect(a.missing(below: 2).map { [$0.0, $0.1] } == [[0, 1]], "complete only once written")
+        #expect(a.missing(below: 2).isEmpty, "received: not asked for again")
+        #expect(!a.isComplete, "complete only once written")
+        a.reject(0)
+        #expect(a.missing(below: 2).map { [$0.0, $0.1] } == [[0, 1]], "a rejected chunk is missing again")
+        for p in packets(chunk: 0, stored: stored) { done = a.accept(p) }
+        #expect(done?.chunk == 0)
         a.markWritten(0)
         #expect(a.isComplete)
     }

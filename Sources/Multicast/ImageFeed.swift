@@ -1,0 +1,57 @@
+import Crypto
+import Foundation
+import Imaging
+import UDIF
+
+/// What a server sends: the manifest of a scanned source and each chunk's stored bytes.
+/// A scanned UDIF image travels as its own compressed chunks; a raw image (with its .bmap)
+/// or a block device travels as 1 MiB raw chunks, hashed when the server starts.
+public struct ImageFeed: Sendable {
+    public let manifest: [ManifestEntry]
+    public let imageSHA256: [UInt8]
+    public let diskBytes: UInt64
+    private let stored: @Sendable (Int) throws -> [UInt8]
+
+    public func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
+
+    public init(source: ImageSource) throws {
+        diskBytes = source.bytes.byteCount
+        if let image = source.udif {
+            guard let scan = try ScanData.stored(in: image) else {
+                throw MulticastError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
+            }
+            guard image.isOrdered else {
+                throw MulticastError("\(source.path) is not in logical order; run asr imagescan without --nostream")
+            }
+            manifest = image.chunks.enumerated().map { i, c in
+                ManifestEntry(diskOffset: c.diskOffset, length: c.length,
+                              storedLength: c.type.hasStoredData ? UInt32(c.storedLength) : 0,
+                              codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
+            }
+            imageSHA256 = scan.diskSHA256
+            stored = { try image.storedBytes(of: $0) }
+            return
+        }
+        // Raw image or device: hash it once, in 1 MiB chunks; zero chunks do not travel.
+        let bytes = source.bytes
+        let size = bytes.byteCount
+        let step: UInt64 = 1 << 20
+        let count = Int((size + step - 1) / step)
+        var entries: [ManifestEntry] = []
+        var whole = SHA256()
+        try orderedParallelMap(count: count) { i -> ([UInt8], Bool) in
+            let at = UInt64(i) * step
+            let data = try bytes.read(at: at, count: Int(min(step, size - at)))
+            return (data, data.withUnsafeBytes(isAllZero))
+        } consume: { i, result in
+            let (data, zero) = result
+            whole.update(data: data)
+            entries.append(ManifestEntry(diskOffset: UInt64(i) * step, length: UInt64(data.count),
+                                         storedLength: zero ? 0 : UInt32(data.count), codec: ChunkType.raw.rawValue,
+                                         sha256: Array(SHA256.hash(data: data))))
+        }
+        manifest = entries
+        imageSHA256 = Array(whole.finalize())
+        stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+import Testing
+
+/// Hosts on a bridge, each in a network namespace the test makes and deletes: one server and
+/// clients, 10.77.N.0/24 addresses that exist only inside them.
+final class Testbed {
+    let prefix: String
+    let hosts: [String]
+    private static let subnet = Int.random(in: 1...250)
+    private var background: [Process] = []
+
+    init(hosts: [String]) throws {
+        prefix = "asr\(UInt16.random(in: 1000...9999))"
+        self.hosts = hosts
+        var script = """
+            ip netns add \(prefix)-net
+            ip -n \(prefix)-net link add br0 type bridge mcast_snooping 0
+            ip -n \(prefix)-net link set br0 up
+            """
+        for (i, h) in hosts.enumerated() {
+            let ns = "\(prefix)-\(h)"
+            script += """
+
+                ip netns add \(ns)
+                ip link add \(prefix)\(i) type veth peer name eth0 netns \(ns)
+                ip link set \(prefix)\(i) netns \(prefix)-net
+                ip -n \(prefix)-net link set \(prefix)\(i) master br0 up
+                ip -n \(ns) addr add 10.77.\(Self.subnet).\(i + 1)/24 dev eth0
+                ip -n \(ns) link set eth0 up
+                ip -n \(ns) link set lo up
+                ip -n \(ns) route add 224.0.0.0/4 dev eth0
+                """
+        }
+        do { try Run.shell(script) } catch {
+            teardown()
+            throw error
+        }
+    }
+
+    func address(_ host: String) -> String { "10.77.\(Self.subnet).\(hosts.firstIndex(of: host)! + 1)" }
+
+    /// Runs a command inside a host and waits for it.
+    func run(_ host: String, _ args: [String], timeout: TimeInterval = 300) throws -> CLI.Output {
+        try Run.process("/usr/sbin/ip", ["netns", "exec", "\(prefix)-\(host)"] + args, timeout: timeout)
+    }
+
+    /// Starts a command inside a host; its output goes to `log`.
+    @discardableResult
+    func start(_ host: String, _ args: [String], log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", "\(prefix)-\(host)"] + args
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = FileHandle(forWritingAtPath: log)
+        p.standardOutput = handle
+        p.standardError = handle
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        background.append(p)
+        return p
+    }
+
+    /// Random drop of `percent`% of the multicast data arriving at a host.
+    func dropIncoming(_ host: String, percent: Int, port: Int) throws {
+        try Run.shell("""
+            ip netns exec \(prefix)-\(host) nft add table inet asrloss
+            ip netns exec \(prefix)-\(host) nft add chain inet asrloss input '{ type filter hook input priority 0; }'
+            ip netns exec \(prefix)-\(host) nft add rule inet asrloss input udp dport \(port) numgen random mod 100 '<' \(percent) drop
+            """)
+    }
+
+    func teardown() {
+        for p in background where p.isRunning { p.terminate() }
+        let deadline = Date().addingTimeInterval(5)
+        while background.contains(where: \.isRunning) && Date() < deadline { usleep(50_000) }
+        for p in background where p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        for p in background { p.waitUntilExit() }
+        background.removeAll()
+        let all = hosts.map { "\(prefix)-\($0)" } + ["\(prefix)-net"]
+        for ns in all {
+            _ = try? Run.shell("ip netns pids \(ns) 2>/dev/null | xargs -r kill -9; ip netns del \(ns) 2>/dev/null || true")
+        }
+    }
+
+    deinit { teardown() }
+}
+
+/// Multicast between real processes in namespaces: a server host and three client hosts.
+@Suite(.serialized) struct MulticastNetworkTests {
+    static var enabled: Bool {
+        Privileged.required || (getuid() == 0 && (try? Run.shell("ip netns list")) != nil)
+    }
+
+    struct Fixture {
+        let dir = TemporaryDirectory()
+        let image: String
+        let sha: String
+        let config: String
+
+        init(port: Int = 7800, rate: Int = 30_000_000, seed: String = "one", megabytes: Int = 12, extra: String = "") throws {
+            let raw = dir.file("disk-\(seed).raw")
+            try Run.shell("""
+                { head -c \(megabytes / 2)M /dev/urandom; seq 1 \(megabytes * 60000); } > '\(raw)'
+                truncate -s \(megabytes)M '\(raw)'
+                printf '\(seed)' | dd of='\(raw)' bs=1 seek=100 conv=notrunc status=none
+                """)
+            image = dir.file("image-\(seed).dmg")
+            guard try CLI.run(["create", "--source", raw, "--output", image]).status == 0,
+                  try CLI.run(["imagescan", "--source", image]).status == 0 else { throw TestFailure("cannot make the image") }
+            sha = try sha256(file: raw)
+            config = dir.file("cfg-\(seed).plist")
+            let plist = """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <plist version="1.0"><dict>
+                <key>Data Rate</key><integer>\(rate)</integer>
+                <key>Multicast Address</key><string>239.77.0.1</string>
+                <key>Port</key><integer>\(port)</integer>\(extra)
+                </dict></plist>
+                """
+            FileManager.default.createFile(atPath: config, contents: Data(plist.utf8))
+        }
+    }
+
+    func restore(_ bed: Testbed, _ host: String, from server: String, into target: String, log: String) throws -> Process {
+        try bed.start(host, [CLI.binary, "restore", "--source", "asr://\(bed.address(server))", "--target", target,
+                             "--erase", "--noprompt", "--timeout", "30"], log: log)
+    }
+
+    /// True if the process ended with status 0 in time; one that hangs is killed.
+    func wait(_ p: Process, seconds: TimeInterval = 120) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while p.isRunning && Date() < deadline { usleep(50_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            return false
+        }
+        return p.terminationStatus == 0
+    }
+
+    func log(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func threeClientsRestoreTheSameImageEvenWithLoss() throws {
+        let f = try Fixture()
+        let bed = try Testbed(hosts: ["server", "c1", "c2", "c3"])
+        defer { bed.teardown() }
+        try bed.dropIncoming("c3", percent: 5, port: 7800)
+        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        let clients = try ["c1", "c2", "c3"].map { try restore(bed, $0, from: "server", into: f.dir.file("\($0).raw"), log: f.dir.file("\($0).log")) }
+        for (i, c) in clients.enumerated() {
+            #expect(wait(c), "client \(i + 1): \(log(f.dir.file("c\(i + 1).log")))")
+        }
+        for h in ["c1", "c2", "c3"] {
+            #expect(try sha256(file: f.dir.file("\(h).raw")) == f.sha, "\(h)")
+            #expect(log(f.dir.file("\(h).log")).contains("\tPass 1  "))
+        }
+        server.terminate()
+        #expect(wait(server, seconds: 10), "SIGTERM is a clean exit")
+        let serverLog = log(f.dir.file("server.log"))
+        #expect(serverLog.components(separatedBy: "joined").count == 4, "\(serverLog)")
+        #expect(serverLog.components(separatedBy: "finished").count == 4, "\(serverLog)")
+    }
+
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func lateJoinerAndServerRestart() throws {
+        let f = try Fixture(rate: 4_000_000, megabytes: 16)
+        let bed = try Testbed(hosts: ["server", "c1", "c2"])
+        defer { bed.teardown() }
+        let args = [CLI.binary, "server", "--source", f.image, "--config", f.config]
+        let first = try bed.start("server", args, log: f.dir.file("server1.log"))
+        usleep(300_000)
+        let c1 = try restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"))
+        usleep(800_000)  // the first pass is under way
+        let c2 = try restore(bed, "c2", from: "server", into: f.dir.file("c2.raw"), log: f.dir.file("c2.log"))
+        usleep(400_000)
+        first.terminate()  // killed mid-session...
+        #expect(wait(first, seconds: 10))
+        usleep(500_000)
+        let second = try bed.start("server", args, log: f.dir.file("server2.log"))  // ...and started again
+        #expect(wait(c1), "\(log(f.dir.file("c1.log")))")
+        #expect(wait(c2), "\(log(f.dir.file("c2.log")))")
+        second.terminate()
+        #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+        #expect(try sha256(file: f.dir.file("c2.raw")) == f.sha)
+        #expect(log(f.dir.file("c1.log")).contains("reconnecting"), "\(log(f.dir.file("c1.log")))")
+    }
+
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func anotherServerOnTheSameGroupAndGarbageAreIgnored() throws {
+        let one = try Fixture(seed: "one")
+        let two = try Fixture(seed: "two")
+        #expect(one.sha != two.sha)
+        let bed = try Testbed(hosts: ["s1", "s2", "c1", "c2", "noise"])
+        defer { bed.teardown() }
+        try bed.start("s1", [CLI.binary, "server", "--source", one.image, "--config", one.config], log: one.dir.file("s1.log"))
+        try bed.start("s2", [CLI.binary, "server", "--source", two.image, "--config", two.config], log: two.dir.file("s2.log"))
+        usleep(300_000)
+        // Garbage to the data group and the control port while restores run.
+        let noise = """
+            end=$((SECONDS + 8))
+            while [ $SECONDS -lt $end ]; do
+              head -c $((RANDOM % 1500 + 1)) /dev/urandom > /dev/udp/239.77.0.1/7800 || true
+              { printf 'ASRD\\001'; head -c $((RANDOM % 200)) /dev/urandom; } > /dev/udp/239.77.0.1/7800 || true
+              head -c $((RANDOM % 300)) /dev/urandom > /dev/tcp/\(bed.address("s1"))/7800 2>/dev/null || true
+            done
+            """
+        try bed.start("noise", ["/bin/bash", "-c", "ip route add 224.0.0.0/4 dev eth0 2>/dev/null; " + noise], log: one.dir.file("noise.log"))
+        let c1 = try restore(bed, "c1", from: "s1", into: one.dir.file("c1.raw"), log: one.dir.file("c1.log"))
+        let c2 = try restore(bed, "c2", from: "s2", into: two.dir.file("c2.raw"), log: two.dir.file("c2.log"))
+        #expect(wait(c1), "\(log(one.dir.file("c1.log")))")
+        #expect(wait(c2), "\(log(two.dir.file("c2.log")))")
+        #expect(try sha256(file: one.dir.file("c1.raw")) == one.sha, "never a byte of the other image")
+        #expect(try sha256(file: two.dir.file("c2.raw")) == two.sha)
+        let check = try bed.run("c1", [CLI.binary, "restore", "--source", "asr://\(bed.address("s1"))", "--target", one.dir.file("again.raw"),
+                                       "--erase", "--noprompt", "--timeout", "30"])
+        #expect(check.status == 0, "the server survived the garbage: \(check.stderr)")
+    }
+}
