@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The built-in demo: make a sample folder, image it, scan and verify the image, restore it,
-# convert it back to a raw disk, and check that the files inside are the ones we started from.
+# multicast it to two clients, convert it back to a raw disk, and check that the files inside
+# are the ones we started from.
 set -euo pipefail
 ASR=${ASR:-.build/debug/asr}
 ASR=$(realpath "$ASR")
 work=$(mktemp -d /tmp/asr-demo.XXXXXX)
 mnt=""
+netns=""
 cleanup() {
 	[ -n "$mnt" ] && umount "$mnt" 2>/dev/null || true
+	if [ -n "$netns" ]; then
+		ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+		sleep 0.5
+		ip netns del "$netns" 2>/dev/null || true
+	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,6 +46,35 @@ step "asr verify"
 
 step "asr restore onto a disk file (Apple's single-dash spelling works too)"
 "$ASR" -source "$work/demo.dmg" -target "$work/restored.raw" -erase -noprompt
+
+step "Multicast: asr server and two clients over loopback (in a network namespace of our own)"
+if [ "$(id -u)" = 0 ]; then
+	netns=asr-demo-$$
+	ip netns add "$netns"
+	ip -n "$netns" link set lo up
+	ip -n "$netns" link set lo multicast on
+	ip -n "$netns" route add 224.0.0.0/4 dev lo
+	cat >"$work/multicast.plist" <<-PLIST
+		<?xml version="1.0" encoding="UTF-8"?>
+		<plist version="1.0"><dict>
+		<key>Data Rate</key><integer>12000000</integer>
+		<key>Multicast Address</key><string>239.255.70.1</string>
+		</dict></plist>
+	PLIST
+	ip netns exec "$netns" "$ASR" server --source "$work/demo.dmg" --config "$work/multicast.plist" 2>"$work/server.log" &
+	sleep 0.5
+	ip netns exec "$netns" "$ASR" restore --source asr://127.0.0.1 --target "$work/client1.raw" --erase --noprompt >"$work/client1.log" &
+	ip netns exec "$netns" "$ASR" restore --source asr://127.0.0.1 --target "$work/client2.raw" --erase --noprompt
+	wait %2
+	echo "-- client 1:"; cat "$work/client1.log"
+	ip netns pids "$netns" | xargs -r kill
+	wait %1 || true
+	echo "-- server log:"; cat "$work/server.log"
+	ip netns del "$netns"; netns=""
+	sha256sum "$work/restored.raw" "$work/client1.raw" "$work/client2.raw" | sed "s|$work/||"
+else
+	echo "(not root: skipping multicast, which needs a network namespace)"
+fi
 
 step "asr convert back to a raw disk"
 "$ASR" convert --source "$work/demo.dmg" --format RAW --output "$work/demo.raw"

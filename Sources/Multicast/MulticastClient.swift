@@ -324,7 +324,8 @@ struct PassProgress {
 
     mutating func startPass(_ pass: UInt32, _ assembler: ChunkAssembler) {
         closeLine(assembler)
-        guard human else { return }
+        // Everything is in and only being written: no pass left to show.
+        guard human, assembler.received.contains(false) else { return }
         emit("\tPass \(pass + 1)  ")
         open = true
         marks = 0

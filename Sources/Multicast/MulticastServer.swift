@@ -116,23 +116,23 @@ public final class MulticastServer: @unchecked Sendable {
                         id = state.withLock { s in
                             s.nextClient += 1
                             s.clients[s.nextClient] = ClientRecord(name: name, peer: connection.peer)
-                            s.scheduler.noteActivity()
-                            s.streaming = true
                             return s.nextClient
                         }
                         log("client \(name) (\(connection.peer)) joined")
-                        wake.lock(); wake.broadcast(); wake.unlock()
                     }
                 case .report(let report):
                     guard let id else { continue }
+                    // A report means the client has joined the group and is ready: stream.
                     state.withLock { s in
                         s.clients[id]?.received = report.received
                         s.clients[id]?.lastReport = Date()
                         s.scheduler.noteActivity()
+                        s.streaming = true
                         s.scheduler.requestRepair(report.missing.lazy.flatMap { first, count in
                             (Int(first)..<(Int(first) + Int(min(count, UInt32(self.feed.manifest.count))))).filter { $0 < self.feed.manifest.count }
                         })
                     }
+                    wake.lock(); wake.broadcast(); wake.unlock()
                 case .done:
                     guard let id else { continue }
                     let name = state.withLock { s -> String in
@@ -272,9 +272,9 @@ final class DataSender {
 
     func send(_ batch: [UInt8], segment: Int) throws {
         if gso && batch.count > segment {
-            var seg = UInt16(segment)
-            if setsockopt(fd, Int32(IPPROTO_UDP), 103 /* UDP_SEGMENT */, &seg, socklen_t(MemoryLayout<UInt16>.size)) == 0 {
-                defer { seg = 0; setsockopt(fd, Int32(IPPROTO_UDP), 103, &seg, socklen_t(MemoryLayout<UInt16>.size)) }
+            var seg = Int32(segment)
+            if setsockopt(fd, Int32(IPPROTO_UDP), 103 /* UDP_SEGMENT */, &seg, socklen_t(MemoryLayout<Int32>.size)) == 0 {
+                defer { seg = 0; setsockopt(fd, Int32(IPPROTO_UDP), 103, &seg, socklen_t(MemoryLayout<Int32>.size)) }
                 if sendOne(batch[...]) { return }
             }
             gso = false  // not supported here: fall back for good
