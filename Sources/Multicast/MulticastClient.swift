@@ -240,6 +240,8 @@ public struct MulticastClient {
         group.wait()
         if let failure = results.failure { throw failure }
         socket.leave()
+        // Everything is in: the server hears so before the (possibly long) verify.
+        try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [])))
     }
 }
 

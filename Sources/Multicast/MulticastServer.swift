@@ -16,11 +16,20 @@ public final class MulticastServer: @unchecked Sendable {
 
     struct ClientRecord {
         var name: String
-        var peer: String
+        var connection: ControlConnection
         var received: UInt32 = 0
         var done = false
         var lastReport = Date()
+        /// Chunks it had at the last pass boundary, and passes since it gained one.
+        var receivedAtPass: UInt32 = 0
+        var stalledPasses = 0
+        var peer: String { connection.peer }
     }
+
+    /// The slow-client rule: a client that gains no chunk over this many whole passes, or
+    /// sends no report for `silenceLimit` seconds, is dropped and told why.
+    static let stallLimit = 3
+    static let silenceLimit: TimeInterval = 15
 
     struct SharedState {
         var scheduler: PassScheduler
@@ -115,7 +124,7 @@ public final class MulticastServer: @unchecked Sendable {
                     if id == nil {
                         id = state.withLock { s in
                             s.nextClient += 1
-                            s.clients[s.nextClient] = ClientRecord(name: name, peer: connection.peer)
+                            s.clients[s.nextClient] = ClientRecord(name: name, connection: connection)
                             return s.nextClient
                         }
                         log("client \(name) (\(connection.peer)) joined")
@@ -155,6 +164,7 @@ public final class MulticastServer: @unchecked Sendable {
         var batch: [UInt8] = []
         batch.reserveCapacity(64 * 1024)
         var cachedChunk: (index: Int, bytes: [UInt8])?
+        var lastPass: UInt32 = 0
         while !Interruption.requested {
             // Nothing is sent until someone asks; with Loop Suspend, sending stops after that
             // many passes with nobody restoring, until the next request.
@@ -171,6 +181,10 @@ public final class MulticastServer: @unchecked Sendable {
                 wake.unlock()
                 pacer.reset()
                 continue
+            }
+            if next.pass != lastPass {
+                lastPass = next.pass
+                dropStragglers()
             }
             let entry = feed.manifest[next.chunk]
             let stored: [UInt8]
@@ -197,6 +211,39 @@ public final class MulticastServer: @unchecked Sendable {
                 let sent = batch.count
                 state.withLock { $0.bytesSent += UInt64(sent) }
             }
+        }
+    }
+}
+
+extension MulticastServer {
+    /// Applies the slow-client rule at a pass boundary. The dropped client is told why; the
+    /// others carry on at the same rate.
+    func dropStragglers() {
+        let dropped: [(ClientRecord, String)] = state.withLock { s in
+            var out: [(ClientRecord, String)] = []
+            // Clients with every chunk are verifying: they owe us nothing but DONE.
+            for (id, var c) in s.clients where !c.done && Int(c.received) < feed.manifest.count {
+                if c.received > c.receivedAtPass {
+                    c.stalledPasses = 0
+                } else {
+                    c.stalledPasses += 1
+                }
+                c.receivedAtPass = c.received
+                s.clients[id] = c
+                let silent = Date().timeIntervalSince(c.lastReport) > Self.silenceLimit
+                if c.stalledPasses >= Self.stallLimit || silent {
+                    let why = silent ? "no report for \(Int(Self.silenceLimit)) s"
+                        : "no progress in \(Self.stallLimit) passes (\(c.received) of \(feed.manifest.count) chunks)"
+                    out.append((c, why))
+                    s.clients[id] = nil
+                }
+            }
+            return out
+        }
+        for (client, why) in dropped {
+            log("dropped client \(client.name) (\(client.peer)): \(why)")
+            try? client.connection.send(.drop(reason: why))
+            shutdown(client.connection.fd, Int32(SHUT_RDWR))
         }
     }
 }

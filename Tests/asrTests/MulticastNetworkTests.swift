@@ -62,10 +62,11 @@ final class Testbed {
 
     /// Random drop of `percent`% of the multicast data arriving at a host.
     func dropIncoming(_ host: String, percent: Int, port: Int) throws {
+        let match = percent >= 100 ? "" : "numgen random mod 100 '<' \(percent)"
         try Run.shell("""
             ip netns exec \(prefix)-\(host) nft add table inet asrloss
             ip netns exec \(prefix)-\(host) nft add chain inet asrloss input '{ type filter hook input priority 0; }'
-            ip netns exec \(prefix)-\(host) nft add rule inet asrloss input udp dport \(port) numgen random mod 100 '<' \(percent) drop
+            ip netns exec \(prefix)-\(host) nft add rule inet asrloss input udp dport \(port) \(match) drop
             """)
     }
 
@@ -161,6 +162,23 @@ final class Testbed {
         let serverLog = log(f.dir.file("server.log"))
         #expect(serverLog.components(separatedBy: "joined").count == 4, "\(serverLog)")
         #expect(serverLog.components(separatedBy: "finished").count == 4, "\(serverLog)")
+    }
+
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func aClientThatCannotKeepUpIsDroppedAndTheOthersFinish() throws {
+        let f = try Fixture()
+        let bed = try Testbed(hosts: ["server", "c1", "deaf"])
+        defer { bed.teardown() }
+        try bed.dropIncoming("deaf", percent: 100, port: 7800)
+        try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        let deaf = try restore(bed, "deaf", from: "server", into: f.dir.file("deaf.raw"), log: f.dir.file("deaf.log"))
+        let c1 = try restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"))
+        #expect(wait(c1), "\(log(f.dir.file("c1.log")))")
+        #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+        #expect(!wait(deaf, seconds: 60))
+        #expect(log(f.dir.file("deaf.log")).contains("the server dropped this client: no progress in 3 passes"), "\(log(f.dir.file("deaf.log")))")
+        #expect(log(f.dir.file("server.log")).contains("dropped client"), "\(log(f.dir.file("server.log")))")
     }
 
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
