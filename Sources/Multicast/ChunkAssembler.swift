@@ -76,16 +76,25 @@ public struct ChunkAssembler: Sendable {
         received[chunk] = complete[chunk]
     }
 
-    /// Chunks not received below `limit` (those the server has already sent this pass), as
-    /// (first, count) ranges, at most `maxRanges` of them.
+    /// Fragments still missing of chunks received in part, below `limit`.
+    public func missingFragments(below limit: Int, maxChunks: Int = ControlMessage.Report.maxPartialChunks) -> [(chunk: UInt32, missing: [UInt16])] {
+        var out: [(chunk: UInt32, missing: [UInt16])] = []
+        for (index, part) in partial.sorted(by: { $0.key < $1.key }) where index < limit && out.count < maxChunks {
+            out.append((UInt32(index), part.have.indices.filter { !part.have[$0] }.map { UInt16($0) }))
+        }
+        return out
+    }
+
+    /// Chunks of which nothing has arrived, below `limit` (those the server has already sent
+    /// this pass), as (first, count) ranges, at most `maxRanges` of them.
     public func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
         var ranges: [(UInt32, UInt32)] = []
         var i = 0
         let end = min(limit, manifest.count)
         while i < end && ranges.count < maxRanges {
-            if received[i] { i += 1; continue }
+            if received[i] || partial[i] != nil { i += 1; continue }
             let first = i
-            while i < end && !received[i] { i += 1 }
+            while i < end && !received[i] && partial[i] == nil { i += 1 }
             ranges.append((UInt32(first), UInt32(i - first)))
         }
         return ranges

@@ -32,8 +32,19 @@ public struct ImageFeed: Sendable {
             stored = { try image.storedBytes(of: $0) }
             return
         }
-        // Raw image or device: hash it once, in 1 MiB chunks; zero chunks do not travel.
+        // A raw image must be scanned (its .bmap) and match its scan; a device is read as is.
         let bytes = source.bytes
+        if source.kind == .raw {
+            guard let mapPath = BlockMap.sidecar(for: source.path) else {
+                throw MulticastError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
+            }
+            let map = try BlockMap.load(mapPath)
+            guard map.imageSize == bytes.byteCount else { throw MulticastError("\(mapPath) does not describe \(source.path)") }
+            try RangeVerifier(reporter: Reporter(.quiet)).verify(bytes, map.expectations) { _ in
+                "\(source.path) does not match its block map \(mapPath); run asr imagescan again"
+            }
+        }
+        // Hashed once, in 1 MiB chunks; zero chunks do not travel.
         let size = bytes.byteCount
         let step: UInt64 = 1 << 20
         let count = Int((size + step - 1) / step)

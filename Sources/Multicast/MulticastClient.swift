@@ -219,8 +219,10 @@ public struct MulticastClient {
                 lastReport = now
                 let rate = UInt64(Double(results.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
                 let missing = assembler.missing(below: highestInPass)
+                let partial = assembler.missingFragments(below: highestInPass)
                 do {
-                    try session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: rate, missing: missing)))
+                    try session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: rate,
+                                                              missing: missing, fragments: partial)))
                     if case .drop(let reason)? = try session.connection.receive() {
                         throw MulticastError("the server dropped this client: \(reason)")
                     }

@@ -23,6 +23,8 @@ public final class MulticastServer: @unchecked Sendable {
         /// Chunks it had at the last pass boundary, and passes since it gained one.
         var receivedAtPass: UInt32 = 0
         var stalledPasses = 0
+        /// A pass is judged only if the client reported during it (short passes outrun reports).
+        var reportedSincePass = false
         var peer: String { connection.peer }
     }
 
@@ -135,11 +137,16 @@ public final class MulticastServer: @unchecked Sendable {
                     state.withLock { s in
                         s.clients[id]?.received = report.received
                         s.clients[id]?.lastReport = Date()
+                        s.clients[id]?.reportedSincePass = true
                         s.scheduler.noteActivity()
                         s.streaming = true
+                        let chunks = self.feed.manifest.count
                         s.scheduler.requestRepair(report.missing.lazy.flatMap { first, count in
-                            (Int(first)..<(Int(first) + Int(min(count, UInt32(self.feed.manifest.count))))).filter { $0 < self.feed.manifest.count }
+                            (Int(first)..<(Int(first) + Int(min(count, UInt32(chunks))))).filter { $0 < chunks }
                         })
+                        for (chunk, missing) in report.fragments where Int(chunk) < chunks {
+                            s.scheduler.requestRepair(chunk: Int(chunk), fragments: missing)
+                        }
                     }
                     wake.lock(); wake.broadcast(); wake.unlock()
                 case .done:
@@ -148,7 +155,7 @@ public final class MulticastServer: @unchecked Sendable {
                         s.clients[id]?.done = true
                         return s.clients[id]?.name ?? "?"
                     }
-                    log("client \(name) (\(connection.peer)) finished")
+                    log("client \(name) (\(connection.peer)) finished; \(bytesSent) bytes sent so far")
                 default:
                     return  // a client has no business sending anything else
                 }
@@ -168,7 +175,7 @@ public final class MulticastServer: @unchecked Sendable {
         while !Interruption.requested {
             // Nothing is sent until someone asks; with Loop Suspend, sending stops after that
             // many passes with nobody restoring, until the next request.
-            let next: (chunk: Int, pass: UInt32)? = state.withLock { s in
+            let next: (chunk: Int, pass: UInt32, fragments: [UInt16]?)? = state.withLock { s in
                 if s.streaming, config.loopSuspend > 0, s.restoring == 0, s.scheduler.idlePasses >= config.loopSuspend {
                     s.streaming = false
                     log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request")
@@ -193,18 +200,22 @@ public final class MulticastServer: @unchecked Sendable {
                 cachedChunk = (next.chunk, stored)
             }
             let fragments = entry.fragmentCount
-            var f = 0
-            while f < fragments {
+            let toSend = next.fragments.map { $0.map(Int.init).filter { $0 < fragments } } ?? Array(0..<fragments)
+            var k = 0
+            while k < toSend.count {
                 batch.removeAll(keepingCapacity: true)
                 var inBatch = 0
-                while f < fragments && inBatch < DataSender.maxSegments {
+                // A GSO batch is equal-size segments: only the chunk's last fragment may be short.
+                while k < toSend.count && inBatch < DataSender.maxSegments {
+                    let f = toSend[k]
                     let start = f * DataPacket.maxPayload
                     let end = min(start + DataPacket.maxPayload, stored.count)
                     DataPacket(fragmentCount: UInt16(fragments), sessionID: sessionID, pass: next.pass, chunk: UInt32(next.chunk),
                                fragment: UInt16(f), storedLength: entry.storedLength, payload: stored[start..<end]).encode(into: &packet)
                     batch += packet
-                    f += 1
+                    k += 1
                     inBatch += 1
+                    if end - start < DataPacket.maxPayload { break }
                 }
                 pacer.wait(for: batch.count)
                 try sender.send(batch, segment: DataPacket.headerSize + DataPacket.maxPayload)
@@ -223,12 +234,11 @@ extension MulticastServer {
             var out: [(ClientRecord, String)] = []
             // Clients with every chunk are verifying: they owe us nothing but DONE.
             for (id, var c) in s.clients where !c.done && Int(c.received) < feed.manifest.count {
-                if c.received > c.receivedAtPass {
-                    c.stalledPasses = 0
-                } else {
-                    c.stalledPasses += 1
+                if c.reportedSincePass {
+                    c.stalledPasses = c.received > c.receivedAtPass ? 0 : c.stalledPasses + 1
+                    c.receivedAtPass = c.received
+                    c.reportedSincePass = false
                 }
-                c.receivedAtPass = c.received
                 s.clients[id] = c
                 let silent = Date().timeIntervalSince(c.lastReport) > Self.silenceLimit
                 if c.stalledPasses >= Self.stallLimit || silent {

@@ -115,16 +115,21 @@ public enum ControlMessage: Sendable, Equatable {
         public var received: UInt32
         /// The client's measured write rate, bytes/s (0 if not yet known).
         public var writeRate: UInt64
-        /// Chunk ranges the client still lacks, as (first, count).
+        /// Chunk ranges the client has nothing of, as (first, count).
         public var missing: [(UInt32, UInt32)]
-        public init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)]) {
+        /// Chunks the client has in part: just the fragments it lacks.
+        public var fragments: [(chunk: UInt32, missing: [UInt16])]
+        public init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = []) {
             self.received = received
             self.writeRate = writeRate
             self.missing = missing
+            self.fragments = fragments
         }
         public static let maxRanges = 4096
+        public static let maxPartialChunks = 1024
         public static func == (a: Report, b: Report) -> Bool {
             a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
+                && a.fragments.elementsEqual(b.fragments) { $0.chunk == $1.chunk && $0.missing == $1.missing }
         }
     }
 
@@ -172,6 +177,12 @@ public enum ControlMessage: Sendable, Equatable {
                 p.appendBE(first)
                 p.appendBE(count)
             }
+            p.appendBE(UInt32(r.fragments.count))
+            for (chunk, missing) in r.fragments {
+                p.appendBE(chunk)
+                p.appendBE(UInt16(missing.count))
+                for f in missing { p.appendBE(f) }
+            }
         case .done:
             break
         case .drop(let reason):
@@ -209,13 +220,19 @@ public enum ControlMessage: Sendable, Equatable {
             message = .manifest(entries)
         case 4:
             guard let received = r.u32(), let rate = r.u64(), let count = r.u32(), Int(count) <= Report.maxRanges,
-                  r.remaining == Int(count) * 8 else { throw bad }
+                  r.remaining >= Int(count) * 8 else { throw bad }
             var missing: [(UInt32, UInt32)] = []
             for _ in 0..<count {
                 guard let first = r.u32(), let n = r.u32() else { throw bad }
                 missing.append((first, n))
             }
-            message = .report(Report(received: received, writeRate: rate, missing: missing))
+            guard let partialCount = r.u32(), Int(partialCount) <= Report.maxPartialChunks else { throw bad }
+            var fragments: [(chunk: UInt32, missing: [UInt16])] = []
+            for _ in 0..<partialCount {
+                guard let chunk = r.u32(), let n = r.u16(), r.remaining >= Int(n) * 2 else { throw bad }
+                fragments.append((chunk, (0..<n).compactMap { _ in r.u16() }))
+            }
+            message = .report(Report(received: received, writeRate: rate, missing: missing, fragments: fragments))
         case 5:
             message = .done
         case 6:

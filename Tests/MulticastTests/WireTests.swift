@@ -30,7 +30,7 @@ import Testing
             .hello(version: 1, client: "lab-pc-7"),
             .welcome(.init(version: 1, sessionID: 77, imageSHA256: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)),
             .manifest([ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 1234, codec: 0x8000_0005, sha256: Array(repeating: 9, count: 32))]),
-            .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)])),
+            .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)], fragments: [(4, [1, 9]), (7, [])])),
             .done,
             .drop(reason: "too slow"),
         ]
@@ -75,12 +75,19 @@ import Testing
     @Test func passesSkipZeroChunksAndRepairsComeFirst() {
         var s = PassScheduler(manifest: Self.manifest([100, 0, 100, 100]))
         #expect(s.sendable == [0, 2, 3])
-        #expect(s.next()! == (0, 0))
+        func step(_ s: inout PassScheduler) -> [Int] {
+            let n = s.next()!
+            return [n.chunk, Int(n.pass), n.fragments.map { $0.count } ?? -1]
+        }
+        #expect(step(&s) == [0, 0, -1])
         s.requestRepair([0, 0, 0])
-        #expect(s.next()! == (0, 0), "a repair goes before the rest of the pass, once")
-        #expect(s.next()! == (2, 0))
-        #expect(s.next()! == (3, 0))
-        #expect(s.next()! == (0, 1), "the next pass")
+        #expect(step(&s) == [0, 0, -1], "a repair goes before the rest of the pass, once")
+        s.requestRepair(chunk: 2, fragments: [3, 5])
+        s.requestRepair(chunk: 2, fragments: [5, 7])
+        #expect(step(&s) == [2, 0, 3], "only the missing fragments, merged")
+        #expect(step(&s) == [2, 0, -1])
+        #expect(step(&s) == [3, 0, -1])
+        #expect(step(&s) == [0, 1, -1], "the next pass")
         #expect(s.idlePasses == 1)
         s.noteActivity()
         #expect(s.idlePasses == 0)
@@ -110,6 +117,10 @@ import Testing
         #expect(!a.isComplete, "complete only once written")
         a.reject(0)
         #expect(a.missing(below: 2).map { [$0.0, $0.1] } == [[0, 1]], "a rejected chunk is missing again")
+        let some = packets(chunk: 0, stored: stored)
+        _ = a.accept(some[1])
+        #expect(a.missing(below: 2).isEmpty, "in part: asked for by fragment")
+        #expect(a.missingFragments(below: 2).map { $0.missing } == [[0, 2, 3]])
         for p in packets(chunk: 0, stored: stored) { done = a.accept(p) }
         #expect(done?.chunk == 0)
         a.markWritten(0)

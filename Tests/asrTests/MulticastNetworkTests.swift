@@ -182,6 +182,27 @@ final class Testbed {
     }
 
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func loopSuspendPausesAndTheNextRequestResumes() throws {
+        let f = try Fixture(rate: 60_000_000, extra: "<key>Loop Suspend</key><integer>2</integer>")
+        let bed = try Testbed(hosts: ["server", "c1"])
+        defer { bed.teardown() }
+        try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        #expect(try bed.run("c1", [CLI.binary, "restore", "--source", "asr://\(bed.address("server"))", "--file", f.dir.file("a.raw"),
+                                   "--erase", "--noprompt"]).status == 0)
+        var suspended = false
+        for _ in 0..<100 where !suspended {
+            usleep(100_000)
+            suspended = log(f.dir.file("server.log")).contains("suspended after 2 passes")
+        }
+        #expect(suspended, "\(log(f.dir.file("server.log")))")
+        let again = try bed.run("c1", [CLI.binary, "restore", "--source", "asr://\(bed.address("server"))", "--file", f.dir.file("b.raw"),
+                                       "--erase", "--noprompt"])
+        #expect(again.status == 0, "a new request resumes the stream: \(again.stdout) \(again.stderr)")
+        #expect(try sha256(file: f.dir.file("b.raw")) == f.sha)
+    }
+
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func lateJoinerAndServerRestart() throws {
         let f = try Fixture(rate: 4_000_000, megabytes: 16)
         let bed = try Testbed(hosts: ["server", "c1", "c2"])
