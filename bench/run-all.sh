@@ -3,7 +3,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-need /usr/bin/time:time gzip:gzip dmg2img:dmg2img mke2fs:e2fsprogs nginx:nginx-light
+need /usr/bin/time:time gzip:gzip dmg2img:dmg2img mke2fs:e2fsprogs nginx:nginx-light udp-sender:udpcast nft:nftables
 # Rebuild (incremental) so the report is for the current sources; if they do not build right
 # now, say so and measure the binary already there.
 stale=""
@@ -27,4 +27,6 @@ need_asr
 	"$BENCH/scan.sh"
 	echo
 	"$BENCH/restore.sh"
+	echo
+	"$BENCH/multicast.sh"
 } | tee "$WORK/results.md"
