@@ -25,12 +25,15 @@ public final class MulticastServer: @unchecked Sendable {
         var stalledPasses = 0
         /// A pass is judged only if the client reported during it (short passes outrun reports).
         var reportedSincePass = false
+        var lastProgress = Date()
         var peer: String { connection.peer }
     }
 
-    /// The slow-client rule: a client that gains no chunk over this many whole passes, or
-    /// sends no report for `silenceLimit` seconds, is dropped and told why.
+    /// The slow-client rule: a client that gains no chunk over `stallLimit` whole passes and
+    /// at least `stallTime` seconds, or sends no report for `silenceLimit` seconds, is dropped
+    /// and told why. (Passes of a small image take a fraction of a second: time matters too.)
     static let stallLimit = 3
+    static let stallTime: TimeInterval = 10
     static let silenceLimit: TimeInterval = 15
 
     struct SharedState {
@@ -235,15 +238,21 @@ extension MulticastServer {
             // Clients with every chunk are verifying: they owe us nothing but DONE.
             for (id, var c) in s.clients where !c.done && Int(c.received) < feed.manifest.count {
                 if c.reportedSincePass {
-                    c.stalledPasses = c.received > c.receivedAtPass ? 0 : c.stalledPasses + 1
+                    if c.received > c.receivedAtPass {
+                        c.stalledPasses = 0
+                        c.lastProgress = Date()
+                    } else {
+                        c.stalledPasses += 1
+                    }
                     c.receivedAtPass = c.received
                     c.reportedSincePass = false
                 }
                 s.clients[id] = c
                 let silent = Date().timeIntervalSince(c.lastReport) > Self.silenceLimit
-                if c.stalledPasses >= Self.stallLimit || silent {
+                let stalled = c.stalledPasses >= Self.stallLimit && Date().timeIntervalSince(c.lastProgress) >= Self.stallTime
+                if stalled || silent {
                     let why = silent ? "no report for \(Int(Self.silenceLimit)) s"
-                        : "no progress in \(Self.stallLimit) passes (\(c.received) of \(feed.manifest.count) chunks)"
+                        : "no progress in \(c.stalledPasses) passes and \(Int(Self.stallTime)) s (\(c.received) of \(feed.manifest.count) chunks)"
                     out.append((c, why))
                     s.clients[id] = nil
                 }

@@ -177,7 +177,7 @@ final class Testbed {
         #expect(wait(c1), "\(log(f.dir.file("c1.log")))")
         #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
         #expect(!wait(deaf, seconds: 60))
-        #expect(log(f.dir.file("deaf.log")).contains("the server dropped this client: no progress in 3 passes"), "\(log(f.dir.file("deaf.log")))")
+        #expect(log(f.dir.file("deaf.log")).contains("the server dropped this client: no progress in"), "\(log(f.dir.file("deaf.log")))")
         #expect(log(f.dir.file("server.log")).contains("dropped client"), "\(log(f.dir.file("server.log")))")
     }
 
