@@ -33,13 +33,14 @@ let package = Package(
             "Imaging", "UDIF", "Multicast",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "UDIFTests", dependencies: ["UDIF", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "UDIFTests", dependencies: ["UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: [
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "MulticastTests", dependencies: ["Multicast"]),
         .testTarget(name: "asrTests", dependencies: [
-            "UDIF", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]

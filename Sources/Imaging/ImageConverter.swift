@@ -79,7 +79,7 @@ public struct RawWriter {
                     try file.write(bytes, at: c.diskOffset)
                     writeback?.wrote(upTo: c.diskOffset + c.length)
                 } else if !sparse {
-                    try writeZeros(file, at: c.diskOffset, count: c.length)
+                    try file.writeZeros(at: c.diskOffset, count: c.length)
                 }
                 reporter.update(c.diskOffset + c.length, of: total)
             }
@@ -100,16 +100,6 @@ public struct RawWriter {
             }
         }
     }
-
-    private func writeZeros(_ file: some PositionalWriter, at offset: UInt64, count: UInt64) throws {
-        let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
-        var done: UInt64 = 0
-        while done < count {
-            let n = Int(min(UInt64(zeros.count), count - done))
-            try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
-            done += UInt64(n)
-        }
-    }
 }
 
 /// Where decoded bytes go: a file or device at any offset, or a stream front to back.
@@ -120,6 +110,17 @@ protocol PositionalWriter {
 extension PositionalWriter {
     func write(_ bytes: [UInt8], at offset: UInt64) throws {
         try bytes.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// Zeros written out, for outputs that cannot be left sparse.
+    func writeZeros(at offset: UInt64, count: UInt64) throws {
+        let zeros = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
+        var done: UInt64 = 0
+        while done < count {
+            let n = Int(min(UInt64(zeros.count), count - done))
+            try zeros.withUnsafeBytes { try write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
+            done += UInt64(n)
+        }
     }
 }
 

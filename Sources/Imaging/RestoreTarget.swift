@@ -111,7 +111,7 @@ public struct RestoreTarget: Sendable {
         var range: [UInt64] = [offset, length]
         let BLKZEROOUT: UInt = 0x127F
         if ioctl(file.fd, BLKZEROOUT, &range) == 0 { return }
-        try writeZeros(file, offset: offset, length: length)
+        try file.writeZeros(at: offset, count: length)
     }
 
     /// After a failed restore: zeros over the first and last MiB (where partition maps and
@@ -122,18 +122,8 @@ public struct RestoreTarget: Sendable {
         var spans = [(UInt64(0), min(mib, end))]
         if end > mib { spans.append((end - mib, mib)) }
         if isBlockDevice, diskBytes > mib, diskBytes < end { spans.append((diskBytes - mib, mib)) }
-        for (offset, length) in spans { try? writeZeros(file, offset: offset, length: length) }
+        for (offset, length) in spans { try? file.writeZeros(at: offset, count: length) }
         try? file.sync()
-    }
-
-    private func writeZeros(_ file: FileIO, offset: UInt64, length: UInt64) throws {
-        let zeros = [UInt8](repeating: 0, count: Int(min(length, 4 << 20)))
-        var done: UInt64 = 0
-        while done < length {
-            let n = Int(min(UInt64(zeros.count), length - done))
-            try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: offset + done) }
-            done += UInt64(n)
-        }
     }
 
     /// Free space where a file target would be written.

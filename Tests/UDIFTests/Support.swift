@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TestSupport
 import UDIF
 
 /// A disk held in memory, for writer and reader tests without files.
@@ -11,32 +12,6 @@ struct MemorySource: ByteSource {
         guard offset + UInt64(buffer.count) <= byteCount else { throw UDIFError("past end") }
         bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
     }
-}
-
-enum Fixtures {
-    /// ../shared beside the checkout, as CI lays it out.
-    static let directory: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/fixtures/udif")
-
-    struct Expected {
-        let name: String
-        let sha256: String
-        let size: UInt64
-        var path: String { Fixtures.directory.appendingPathComponent(name).path }
-    }
-
-    /// Parsed from raw.sha256: "SHA256  SIZE  NAME" per line.
-    static let all: [Expected] = {
-        let text = (try? String(contentsOf: directory.appendingPathComponent("raw.sha256"), encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { line in
-            let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard f.count == 3, let size = UInt64(f[1]) else { return nil }
-            return Expected(name: String(f[2]), sha256: String(f[0]), size: size)
-        }
-    }()
-
-    static var decodable: [Expected] { all.filter { !$0.name.contains("lzfse") } }
 }
 
 func sha256Hex(_ bytes: [UInt8]) -> String {
@@ -86,14 +61,4 @@ struct SplitMix: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-}
-
-final class TemporaryDirectory {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "asr-test-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }

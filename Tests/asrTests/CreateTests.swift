@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `create` from folders, loop devices and mount points, checked through real mounts.

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Our images read by independent readers (7-Zip, dmg2img, the shared Python checker) and

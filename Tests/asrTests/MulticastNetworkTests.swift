@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Hosts on a bridge, each in a network namespace the test makes and deletes: one server and

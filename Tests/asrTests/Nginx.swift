@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 
 /// A real nginx serving a folder on 127.0.0.1 at a free port, for HTTP restore tests.
 /// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries.

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import TestSupport
 import UDIF
 
 /// Runs the built `asr` binary (beside this test bundle, or $ASR_BIN) as a user would.
@@ -66,32 +67,6 @@ enum Privileged {
     }
 }
 
-enum Fixtures {
-    static let shared: URL = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared")
-    static let directory = shared.appendingPathComponent("fixtures/udif")
-    static let checker = shared.appendingPathComponent("tools/udif_check.py").path
-
-    struct Expected {
-        let name: String
-        let sha256: String
-        let size: UInt64
-        var path: String { Fixtures.directory.appendingPathComponent(name).path }
-    }
-
-    static let all: [Expected] = {
-        let text = (try? String(contentsOf: directory.appendingPathComponent("raw.sha256"), encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { line in
-            let f = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard f.count == 3, let size = UInt64(f[1]) else { return nil }
-            return Expected(name: String(f[2]), sha256: String(f[0]), size: size)
-        }
-    }()
-
-    static var decodable: [Expected] { all.filter { !$0.name.contains("lzfse") } }
-}
-
 func sha256(file path: String) throws -> String {
     let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
     defer { try? handle.close() }
@@ -102,14 +77,4 @@ func sha256(file path: String) throws -> String {
 
 func fileSize(_ path: String) -> UInt64 {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
-}
-
-final class TemporaryDirectory {
-    let path: String
-    init() {
-        path = NSTemporaryDirectory() + "asr-test-" + UUID().uuidString
-        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    func file(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
 }

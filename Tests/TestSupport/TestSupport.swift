@@ -1,0 +1,47 @@
+// What every test target shares: the shared fixtures and temporary folders.
+
+import Foundation
+
+public enum Fixtures {
+    /// ../shared beside the checkout, as CI lays it out.
+    public static let shared: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("shared")
+    public static let directory = shared.appendingPathComponent("fixtures/udif")
+    /// The independent UDIF checker.
+    public static let checker = shared.appendingPathComponent("tools/udif_check.py").path
+
+    public struct Expected: Sendable {
+        public let name: String
+        public let sha256: String
+        public let size: UInt64
+        public var path: String { Fixtures.directory.appendingPathComponent(name).path }
+    }
+
+    /// From raw.sha256: "SHA256  SIZE  NAME" per line.
+    public static let all: [Expected] = {
+        let text = (try? String(contentsOf: directory.appendingPathComponent("raw.sha256"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count == 3, let size = UInt64(f[1]) else { return nil }
+            return Expected(name: String(f[2]), sha256: String(f[0]), size: size)
+        }
+    }()
+
+    /// All but LZFSE, which the reader does not decode yet.
+    public static var decodable: [Expected] { all.filter { !$0.name.contains("lzfse") } }
+}
+
+/// A fresh folder under the temporary directory, removed with its contents when released.
+public final class TemporaryDirectory {
+    public let path: String
+
+    public init() {
+        path = NSTemporaryDirectory() + "asr-test-" + UUID().uuidString
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    public func file(_ name: String) -> String { path + "/" + name }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
