@@ -1,9 +1,10 @@
 // Imaging: the workflows built on the UDIF format.
 //
 // This module owns sources and targets (UDIF images, raw image files, block devices, mounted
-// filesystems resolved to their device), `create` (from a device, image or folder tree),
-// `convert`, `info`, size parsing and progress reporting. It prints only through the
-// `ProgressBar` it is handed; the `asr` executable maps its errors to exit codes.
+// filesystems resolved to their device, HTTP range requests), `create` (from a device, image
+// or folder tree), `convert`, `info`, `imagescan`, `verify`, the unicast `restore` pipeline,
+// block maps, size parsing and progress reporting. It prints only through the `Reporter` it
+// is handed; the `asr` executable maps its errors to exit codes.
 
 import UDIF
 

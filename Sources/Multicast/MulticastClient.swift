@@ -122,12 +122,30 @@ public struct MulticastClient {
         }
     }
 
+    /// What the decode workers hand back to the receive loop.
     private final class Results: @unchecked Sendable {
         let lock = NSLock()
         var written: [Int] = []
         var rejected: [Int] = []
         var failure: Error?
         var bytesWritten: UInt64 = 0
+
+        func record(_ change: (Results) -> Void) {
+            lock.lock()
+            change(self)
+            lock.unlock()
+        }
+    }
+
+    /// A chunk's decoded bytes, exactly its length, or throws.
+    private static func decode(_ stored: [UInt8], _ entry: ManifestEntry) throws -> [UInt8] {
+        if entry.codec == ChunkType.raw.rawValue {
+            guard stored.count == Int(entry.length) else { throw MulticastError("raw chunk of the wrong size") }
+            return stored
+        }
+        var out = [UInt8](repeating: 0, count: Int(entry.length))
+        try stored.withUnsafeBytes { s in try out.withUnsafeMutableBytes { try Codec.decode(ChunkType(rawValue: entry.codec), s, into: $0) } }
+        return out
     }
 
     private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget) throws {
@@ -189,26 +207,17 @@ public struct MulticastClient {
                     let entry = manifest[index]
                     workers.async(group: group) {
                         defer { slots.signal() }
+                        // A chunk that does not decode or match its SHA-256 is a bad copy
+                        // (damage or forgery): forget it and fetch it again.
+                        guard let decoded = try? Self.decode(stored, entry), Array(SHA256.hash(data: decoded)) == entry.sha256 else {
+                            results.record { $0.rejected.append(index) }
+                            return
+                        }
                         do {
-                            let decoded: [UInt8]
-                            if entry.codec == ChunkType.raw.rawValue {
-                                decoded = stored
-                            } else {
-                                var out = [UInt8](repeating: 0, count: Int(entry.length))
-                                try stored.withUnsafeBytes { s in try out.withUnsafeMutableBytes { try Codec.decode(ChunkType(rawValue: entry.codec), s, into: $0) } }
-                                decoded = out
-                            }
-                            guard decoded.count == Int(entry.length), Array(SHA256.hash(data: decoded)) == entry.sha256 else {
-                                results.lock.lock(); results.rejected.append(index); results.lock.unlock()
-                                return
-                            }
                             try file.write(decoded, at: entry.diskOffset)
-                            results.lock.lock(); results.written.append(index); results.bytesWritten += entry.length; results.lock.unlock()
-                        } catch let e as UDIFError where e.message.contains("cannot write") {
-                            results.lock.lock(); results.failure = e; results.lock.unlock()
+                            results.record { $0.written.append(index); $0.bytesWritten += entry.length }
                         } catch {
-                            // A chunk that does not decode is a bad copy (damage or forgery): fetch it again.
-                            results.lock.lock(); results.rejected.append(index); results.lock.unlock()
+                            results.record { $0.failure = error }
                         }
                     }
                 }
