@@ -71,3 +71,31 @@ import Testing
         #expect(throws: MulticastError.self) { try ServerConfig.load("/nonexistent/cfg.plist") }
     }
 }
+
+@Suite struct ConfigMutationTests {
+    /// Randomized mutation of a valid plist: a clear error or a valid configuration, no crash.
+    @Test func mutatedConfigsFailCleanly() {
+        var rng = SystemRandomNumberGenerator()
+        let original = Array("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <plist version="1.0"><dict><key>Data Rate</key><integer>6000000</integer>
+            <key>Multicast Address</key><string>239.1.2.3</string><key>Port</key><integer>7800</integer>
+            <key>Multicast TTL</key><integer>3</integer><key>DNS Service Discovery</key><true/></dict></plist>
+            """.utf8)
+        let alphabet = Array("0123456789.<>/ -abcdefgikrstuy".utf8)
+        for _ in 0..<5000 {
+            var bytes = original
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                bytes[Int.random(in: 0..<bytes.count, using: &rng)] = alphabet.randomElement(using: &rng)!
+            }
+            do {
+                let c = try ServerConfig(plist: Data(bytes))
+                #expect(c.dataRate > 0 && c.multicastTTL > 0 && c.port > 0)
+            } catch let e as MulticastError {
+                #expect(!e.message.contains("\n"))
+            } catch {
+                Issue.record("unexpected \(error)")
+            }
+        }
+    }
+}
