@@ -80,7 +80,6 @@ struct FolderImageBuilder {
 
 /// What a folder tree needs on disk.
 struct TreeUsage {
-    var bytes: UInt64 = 0
     var entries: UInt64 = 0
     var fileSizes: [UInt64] = []
     /// The first entry FAT32 cannot store, described for the user.
@@ -103,7 +102,6 @@ struct TreeUsage {
             switch st.st_mode & S_IFMT {
             case S_IFREG:
                 usage.fileSizes.append(UInt64(st.st_size))
-                usage.bytes += UInt64(st.st_size)
                 if st.st_size >= 1 << 32 { usage.fatProblem = usage.fatProblem ?? "\"\(rel)\": files of 4 GiB or more" }
             case S_IFDIR: break
             case S_IFLNK: usage.fatProblem = usage.fatProblem ?? "the symbolic link \"\(rel)\""
