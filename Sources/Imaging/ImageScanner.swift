@@ -60,12 +60,12 @@ public struct ImageScanner {
             let c = image.chunks[i]
             if c.type == .zeroFill || c.type == .ignore {
                 return ChunkDigest(sha256: zeroDigests.sha256(of: c.length),
-                                   crc: c.type == .ignore ? nil : CRC32.updateZeros(0, count: c.length), bytes: nil)
+                                   crc: image.regionCRC(of: i, decoded: nil), bytes: nil)
             }
             let stored = try image.storedBytes(of: i)
             var bytes = c.type == .raw ? stored : [UInt8](repeating: 0, count: Int(c.length))
             if c.type != .raw { try bytes.withUnsafeMutableBytes { try image.decode(i, from: stored, into: $0) } }
-            return ChunkDigest(sha256: Array(SHA256.hash(data: bytes)), crc: CRC32.update(0, bytes), bytes: bytes,
+            return ChunkDigest(sha256: Array(SHA256.hash(data: bytes)), crc: image.regionCRC(of: i, decoded: bytes), bytes: bytes,
                                stored: keepStored ? stored : nil)
         } consume: { i, d in
             let c = image.chunks[i]
@@ -77,7 +77,7 @@ public struct ImageScanner {
                 sha1.updateZeros(c.length)
             }
             if let stored = d.stored { try rewriter?.append(storedBytesOf: i, stored) }
-            if let crc = d.crc { crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length) }
+            image.addRegionCRC(d.crc, of: i, to: &crcs)
             entries.append(ScanData.Entry(diskOffset: c.diskOffset, length: c.length, sha256: d.sha256))
             reporter.update(c.diskOffset + c.length, of: image.byteCount)
         }

@@ -90,15 +90,43 @@ public struct RestoreTarget: Sendable {
         return (link as NSString).resolvingSymlinksInPath
     }
 
+    /// A device must hold the whole disk; checked before anything is written.
+    public func checkFits(_ diskBytes: UInt64) throws {
+        if isBlockDevice, capacity < diskBytes {
+            throw ImagingError("target \(path) holds \(capacity) bytes, less than the image's \(diskBytes)")
+        }
+    }
+
+    /// The write and verify half of every restore, unicast or multicast: opens the target,
+    /// lets `write` fill it, flushes it, drops it from the page cache and checks `ranges`
+    /// against what the disk now holds. Any failure from the first write on wipes the
+    /// target's ends and says so.
+    public func restore(diskBytes: UInt64, verifying ranges: [ExpectedRange]?, reporter: Reporter,
+                        describe: @escaping @Sendable (Int) -> String, write: (FileIO) throws -> Void) throws {
+        let file = try open(diskBytes: diskBytes)
+        do {
+            try write(file)
+            try file.sync()
+            _ = posix_fadvise(file.fd, 0, 0, 4)  // POSIX_FADV_DONTNEED: verify what the disk holds, not the cache
+            if let ranges {
+                reporter.begin("\tVerifying  ", key: "verify")
+                defer { reporter.abandon() }
+                try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), ranges) {
+                    "verification failed: " + describe($0)
+                }
+                reporter.end()
+            }
+        } catch {
+            wipe(file, diskBytes: diskBytes)
+            throw ImagingError("\(error); the first and last MiB of \(path) were erased so it cannot pass for a good disk")
+        }
+    }
+
     /// Opens for writing. A file starts empty and sparse at the disk's size; a device is
     /// opened exclusively, so the kernel refuses if anything mounts it meanwhile.
-    public func open(diskBytes: UInt64) throws -> FileIO {
-        if isBlockDevice {
-            guard capacity >= diskBytes else {
-                throw ImagingError("target \(path) holds \(capacity) bytes, less than the image's \(diskBytes)")
-            }
-            return try FileIO(path: path, flags: O_RDWR | O_EXCL)
-        }
+    func open(diskBytes: UInt64) throws -> FileIO {
+        try checkFits(diskBytes)
+        if isBlockDevice { return try FileIO(path: path, flags: O_RDWR | O_EXCL) }
         let file = try FileIO(path: path, flags: O_RDWR | O_CREAT)
         try file.truncate(to: 0)
         try file.truncate(to: diskBytes)
@@ -116,7 +144,7 @@ public struct RestoreTarget: Sendable {
 
     /// After a failed restore: zeros over the first and last MiB (where partition maps and
     /// filesystem headers live), so the half-written disk is never taken for a good one.
-    public func wipe(_ file: FileIO, diskBytes: UInt64) {
+    func wipe(_ file: FileIO, diskBytes: UInt64) {
         let mib: UInt64 = 1 << 20
         let end = isBlockDevice ? capacity : diskBytes
         var spans = [(UInt64(0), min(mib, end))]

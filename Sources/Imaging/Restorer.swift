@@ -38,9 +38,7 @@ public struct Restorer {
             throw ImagingError("\(sourcePath) is not scanned; run asr imagescan --source \(sourcePath) first, or restore with --noverify")
         }
         let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
-            if target.isBlockDevice, target.capacity < diskBytes {
-                throw ImagingError("target \(targetPath) holds \(target.capacity) bytes, less than the image's \(diskBytes)")
-            }
+            try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)
             let needed = units.reduce(UInt64(0)) { sum, unit in
                 switch unit {
@@ -55,24 +53,10 @@ public struct Restorer {
             return units
         }
 
-        let file = try target.open(diskBytes: diskBytes)
-        do {
-            try write(units, from: source, scan: verify ? plan?.scan : nil, to: file, target: target)
-            try file.sync()
-            _ = posix_fadvise(file.fd, 0, 0, 4)  // POSIX_FADV_DONTNEED: verify what the disk holds, not the cache
-            if verify, let plan {
-                reporter.begin("\tVerifying  ", key: "verify")
-                defer { reporter.abandon() }
-                let written = RawSource(file: file, byteCount: diskBytes)
-                try RangeVerifier(reporter: reporter).verify(written, plan.ranges) { i in
-                    "verification failed: " + plan.describe(i).replacingOccurrences(of: "its scan checksum", with: "the source's checksum")
-                }
-                reporter.end()
-            }
-        } catch {
-            target.wipe(file, diskBytes: diskBytes)
-            let reason = (error as? ImagingError)?.message ?? (error as? UDIFError)?.message ?? "\(error)"
-            throw ImagingError("\(reason); the first and last MiB of \(targetPath) were erased so it cannot pass for a good disk")
+        let checked = verify ? plan : nil
+        try target.restore(diskBytes: diskBytes, verifying: checked?.ranges, reporter: reporter,
+                           describe: { checked?.describe($0).replacingOccurrences(of: "its scan checksum", with: "the source's checksum") ?? "" }) { file in
+            try write(units, from: source, scan: checked?.scan, to: file, target: target)
         }
     }
 

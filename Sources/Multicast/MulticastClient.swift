@@ -39,31 +39,13 @@ public struct MulticastClient {
         if let confirmErase, try !confirmErase(targetPath) { throw MulticastError("restore cancelled; \(targetPath) was not changed") }
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
-        try reporter.step("Validating sizes") {
-            if target.isBlockDevice, target.capacity < diskBytes {
-                throw MulticastError("target \(targetPath) holds \(target.capacity) bytes, less than the image's \(diskBytes)")
-            }
-        }
-        let file = try target.open(diskBytes: diskBytes)
-        do {
+        try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
+        let ranges = manifest.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
+        try target.restore(diskBytes: diskBytes, verifying: verify ? ranges : nil, reporter: reporter,
+                           describe: { "bytes \(ranges[$0].offset)-\(ranges[$0].offset + ranges[$0].length - 1) do not match the image" }) { file in
             try receive(&session, into: file, target: target)
-            try file.sync()
-            _ = posix_fadvise(file.fd, 0, 0, 4)
-            if verify {
-                reporter.begin("\tVerifying  ", key: "verify")
-                defer { reporter.abandon() }
-                let ranges = manifest.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
-                try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), ranges) { i in
-                    "verification failed: bytes \(manifest[i].diskOffset)-\(manifest[i].diskOffset + manifest[i].length - 1) do not match the image"
-                }
-                reporter.end()
-            }
-            try? session.connection.send(.done)
-        } catch {
-            target.wipe(file, diskBytes: diskBytes)
-            let reason = (error as? MulticastError)?.message ?? (error as? ImagingError)?.message ?? (error as? UDIFError)?.message ?? "\(error)"
-            throw MulticastError("\(reason); the first and last MiB of \(targetPath) were erased so it cannot pass for a good disk")
         }
+        try? session.connection.send(.done)
     }
 
     /// The control connection and what the server said on it.

@@ -234,17 +234,29 @@ public final class UDIFImage: ByteSource, Sendable {
         var crcs = [UInt32](repeating: 0, count: regions.count)
         try orderedParallelMap(count: chunks.count) { i -> UInt32? in
             let c = self.chunks[i]
-            switch c.type {
-            case .ignore: return nil
-            case .zeroFill: return CRC32.updateZeros(0, count: c.length)
-            default: return CRC32.update(0, try self.decodeChunk(i))
-            }
+            return self.regionCRC(of: i, decoded: c.type.hasStoredData ? try self.decodeChunk(i) : nil)
         } consume: { i, crc in
-            guard let crc else { return }
-            let c = self.chunks[i]
-            crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length)
+            self.addRegionCRC(crc, of: i, to: &crcs)
         }
         return crcs
+    }
+
+    /// What chunk `index` adds to its region's CRC-32: nil for ignore runs, which do not
+    /// count. `decoded` is needed only for chunks with stored data.
+    public func regionCRC(of index: Int, decoded: [UInt8]?) -> UInt32? {
+        let c = chunks[index]
+        switch c.type {
+        case .ignore: return nil
+        case .zeroFill: return CRC32.updateZeros(0, count: c.length)
+        default: return CRC32.update(0, decoded ?? [])
+        }
+    }
+
+    /// Appends a chunk's CRC-32 (from `regionCRC`) to its region's, in disk order.
+    public func addRegionCRC(_ crc: UInt32?, of index: Int, to crcs: inout [UInt32]) {
+        guard let crc else { return }
+        let c = chunks[index]
+        crcs[c.region] = CRC32.combine(crcs[c.region], crc, lengthOfB: c.length)
     }
 
     /// Master checksum as UDIF defines it: CRC-32 over the blkx CRC-32 values, big-endian.
