@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "UDIF", targets: ["UDIF"]),
         .library(name: "Imaging", targets: ["Imaging"]),
         .library(name: "Multicast", targets: ["Multicast"]),
+        .library(name: "ImageFS", targets: ["ImageFS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,6 +22,7 @@ let package = Package(
         .systemLibrary(name: "CLzma", pkgConfig: "liblzma", providers: [.apt(["liblzma-dev"])]),
         .systemLibrary(name: "CSystem"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma", "CSystem"]),
         .target(name: "Imaging", dependencies: [
             "UDIF", "CCurl",
@@ -29,8 +31,11 @@ let package = Package(
         .target(name: "Multicast", dependencies: [
             "UDIF", "Imaging", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .target(name: "ImageFS", dependencies: [
+            "UDIF", "Imaging", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .executableTarget(name: "asr", dependencies: [
-            "Imaging", "UDIF", "Multicast",
+            "Imaging", "UDIF", "Multicast", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -39,6 +44,7 @@ let package = Package(
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "MulticastTests", dependencies: ["Multicast"]),
+        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Imaging", "UDIF", "TestSupport"]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -10,6 +10,12 @@ public struct BlockMap: Sendable, Equatable {
         public var first: UInt64
         public var last: UInt64
         public var sha256: [UInt8]
+
+        public init(first: UInt64, last: UInt64, sha256: [UInt8]) {
+            self.first = first
+            self.last = last
+            self.sha256 = sha256
+        }
     }
 
     public var imageSize: UInt64
@@ -164,7 +170,7 @@ public struct ExpectedRange: Sendable, Equatable {
     }
 }
 
-func hex(_ bytes: [UInt8]) -> String {
+public func hex(_ bytes: [UInt8]) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out = [UInt8]()
     out.reserveCapacity(bytes.count * 2)

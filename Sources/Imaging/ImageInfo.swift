@@ -43,6 +43,13 @@ public struct ImageInfo: Codable, Sendable {
     /// Reads the image's structure; with `verify`, decodes every chunk to check the CRC-32s.
     public static func inspect(_ path: String, verify: Bool = true) throws -> ImageInfo {
         let source = try ImageSource.open(path)
+        return try describe(source, computedCRCs: verify ? source.udif?.computeRegionCRCs() : nil)
+    }
+
+    /// The report for an opened source; `computedCRCs` are the region CRC-32s of its decoded
+    /// data when the caller has checked them (UDIF only), nil when not checked.
+    public static func describe(_ source: ImageSource, computedCRCs computed: [UInt32]?) throws -> ImageInfo {
+        let path = source.path
         guard let image = source.udif else {
             let plans = try PartitionMap.regions(of: source.bytes)
             let size = source.bytes.byteCount
@@ -60,7 +67,6 @@ public struct ImageInfo: Codable, Sendable {
             uses[c.type]!.diskBytes += c.length
             uses[c.type]!.storedBytes += c.storedLength
         }
-        let computed = verify ? try image.computeRegionCRCs() : nil
         var regions: [RegionInfo] = []
         for (i, r) in image.regions.enumerated() {
             let stored = r.table.checksum.crc32Value
@@ -83,7 +89,7 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksum: t.masterChecksum.type == UDIFChecksum.typeNone ? nil : t.masterChecksum.description,
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
-            checksumsVerified: verify, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered)
+            checksumsVerified: computed != nil, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered)
     }
 
     /// hdiutil's format name from the codecs in use.

@@ -106,7 +106,7 @@ public struct ImageScanner {
         let block: UInt64 = 4096
         let pieceSize: UInt64 = 1 << 20
         var pieces: [(offset: UInt64, length: UInt64)] = []
-        for extent in try dataExtents(source) {
+        for extent in try source.dataExtents() {
             var at = extent.offset
             while at < extent.offset + extent.length {
                 let end = min((at / pieceSize + 1) * pieceSize, extent.offset + extent.length)
@@ -160,23 +160,6 @@ public struct ImageScanner {
         try out.file.write(Array(map.xml().utf8), at: 0)
         try out.commit()
         return output
-    }
-
-    /// Where a raw file has data (holes skipped through SEEK_DATA); a device is all data.
-    func dataExtents(_ source: ImageSource) throws -> [(offset: UInt64, length: UInt64)] {
-        let size = source.bytes.byteCount
-        guard source.kind == .raw, let raw = (source.bytes as? RawSource)?.file as? FileIO else { return size > 0 ? [(UInt64(0), size)] : [] }
-        var extents: [(offset: UInt64, length: UInt64)] = []
-        var at: off_t = 0
-        while UInt64(at) < size {
-            let data = lseek(raw.fd, at, 3)  // SEEK_DATA
-            if data < 0 { break }  // ENXIO: only a hole remains
-            var hole = lseek(raw.fd, data, 4)  // SEEK_HOLE
-            if hole < 0 { hole = off_t(size) }
-            extents.append((offset: UInt64(data), length: UInt64(hole - data)))
-            at = hole
-        }
-        return extents
     }
 }
 

@@ -28,12 +28,12 @@ public struct ImageSource: Sendable {
     public let udif: UDIFImage?
 
     /// Opens a file or device; a UDIF image is recognised by its trailer, whatever its name.
-    public static func open(_ path: String) throws -> ImageSource {
+    public static func open(_ path: String, cacheChunks: Int = 32) throws -> ImageSource {
         let lower = path.lowercased()
         if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
             let remote = try HTTPFile(url: path)
             if UDIFImage.looksLikeUDIF(remote) {
-                let image = try UDIFImage(file: remote)
+                let image = try UDIFImage(file: remote, cacheChunks: cacheChunks)
                 return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
             }
             return ImageSource(path: path, kind: .raw, bytes: RawSource(file: remote, byteCount: try remote.size()), udif: nil)
@@ -48,7 +48,7 @@ public struct ImageSource: Sendable {
         }
         guard type == S_IFREG else { throw ImagingError("\(path) is neither a file nor a block device") }
         if UDIFImage.looksLikeUDIF(file) {
-            let image = try UDIFImage(file: file)
+            let image = try UDIFImage(file: file, cacheChunks: cacheChunks)
             return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
         }
         if looksLikeDamagedUDIF(path: path, file: file) {
@@ -66,6 +66,25 @@ public struct ImageSource: Sendable {
         guard let bytes = try? file.read(at: size - tail, count: Int(tail)) else { return false }
         let text = String(decoding: bytes, as: UTF8.self)
         return text.contains("<key>resource-fork</key>") || text.contains("<key>blkx</key>")
+    }
+}
+
+extension ImageSource {
+    /// Where a raw file has data (holes skipped through SEEK_DATA); a device is all data.
+    public func dataExtents() throws -> [(offset: UInt64, length: UInt64)] {
+        let size = bytes.byteCount
+        guard kind == .raw, let raw = (bytes as? RawSource)?.file as? FileIO else { return size > 0 ? [(UInt64(0), size)] : [] }
+        var extents: [(offset: UInt64, length: UInt64)] = []
+        var at: off_t = 0
+        while UInt64(at) < size {
+            let data = lseek(raw.fd, at, 3)  // SEEK_DATA
+            if data < 0 { break }  // ENXIO: only a hole remains
+            var hole = lseek(raw.fd, data, 4)  // SEEK_HOLE
+            if hole < 0 { hole = off_t(size) }
+            extents.append((offset: UInt64(data), length: UInt64(hole - data)))
+            at = hole
+        }
+        return extents
     }
 }
 

@@ -22,6 +22,9 @@ public protocol ByteSource: Sendable {
     var byteCount: UInt64 { get }
     /// Fills `buffer` exactly with the bytes at `offset`; throws past the end.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    /// Calls `body` with the `count` bytes at `offset` as consecutive buffers that are valid
+    /// only during the call. Sources holding decoded data lend it without copying.
+    func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws
 }
 
 /// Random-access bytes an image is read from: a local file, or an HTTP resource.
@@ -41,6 +44,13 @@ extension RandomAccessFile {
 }
 
 extension ByteSource {
+    public func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+        defer { buffer.deallocate() }
+        try read(into: buffer, at: offset)
+        body([UnsafeRawBufferPointer(buffer)])
+    }
+
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }

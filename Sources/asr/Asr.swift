@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Foundation
+import ImageFS
 import Imaging
 import Multicast
 import UDIF
@@ -13,7 +14,7 @@ struct Asr: ParsableCommand {
         commandName: "asr",
         abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
         version: asrVersion,
-        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, Info.self, Convert.self, Version.self])
+        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, Info.self, Convert.self, Mount.self, Unmount.self, Version.self])
 
     static func main() {
         // A parent may start us with these blocked (spawned children inherit the mask).
@@ -32,6 +33,8 @@ struct Asr: ParsableCommand {
         } catch let error as UDIFError {
             fail(error.message)
         } catch let error as MulticastError {
+            fail(error.message)
+        } catch let error as ImageFSError {
             fail(error.message)
         } catch {
             let code = exitCode(for: error)

@@ -104,7 +104,7 @@ struct Restore: ParsableCommand {
 /// Apple's single-dash spellings (`asr -source A -target B -erase`, `asr -imagescan IMG`),
 /// turned into the verbs and options this program parses.
 enum LegacySyntax {
-    static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server"]
+    static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server", "mount", "unmount"]
     static let renamed = ["nocheck": "noverify"]
 
     static func modernize(_ args: [String]) -> [String] {

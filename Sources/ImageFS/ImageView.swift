@@ -1,0 +1,275 @@
+import Foundation
+import Imaging
+import Synchronization
+import UDIF
+
+/// The read-only view of an image that `asr mount` shows:
+///
+///     disk.img                 the whole raw disk
+///     partitions/<n>-<name>.img  each region (partition, map, free space) of it
+///     blockmap.bmap            bmaptool 2.0 block map with a SHA-256 per range
+///     blockmap.json            the same ranges, and the image's chunks, as JSON
+///     checksums.sha256         `sha256sum -c` lines for disk.img and each partition
+///     info.plist               what `asr info --plist` prints
+///
+/// Digests are computed in one pass over the disk: at open time for a UDIF image (which also
+/// checks every CRC-32, as hdiutil does before attaching), on first use otherwise.
+public final class ImageView: FileSystem, @unchecked Sendable {
+    enum Content {
+        case directory([UInt64])
+        /// A span of the disk.
+        case disk(offset: UInt64, length: UInt64)
+        case generated(GeneratedFile)
+    }
+
+    struct Node {
+        var name: String
+        var parent: UInt64
+        var content: Content
+    }
+
+    public static let rootInode: UInt64 = 1
+    /// Inode numbers are indices into `nodes` plus one.
+    let nodes: [Node]
+    let source: ImageSource
+    let modified: timespec
+    private let readAhead: ReadAhead?
+    /// Where read errors are told (they reach readers only as EIO). Set before mounting.
+    public nonisolated(unsafe) var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+
+    /// Opens `path` (UDIF, raw image or block device) and builds the view. With `verify`, a
+    /// UDIF image's chunks are all decoded now and checked against its checksums.
+    public convenience init(path: String, verify: Bool = true) throws {
+        try self.init(source: ImageSource.open(path, cacheChunks: 64), verify: verify)
+    }
+
+    public init(source: ImageSource, verify: Bool = true) throws {
+        self.source = source
+        modified = Self.modificationTime(of: source.path)
+        let disk = source.bytes
+        let udif = source.udif
+        let scan = try udif.flatMap { try ScanData.stored(in: $0) }
+        let regions = try Self.regions(of: source)
+        let map = try Self.blockRanges(of: source)
+        let plan = DiskDigests.Plan(
+            diskBytes: disk.byteCount, partitions: regions.map { ($0.offset, $0.length) },
+            ranges: map.ranges.map { map.byteRange($0) })
+        let digests: Once<DiskDigests>
+        var info: ImageInfo
+        if let udif, verify {
+            let computed: DiskDigests
+            do { computed = try DiskDigests.compute(plan, disk: disk, udif: udif, scan: scan) } catch let error as UDIFError {
+                throw ImageFSError("\(source.path) is corrupt: \(error.message)")
+            }
+            info = try ImageInfo.describe(source, computedCRCs: computed.regionCRCs)
+            if let bad = info.regions.first(where: { $0.checksumValid == false }) {
+                throw ImageFSError("\(source.path) is corrupt: the checksum of blkx \(bad.id) (\(bad.name)) does not match its data")
+            }
+            if info.masterChecksumValid == false { throw ImageFSError("\(source.path) is corrupt: its master checksum does not match") }
+            digests = Once(ready: computed)
+        } else {
+            info = try ImageInfo.describe(source, computedCRCs: nil)
+            digests = Once { try DiskDigests.compute(plan, disk: disk, udif: udif, scan: scan) }
+        }
+        readAhead = udif.map { ReadAhead(image: $0) }
+
+        var nodes: [Node] = [Node(name: "", parent: Self.rootInode, content: .directory([]))]
+        func add(_ name: String, in parent: UInt64, _ content: Content) -> UInt64 {
+            nodes.append(Node(name: name, parent: parent, content: content))
+            let inode = UInt64(nodes.count)
+            if case .directory(let children) = nodes[Int(parent) - 1].content {
+                nodes[Int(parent) - 1].content = .directory(children + [inode])
+            }
+            return inode
+        }
+        _ = add("disk.img", in: Self.rootInode, .disk(offset: 0, length: disk.byteCount))
+        let partitionDirectory = add("partitions", in: Self.rootInode, .directory([]))
+        let files = ViewFiles(map: map, regions: regions, udif: udif, scan: scan, info: info)
+        _ = add("blockmap.bmap", in: Self.rootInode, .generated(GeneratedFile(digests: digests, plan: plan, render: files.bmap)))
+        _ = add("blockmap.json", in: Self.rootInode, .generated(GeneratedFile(digests: digests, plan: plan, render: files.json)))
+        _ = add("checksums.sha256", in: Self.rootInode, .generated(GeneratedFile(digests: digests, plan: plan, render: files.checksums)))
+        _ = add("info.plist", in: Self.rootInode, .generated(GeneratedFile(fixed: try files.infoPlist())))
+        for r in regions {
+            _ = add(r.fileName, in: partitionDirectory, .disk(offset: r.offset, length: r.length))
+        }
+        self.nodes = nodes
+    }
+
+    struct PartitionFile {
+        var fileName: String
+        var offset: UInt64
+        var length: UInt64
+    }
+
+    /// Each region as a file named `<n>-<kind>.img`, the kind taken from hdiutil's name
+    /// ("disk image (Apple_HFS : 4)" gives "Apple_HFS").
+    static func regions(of source: ImageSource) throws -> [PartitionFile] {
+        let plans: [(String, UInt64, UInt64)]
+        if let udif = source.udif {
+            plans = udif.regions.map { ($0.name, $0.firstSector * sectorSize, $0.sectorCount * sectorSize) }
+        } else {
+            plans = try PartitionMap.regions(of: source.bytes).map { ($0.name, $0.firstSector * sectorSize, $0.sectorCount * sectorSize) }
+        }
+        return plans.enumerated().map { n, p in
+            PartitionFile(fileName: "\(n)-\(fileLabel(p.0)).img", offset: p.1, length: p.2)
+        }
+    }
+
+    static func fileLabel(_ regionName: String) -> String {
+        var label = Substring(regionName)
+        if let open = label.lastIndex(of: "("), let close = label.lastIndex(of: ")"), open < close {
+            label = label[label.index(after: open)..<close]
+            if let colon = label.range(of: " : ") { label = label[..<colon.lowerBound] }
+        }
+        var out = ""
+        for ch in label.unicodeScalars {
+            let keep = (ch.isASCII && (CharacterSet.alphanumerics.contains(ch) || "._-".unicodeScalars.contains(ch)))
+            if keep { out.unicodeScalars.append(ch) } else if !out.hasSuffix("_") { out += "_" }
+        }
+        while out.hasPrefix("_") || out.hasPrefix(".") { out.removeFirst() }
+        while out.hasSuffix("_") { out.removeLast() }
+        return out.isEmpty ? "region" : out
+    }
+
+    /// Which 4 KiB blocks hold data: a UDIF image's stored chunks, a raw image's `.bmap` or
+    /// its allocated extents, or all of a device.
+    static func blockRanges(of source: ImageSource) throws -> BlockMap {
+        let size = source.bytes.byteCount
+        let block: UInt64 = 4096
+        if source.kind == .raw, let sidecar = BlockMap.sidecar(for: source.path) {
+            let map = try BlockMap.load(sidecar)
+            guard map.imageSize == size else {
+                throw ImageFSError("block map \(sidecar) describes \(map.imageSize) bytes but \(source.path) has \(size)")
+            }
+            return map
+        }
+        let extents: [(offset: UInt64, length: UInt64)]
+        if let udif = source.udif {
+            extents = udif.chunks.filter { $0.type.hasStoredData && $0.length > 0 }.map { ($0.diskOffset, $0.length) }
+        } else {
+            extents = try source.dataExtents()
+        }
+        var ranges: [BlockMap.Range] = []
+        for e in extents where e.length > 0 {
+            let first = e.offset / block
+            let last = (e.offset + e.length - 1) / block
+            if let prior = ranges.last, first <= prior.last + 1 {
+                ranges[ranges.count - 1].last = max(prior.last, last)
+            } else {
+                ranges.append(BlockMap.Range(first: first, last: last, sha256: DiskDigests.placeholder))
+            }
+        }
+        return BlockMap(imageSize: size, blockSize: block, ranges: ranges)
+    }
+
+    static func modificationTime(of path: String) -> timespec {
+        var st = stat()
+        return stat(path, &st) == 0 ? st.st_mtim : timespec(tv_sec: time(nil), tv_nsec: 0)
+    }
+
+    // MARK: FileSystem
+
+    func node(_ inode: UInt64) throws(FSError) -> Node {
+        guard inode >= 1, inode <= UInt64(nodes.count) else { throw .notFound }
+        return nodes[Int(inode) - 1]
+    }
+
+    public func lookup(parent: UInt64, name: String) throws(FSError) -> Attributes {
+        guard case .directory(let children) = try node(parent).content else { throw .notDirectory }
+        guard let child = children.first(where: { nodes[Int($0) - 1].name == name }) else { throw .notFound }
+        return try attributes(of: child)
+    }
+
+    public func attributes(of inode: UInt64) throws(FSError) -> Attributes {
+        let n = try node(inode)
+        switch n.content {
+        case .directory(let children):
+            let subdirectories = children.filter { if case .directory = nodes[Int($0) - 1].content { true } else { false } }.count
+            return Attributes(inode: inode, isDirectory: true, permissions: 0o555, size: 4096,
+                              linkCount: UInt32(2 + subdirectories), modified: modified)
+        case .disk(_, let length):
+            return Attributes(inode: inode, isDirectory: false, permissions: 0o444, size: length, linkCount: 1, modified: modified)
+        case .generated(let file):
+            return Attributes(inode: inode, isDirectory: false, permissions: 0o444, size: file.size, linkCount: 1, modified: modified)
+        }
+    }
+
+    public func entries(of directory: UInt64) throws(FSError) -> [DirectoryEntry] {
+        guard case .directory(let children) = try node(directory).content else { throw .notDirectory }
+        return children.map { child in
+            let isDirectory = if case .directory = nodes[Int(child) - 1].content { true } else { false }
+            return DirectoryEntry(name: nodes[Int(child) - 1].name, inode: child, isDirectory: isDirectory)
+        }
+    }
+
+    private let nextHandle = Atomic<UInt64>(1)
+
+    public func open(_ inode: UInt64, flags: Int32) throws(FSError) -> (handle: UInt64, mode: OpenMode) {
+        let n = try node(inode)
+        if case .directory = n.content { throw .isDirectory }
+        guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
+        let handle = nextHandle.wrappingAdd(1, ordering: .relaxed).oldValue
+        return (handle, OpenMode(keepCache: true, directIO: false))
+    }
+
+    public func read(_ inode: UInt64, handle: UInt64, at offset: UInt64, count: Int,
+                     reply: ([UnsafeRawBufferPointer]) -> Void) throws(FSError) {
+        switch try node(inode).content {
+        case .directory: throw .isDirectory
+        case .disk(let base, let length):
+            let n = offset < length ? Int(min(UInt64(count), length - offset)) : 0
+            guard n > 0 else { return reply([]) }
+            readAhead?.noteRead(handle: handle, at: base + offset, count: n)
+            do {
+                try source.bytes.withBytes(at: base + offset, count: n, reply)
+            } catch {
+                reportReadError(error, at: base + offset)
+                throw .ioError
+            }
+        case .generated(let file):
+            let bytes: [UInt8]
+            do { bytes = try file.content() } catch {
+                reportReadError(error, at: nil)
+                throw .ioError
+            }
+            let start = Int(min(offset, UInt64(bytes.count)))
+            let end = min(bytes.count, start + count)
+            bytes.withUnsafeBytes { reply([UnsafeRawBufferPointer(rebasing: $0[start..<end])]) }
+        }
+    }
+
+    public func release(_ inode: UInt64, handle: UInt64) {
+        readAhead?.forget(handle: handle)
+    }
+
+    public func capacity() -> (total: UInt64, free: UInt64) { (source.bytes.byteCount, 0) }
+
+    private func reportReadError(_ error: any Error, at offset: UInt64?) {
+        let place = offset.map { " at byte \($0)" } ?? ""
+        log("asr mount: \(source.path)\(place): \(error)")
+    }
+}
+
+/// A file whose bytes are made from the image's digests, on first read. Its size is known
+/// before: the text is the same length whatever the digest values.
+final class GeneratedFile: Sendable {
+    let size: UInt64
+    private let bytes: Once<[UInt8]>
+
+    init(digests: Once<DiskDigests>, plan: DiskDigests.Plan, render: @escaping @Sendable (DiskDigests) -> [UInt8]) {
+        let size = UInt64(render(DiskDigests.placeholders(for: plan)).count)
+        self.size = size
+        bytes = Once {
+            let real = render(try digests.value())
+            precondition(UInt64(real.count) == size, "generated file changed length")
+            return real
+        }
+    }
+
+    init(fixed: [UInt8]) {
+        size = UInt64(fixed.count)
+        bytes = Once(ready: fixed)
+    }
+
+    func content() throws -> [UInt8] { try bytes.value() }
+}
