@@ -16,7 +16,9 @@ public enum Codec {
                 throw UDIFError("raw chunk holds \(input.count) bytes, want \(output.count)")
             }
             output.copyMemory(from: input)
-        case .lzfse: throw UDIFError("unsupported codec: LZFSE (ULFO) chunks cannot be decoded yet")
+        case .lzfse:
+            let n = try LZFSE.decode(input, into: output)
+            guard n == output.count else { throw sizeError("lzfse", got: n, want: output.count) }
         default: throw UDIFError("unsupported chunk type \(type)")
         }
     }
