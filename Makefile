@@ -1,12 +1,14 @@
 # asr for Linux. `make demo` and `make test` install the Debian packages they need first.
 
 PREFIX ?= /usr/local
+# mount(8) looks for mount.TYPE helpers in /sbin only (/usr/sbin on Debian 12).
+SBINDIR ?= /usr/sbin
 SWIFT ?= swift
 DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev libcurl4-openssl-dev \
 	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux
 BIN = .build/debug/asr
 
-.PHONY: all deps build release demo test install clean
+.PHONY: all deps build release demo test install uninstall clean
 
 all: build
 
@@ -35,7 +37,13 @@ test: deps
 
 install: release
 	install -D -m 0755 .build/release/asr $(DESTDIR)$(PREFIX)/bin/asr
+	install -D -m 0755 mount-helpers/asr-mount-fs $(DESTDIR)$(PREFIX)/bin/asr-mount-fs
+	install -D -m 0755 mount-helpers/mount.asr $(DESTDIR)$(SBINDIR)/mount.asr
 	install -D -m 0644 docs/asr.1 $(DESTDIR)$(PREFIX)/share/man/man1/asr.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/asr $(DESTDIR)$(PREFIX)/bin/asr-mount-fs $(DESTDIR)$(SBINDIR)/mount.asr \
+		$(DESTDIR)$(PREFIX)/share/man/man1/asr.1
 
 clean:
 	rm -rf .build

@@ -44,7 +44,9 @@ let package = Package(
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "MulticastTests", dependencies: ["Multicast"]),
-        .testTarget(name: "ImageFSTests", dependencies: ["ImageFS", "Imaging", "UDIF", "TestSupport"]),
+        .testTarget(name: "ImageFSTests", dependencies: [
+            "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

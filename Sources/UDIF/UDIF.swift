@@ -1,7 +1,7 @@
 // UDIF: Apple's Universal Disk Image Format (.dmg), read and written.
 //
 // This module owns the on-disk format and nothing else: the `koly` trailer, the XML resource
-// fork, the `mish` block tables, the chunk codecs (zlib, bzip2, XZ, ADC), CRC-32 checksums,
+// fork, the `mish` block tables, the chunk codecs (zlib, bzip2, XZ, LZFSE/LZVN, ADC), CRC-32 checksums,
 // partition-map regions for new images, a random-access reader (`UDIFImage`) and a streaming
 // parallel writer (`ImageWriter`). It does no terminal output and knows nothing of devices,
 // networks or the command line; `Imaging` builds sources, targets and workflows on top of it.
