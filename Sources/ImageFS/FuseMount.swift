@@ -198,6 +198,12 @@ public final class FuseMount: @unchecked Sendable {
                 fuse_reply_err(req, 0)
             } catch { FuseMount.reply(req, error) }
         }
+        ops.fallocate = { req, ino, mode, offset, length, _ in
+            do {
+                try FuseMount.mount(of: req).fileSystem.allocate(ino, mode: mode, at: UInt64(offset), length: UInt64(length))
+                fuse_reply_err(req, 0)
+            } catch { FuseMount.reply(req, error) }
+        }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
         ops.release = { req, ino, fi in
             FuseMount.mount(of: req).fileSystem.release(ino, handle: fi!.pointee.fh)

@@ -84,6 +84,8 @@ public protocol FileSystem: AnyObject, Sendable {
     func read(_ inode: UInt64, handle: UInt64, at offset: UInt64, count: Int, reply: ([UnsafeRawBufferPointer]) -> Void) throws(FSError)
     func write(_ inode: UInt64, handle: UInt64, at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws(FSError) -> Int
     func truncate(_ inode: UInt64, to size: UInt64) throws(FSError)
+    /// fallocate(2): `mode` as there (punch hole, keep size, ...).
+    func allocate(_ inode: UInt64, mode: Int32, at offset: UInt64, length: UInt64) throws(FSError)
     func sync(_ inode: UInt64, handle: UInt64) throws(FSError)
     func release(_ inode: UInt64, handle: UInt64)
     /// Total and free bytes, for statfs.
@@ -97,6 +99,7 @@ extension FileSystem {
         throw .readOnly
     }
     public func truncate(_ inode: UInt64, to size: UInt64) throws(FSError) { throw .readOnly }
+    public func allocate(_ inode: UInt64, mode: Int32, at offset: UInt64, length: UInt64) throws(FSError) { throw .readOnly }
     public func sync(_ inode: UInt64, handle: UInt64) throws(FSError) {}
     public func release(_ inode: UInt64, handle: UInt64) {}
     public func unmounting() {}

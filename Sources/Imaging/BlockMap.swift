@@ -143,9 +143,14 @@ public struct BlockMap: Sendable, Equatable {
         guard try number("MappedBlocksCount") == mappedBlocks else { throw fail("MappedBlocksCount does not match the ranges") }
     }
 
-    /// Where a raw image's block map lives: IMAGE.bmap, or IMAGE with its extension replaced.
+    /// Where a raw image's block map lives: IMAGE.bmap, or IMAGE with its extension replaced;
+    /// for the disk.img of an `asr mount`, the mount's blockmap.bmap or written.bmap.
     public static func sidecar(for imagePath: String) -> String? {
-        let candidates = [imagePath + ".bmap", (imagePath as NSString).deletingPathExtension + ".bmap"]
+        var candidates = [imagePath + ".bmap", (imagePath as NSString).deletingPathExtension + ".bmap"]
+        if (imagePath as NSString).lastPathComponent == "disk.img" {
+            let dir = (imagePath as NSString).deletingLastPathComponent
+            candidates += ["blockmap.bmap", "written.bmap"].map { dir.isEmpty ? $0 : dir + "/" + $0 }
+        }
         return candidates.first { FileManager.default.fileExists(atPath: $0) }
     }
 

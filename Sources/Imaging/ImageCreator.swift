@@ -30,6 +30,12 @@ public struct ImageCreator {
         return try write(RawSource(file: file, byteCount: try file.size()), to: output)
     }
 
+    /// An image of any readable disk (a FUSE writable disk, for one).
+    public func create(bytes source: any ByteSource, output: String) throws -> WriteSummary {
+        try checkOutput(output, source: nil)
+        return try write(source, to: output)
+    }
+
     func write(_ source: any ByteSource, to output: String) throws -> WriteSummary {
         let writer = ImageWriter(format: format)
         reporter.begin("\tCreating  ", key: "create")

@@ -25,7 +25,14 @@ public struct ImageScanner {
     public func scan(_ path: String) throws -> Outcome {
         if path.contains("://") { throw ImagingError("\(path): scan an image where it is stored, not over the network") }
         let source = try ImageSource.open(path)
-        guard let image = source.udif else { return .wroteBlockMap(try writeBlockMap(source)) }
+        guard let image = source.udif else {
+            // An `asr mount`'s disk.img comes with its block map, kept up to date by the mount.
+            if blockMapPath == nil, let map = BlockMap.sidecar(for: path), map.hasSuffix("/blockmap.bmap") || map.hasSuffix("/written.bmap"),
+               (try? BlockMap.load(map))?.imageSize == source.bytes.byteCount {
+                return .alreadyScanned
+            }
+            return .wroteBlockMap(try writeBlockMap(source))
+        }
         if (try? ScanData.stored(in: image)) != nil, image.isOrdered || !reorder {
             return .alreadyScanned
         }

@@ -5,12 +5,14 @@ import UDIF
 /// checksums `imagescan` recorded, and the whole disk's SHA-256 where it was recorded.
 public struct ImageVerifier {
     public var reporter: Reporter
+    /// The block map of a raw image or device, when it is not the image's sidecar.
+    public var blockMapPath: String?
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
     public func verify(_ path: String) throws {
         let source = try ImageSource.open(path)
-        let plan = try VerificationPlan(for: source)
+        let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }
         try RangeVerifier(reporter: reporter).verify(source.bytes, plan.ranges, wholeDiskSHA256: plan.wholeDiskSHA256,
@@ -28,14 +30,14 @@ struct VerificationPlan: Sendable {
     var scan: ScanData?
 
     /// Throws when the source has no scan: it must be scanned before it can be verified.
-    init(for source: ImageSource) throws {
-        guard let plan = try VerificationPlan(ifScanned: source) else {
+    init(for source: ImageSource, blockMap mapPath: String? = nil) throws {
+        guard let plan = try VerificationPlan(ifScanned: source, blockMap: mapPath) else {
             throw ImagingError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
         }
         self = plan
     }
 
-    init?(ifScanned source: ImageSource) throws {
+    init?(ifScanned source: ImageSource, blockMap mapPath: String? = nil) throws {
         if let image = source.udif {
             guard let scan = try ScanData.stored(in: image) else { return nil }
             self.scan = scan
@@ -44,7 +46,7 @@ struct VerificationPlan: Sendable {
             describe = { i in "\(image.describe(chunk: i)) does not match its scan checksum" }
             return
         }
-        guard source.kind == .raw, let path = BlockMap.sidecar(for: source.path) else { return nil }
+        guard source.kind != .udif, let path = mapPath ?? BlockMap.sidecar(for: source.path) else { return nil }
         let map = try BlockMap.load(path)
         guard map.imageSize == source.bytes.byteCount else {
             throw ImagingError("block map \(path) describes \(map.imageSize) bytes but \(source.path) has \(source.bytes.byteCount)")

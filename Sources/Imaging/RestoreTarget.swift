@@ -128,8 +128,18 @@ public struct RestoreTarget: Sendable {
         try checkFits(diskBytes)
         if isBlockDevice { return try FileIO(path: path, flags: O_RDWR | O_EXCL) }
         let file = try FileIO(path: path, flags: O_RDWR | O_CREAT)
-        try file.truncate(to: 0)
-        try file.truncate(to: diskBytes)
+        let size = try file.size()
+        // Emptied in place when it has the disk's size already: a file that cannot change
+        // size (a writable `asr mount` disk) is then restored like a device.
+        if size == diskBytes, file.punchHole(at: 0, length: diskBytes) { return file }
+        do {
+            try file.truncate(to: 0)
+            try file.truncate(to: diskBytes)
+        } catch {
+            guard size >= diskBytes, file.punchHole(at: 0, length: diskBytes) else {
+                throw ImagingError("target \(path) cannot be made \(diskBytes) bytes long: \(error)")
+            }
+        }
         return file
     }
 

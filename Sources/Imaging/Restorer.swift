@@ -10,6 +10,8 @@ import UDIF
 public struct Restorer {
     public var reporter: Reporter
     public var verify = true
+    /// The block map of a raw source or device, when it is not the source's sidecar.
+    public var blockMapPath: String?
     /// Asked before erasing; nil means erase without asking (--noprompt).
     public var confirmErase: ((String) throws -> Bool)?
 
@@ -33,7 +35,7 @@ public struct Restorer {
         let diskBytes = source.bytes.byteCount
         reporter.step("Validating source") {}
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError("restore cancelled; \(targetPath) was not changed") }
-        let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source) }
+        let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath) }
         if plan == nil && verify {
             throw ImagingError("\(sourcePath) is not scanned; run asr imagescan --source \(sourcePath) first, or restore with --noverify")
         }

@@ -59,6 +59,11 @@ public final class FileIO: RandomAccessFile {
 
     /// Starts writeback of a written range without waiting for it, so the final fsync of a
     /// large output does not have to flush everything at once.
+    /// Makes a range read as zeros and frees its blocks; false where the filesystem cannot.
+    public func punchHole(at offset: UInt64, length: UInt64) -> Bool {
+        length == 0 || asr_punch_hole(fd, Int64(offset), Int64(length)) == 0
+    }
+
     public func startWriteback(offset: UInt64, length: UInt64) {
         _ = asr_start_writeback(fd, Int64(offset), Int64(length))
     }

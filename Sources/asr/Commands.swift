@@ -37,11 +37,14 @@ struct Verify: ParsableCommand {
         abstract: "Check an image against the checksums imagescan recorded.",
         discussion: "Names the first chunk or byte range that does not match and exits 1.")
 
-    @Option(help: "A scanned UDIF image, or a raw image with its .bmap.") var source: String
+    @Option(help: "A scanned UDIF image, or a raw image or block device with its .bmap.") var source: String
+    @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        try ImageVerifier(reporter: output.reporter).verify(source)
+        var verifier = ImageVerifier(reporter: output.reporter)
+        verifier.blockMapPath = bmap
+        try verifier.verify(source)
         print("asr: successfully verified image \"\(source)\"")
     }
 }
@@ -66,6 +69,7 @@ struct Restore: ParsableCommand {
     @Flag(help: "Required: the target's contents are erased.") var erase = false
     @Flag(help: "Do not ask before erasing.") var noprompt = false
     @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
+    @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -94,6 +98,7 @@ struct Restore: ParsableCommand {
         } else {
             var restorer = Restorer(reporter: output.reporter)
             restorer.verify = !noverify
+            restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
             try restorer.restore(source: source, target: target)
         }

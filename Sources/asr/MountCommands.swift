@@ -5,53 +5,107 @@ import Imaging
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show an image as files through FUSE: the raw disk, its partitions, block map and checksums.",
+        abstract: "Show an image as files through FUSE, or a writable disk: target or copy-on-write overlay.",
         discussion: """
-            IMAGE is a UDIF image, a raw image (its .bmap is used when present) or a block device. \
-            The mount holds disk.img, partitions/<n>-<name>.img, blockmap.bmap, blockmap.json, \
-            checksums.sha256 and info.plist, all read-only. A UDIF image's chunks are checked \
-            against its CRC-32s (and its imagescan SHA-256s) before mounting, unless -o noverify. \
-            Runs in the background once mounted, unless -f. SIGINT and SIGTERM unmount; so does \
-            asr unmount MOUNTPOINT. Options for mount(8) only (defaults, noauto, user, nofail, \
-            _netdev, x-*) are ignored, so /etc/fstab lines work through mount.asr.
+            asr mount IMAGE MOUNTPOINT: IMAGE is a UDIF image, a raw image (its .bmap is used when \
+            present) or a block device. The mount holds disk.img, partitions/<n>-<name>.img, \
+            blockmap.bmap, blockmap.json, checksums.sha256 and info.plist, all read-only. A UDIF \
+            image's chunks are checked against its CRC-32s (and its imagescan SHA-256s) before \
+            mounting, unless -o noverify.
+
+            asr mount --target BACKING [--size SIZE] MOUNTPOINT: a writable disk.img of SIZE bytes \
+            kept in the sparse file BACKING, with live written.bmap and status.json beside it. \
+            asr mount --overlay IMAGE --cow CHANGES MOUNTPOINT: the image's disk made writable, \
+            writes kept in the sparse file CHANGES; the image is never written. --save-as packs \
+            the writable disk into a scanned UDZO image when it is unmounted.
+
+            Runs in the background once mounted, unless -f. SIGINT, SIGTERM and asr unmount \
+            unmount. Options for mount(8) only (defaults, noauto, user, nofail, _netdev, x-*) are \
+            ignored, so /etc/fstab lines work through mount.asr.
             """)
 
-    @Argument(help: "The image or block device.") var image: String
-    @Argument(help: "An existing, empty directory.") var mountPoint: String
+    @Argument(help: ArgumentHelp("IMAGE MOUNTPOINT, or only MOUNTPOINT with --target or --overlay.", valueName: "paths"))
+    var paths: [String]
     @Option(name: .short, help: ArgumentHelp("Mount options, comma-separated (allow_other, noverify, ...).", valueName: "options"))
     var options: [String] = []
     @Flag(name: [.short, .customLong("foreground")], help: "Stay in the foreground.") var foreground = false
+    @Option(help: ArgumentHelp("A writable disk kept in this sparse file.", valueName: "backing")) var target: String?
+    @Option(help: "The size of the --target disk (bytes, or K, M, G, T); an existing backing file has its own.") var size: String?
+    @Option(help: ArgumentHelp("Make this image writable; writes go to --cow.", valueName: "image")) var overlay: String?
+    @Option(help: ArgumentHelp("The copy-on-write file of --overlay.", valueName: "changes")) var cow: String?
+    @Option(help: ArgumentHelp("On unmount, pack the writable disk into this scanned UDZO image.", valueName: "image.dmg"))
+    var saveAs: String?
     @Option(help: .hidden) var readyFD: Int32?
 
+    func validate() throws {
+        let writable = target != nil || overlay != nil
+        if target != nil && overlay != nil { throw ValidationError("give --target or --overlay, not both") }
+        if paths.count != (writable ? 1 : 2) {
+            throw ValidationError(writable ? "give only the mount point with --target or --overlay" : "give IMAGE and MOUNTPOINT")
+        }
+        if (overlay == nil) != (cow == nil) { throw ValidationError("--overlay and --cow go together") }
+        if size != nil && target == nil { throw ValidationError("--size goes with --target") }
+        if saveAs != nil && !writable { throw ValidationError("--save-as goes with --target or --overlay") }
+    }
+
     func run() throws {
-        let parsed = try MountOptions(options)
+        let parsed = try MountOptions(options, writable: target != nil || overlay != nil)
         if !foreground { try Daemon.spawnAndWait() }
-        // The mount outlives the working directory it was started from: name the image fully.
-        let image = image.contains("://") ? image : URL(fileURLWithPath: image).standardizedFileURL.path
+        let mountPoint = paths.last!
         var mounted = false
         do {
-            let view = try ImageView(path: image, verify: parsed.verify)
-            if readyFD != nil { view.log = { Daemon.log($0) } }
-            let mount = try FuseMount(fileSystem: view, mountPoint: mountPoint,
-                                      options: ["ro", "default_permissions", "subtype=asr", "fsname=" + MountOptions.escape(image)] + parsed.fuse)
-            try mount.run {
-                mounted = true
-                Daemon.ready(readyFD)
+            if target == nil && overlay == nil {
+                // The mount outlives the working directory it was started from: name the image fully.
+                let name = absolute(paths[0])
+                let view = try ImageView(path: name, verify: parsed.verify)
+                if readyFD != nil { view.log = { Daemon.log($0) } }
+                try mountAndServe(view, name: name, at: mountPoint, parsed) { mounted = true }
+                return
             }
+            let disk = if let target {
+                try WritableDisk.target(backing: absolute(target), size: try size.map(ByteSize.parse))
+            } else {
+                try WritableDisk.overlay(image: absolute(overlay!), changes: absolute(cow!))
+            }
+            try mountAndServe(disk, name: absolute(target ?? overlay!), at: mountPoint, parsed) { mounted = true }
+            if let saveAs { try disk.save(as: absolute(saveAs)) }
         } catch {
             if !mounted { Daemon.failed(readyFD, error) }
             throw error
         }
     }
+
+    private func absolute(_ path: String) -> String {
+        path.contains("://") ? path : URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    /// Mounts `fileSystem`, says ready, serves until unmounted; the pid file lets
+    /// `asr unmount` wait for this process to finish (a --save-as, say).
+    private func mountAndServe(_ fileSystem: any FileSystem, name: String, at mountPoint: String, _ parsed: MountOptions,
+                               onMounted: () -> Void) throws {
+        let base = parsed.writable ? ["rw"] : ["ro"]
+        let mount = try FuseMount(fileSystem: fileSystem, mountPoint: mountPoint,
+                                  options: base + ["default_permissions", "subtype=asr", "fsname=" + MountOptions.escape(name)] + parsed.fuse)
+        let pidFile = MountRecord.path(for: mountPoint)
+        try mount.run {
+            MountRecord.write(pidFile)
+            onMounted()
+            Daemon.ready(readyFD)
+        }
+        MountRecord.remove(pidFile)
+    }
 }
 
 struct Unmount: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Unmount what asr mount mounted.")
+    static let configuration = CommandConfiguration(
+        abstract: "Unmount what asr mount mounted, and wait for its process to finish.",
+        discussion: "Waits for a --save-as image to be written before returning.")
 
     @Argument(help: "The mount point.") var mountPoint: String
     @Flag(name: [.short, .customLong("lazy")], help: "Detach now, release when no longer busy.") var lazy = false
 
     func run() throws {
+        let pid = MountRecord.read(MountRecord.path(for: mountPoint))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/fusermount3")
         process.arguments = ["-u"] + (lazy ? ["-z"] : []) + ["--", mountPoint]
@@ -64,6 +118,43 @@ struct Unmount: ParsableCommand {
             let line = message.split(separator: "\n").first.map { String($0).replacingOccurrences(of: "fusermount3: ", with: "") }
             throw ImagingError("cannot unmount \(mountPoint): \(line ?? "fusermount3 failed")")
         }
+        guard let pid, !lazy else { return }
+        while MountRecord.isRunning(pid) { usleep(20_000) }
+    }
+}
+
+/// Where a mount's serving process records its pid, by mount point: /run/asr as root, else
+/// the user's runtime directory.
+enum MountRecord {
+    static func path(for mountPoint: String) -> String {
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let full = realpath(mountPoint, &resolved) != nil
+            ? String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : mountPoint
+        let directory = getuid() == 0 ? "/run/asr" : (ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] ?? NSTemporaryDirectory()) + "/asr"
+        let name = full.unicodeScalars.map { $0 == "/" ? "-" : ($0 == "-" ? "--" : String($0)) }.joined()
+        return directory + "/mount" + name + ".pid"
+    }
+
+    static func write(_ path: String) {
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    static func read(_ path: String) -> pid_t? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+              isRunning(pid) else { return nil }
+        return pid
+    }
+
+    /// Alive and not a zombie: a daemon's exit is reaped by init, maybe not at once.
+    static func isRunning(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(close, offsetBy: 2)] != "Z"
+    }
+
+    static func remove(_ path: String) {
+        if read(path) == getpid() { unlink(path) }
     }
 }
 
@@ -71,13 +162,16 @@ struct Unmount: ParsableCommand {
 struct MountOptions {
     var verify = true
     var fuse: [String] = []
+    let writable: Bool
 
-    init(_ groups: [String]) throws {
+    init(_ groups: [String], writable: Bool) throws {
+        self.writable = writable
         let mountOnly: Set = ["defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "_netdev", "nofail", "ro"]
         for option in groups.flatMap({ $0.split(separator: ",").map(String.init) }) where !option.isEmpty {
             switch option {
             case "noverify": verify = false
-            case "rw": throw ImagingError("asr mount of an image is read-only; -o rw is not possible")
+            case "rw" where !writable: throw ImagingError("asr mount of an image is read-only; -o rw is not possible (see --overlay)")
+            case "rw": continue
             case _ where mountOnly.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="): continue
             default: fuse.append(option)
             }

@@ -22,7 +22,22 @@ final class Mounted {
         guard out.status == 0 else { throw UDIFError("asr mount failed (\(out.status)): \(out.stderr)") }
     }
 
+    /// A writable disk: `asr mount --target ...` or `--overlay ...` at a new mount point.
+    init(writable arguments: [String], in dir: TemporaryDirectory = TemporaryDirectory()) throws {
+        self.dir = dir
+        point = dir.file("mnt-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        let out = try CLI.run(["mount"] + arguments + [point], timeout: 120)
+        guard out.status == 0 else { throw UDIFError("asr mount failed (\(out.status)): \(out.stderr)") }
+    }
+
     func file(_ name: String) -> String { point + "/" + name }
+
+    /// `asr unmount`, which returns once the mount's process (and any --save-as) is done.
+    func unmount() throws {
+        let out = try CLI.run(["unmount", point], timeout: 300)
+        guard out.status == 0 else { throw UDIFError("asr unmount failed: \(out.stderr)") }
+    }
 
     /// The background process serving this mount.
     var processID: pid_t? {
@@ -45,9 +60,16 @@ final class Mounted {
     }
 }
 
+/// A background mount's process is reaped by init, perhaps late: a zombie has ended.
+func isRunning(_ pid: pid_t) -> Bool {
+    guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    return stat[stat.index(close, offsetBy: 2)] != "Z"
+}
+
 func waitForExit(_ pid: pid_t, seconds: Double = 10) {
     let deadline = Date().addingTimeInterval(seconds)
-    while kill(pid, 0) == 0 && Date() < deadline { usleep(20_000) }
+    while isRunning(pid) && Date() < deadline { usleep(20_000) }
 }
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -204,7 +226,7 @@ struct MountTests {
         let pid = try #require(m.processID)
         kill(pid, SIGTERM)
         waitForExit(pid)
-        #expect(kill(pid, 0) != 0, "the mount process has ended")
+        #expect(!isRunning(pid), "the mount process has ended")
         #expect(!Mounted.isMounted(m.point), "no stale mount")
     }
 
@@ -214,7 +236,7 @@ struct MountTests {
         let out = try CLI.run(["unmount", m.point])
         #expect(out.status == 0, "\(out.stderr)")
         waitForExit(pid)
-        #expect(kill(pid, 0) != 0)
+        #expect(!isRunning(pid))
         #expect(!Mounted.isMounted(m.point))
         let again = try CLI.run(["unmount", m.point])
         #expect(again.status == 1 && again.stderrLines.count == 1 && again.stderr.hasPrefix("asr: cannot unmount"))
@@ -268,7 +290,7 @@ struct MountTests {
         }
         // Unmounting the filesystem releases the loop device and the image mount behind it.
         if let pid { waitForExit(pid) }
-        #expect(pid.map { kill($0, 0) != 0 } ?? false, "the image mount's process has ended")
+        #expect(pid.map { !isRunning($0) } ?? false, "the image mount's process has ended")
         #expect(try Run.shell("losetup -a | wc -l") == before)
         #expect(!Mounted.isMounted(fs))
     }
