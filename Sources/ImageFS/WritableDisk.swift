@@ -366,12 +366,29 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         }
         guard mode == punch else { throw FSError(EOPNOTSUPP) }
         guard offset < byteCount else { return }
-        var at = offset
         let end = min(byteCount, offset + length)
-        while at < end {
-            let n = Int(min(end - at, 1 << 20))
-            do { _ = try [UInt8](repeating: 0, count: n).withUnsafeBytes { try write($0, at: at) } } catch { throw .ioError }
-            at += UInt64(n)
+        // A target frees whole blocks at once (a restore empties the disk this way first);
+        // partial blocks, and every block of an overlay, take written zeros.
+        let b = Self.blockSize
+        let firstWhole = (offset + b - 1) / b
+        let endWhole = end == byteCount ? (end + b - 1) / b : end / b
+        var zeroSpans = [(offset, end)]
+        if base == nil, firstWhole < endWhole {
+            let start = firstWhole * b
+            let stop = min(endWhole * b, byteCount)
+            writeLock.lock()
+            let freed = store.punchHole(at: start, length: stop - start)
+            if freed { state.withLock { $0.stored.remove(firstWhole...(endWhole - 1)); $0.generation += 1 } }
+            writeLock.unlock()
+            if freed { zeroSpans = [(offset, start), (stop, end)] }
+        }
+        for (from, to) in zeroSpans {
+            var at = from
+            while at < to {
+                let n = Int(min(to - at, 1 << 20))
+                do { _ = try [UInt8](repeating: 0, count: n).withUnsafeBytes { try write($0, at: at) } } catch { throw .ioError }
+                at += UInt64(n)
+            }
         }
     }
 
