@@ -5,7 +5,8 @@ PREFIX ?= /usr/local
 SBINDIR ?= /usr/sbin
 SWIFT ?= swift
 DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev libcurl4-openssl-dev \
-	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux
+	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux \
+	libavahi-client-dev avahi-daemon dbus-daemon
 BIN = .build/debug/asr
 
 .PHONY: all deps build release demo test install uninstall clean

@@ -23,13 +23,14 @@ let package = Package(
         .systemLibrary(name: "CSystem"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
         .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma", "CSystem"]),
         .target(name: "Imaging", dependencies: [
             "UDIF", "CCurl",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "Multicast", dependencies: [
-            "UDIF", "Imaging", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "CAvahi", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ImageFS", dependencies: [
             "UDIF", "Imaging", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),

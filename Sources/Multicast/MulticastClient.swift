@@ -32,8 +32,26 @@ public struct MulticastClient {
         return (String(host), port)
     }
 
+    /// A host name or address as given; otherwise the name of a session announced through
+    /// DNS Service Discovery (`asr list` shows them).
+    static func locate(_ url: String, timeout: Double) throws -> (host: String, port: UInt16) {
+        let (host, port) = try parse(url)
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        var result: UnsafeMutablePointer<addrinfo>?
+        if getaddrinfo(host, nil, &hints, &result) == 0 {
+            freeaddrinfo(result)
+            return (host, port)
+        }
+        let found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { $0.name == host }
+        guard let session = found.first(where: { $0.name == host }) else {
+            throw MulticastError("\(host) is neither a host nor an asr session announced on the network (see asr list)")
+        }
+        return (session.address, session.port)
+    }
+
     public func restore(source url: String, target targetPath: String) throws {
-        let (host, port) = try Self.parse(url)
+        let (host, port) = try Self.locate(url, timeout: timeout)
         let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
         if let confirmErase, try !confirmErase(targetPath) { throw MulticastError("restore cancelled; \(targetPath) was not changed") }

@@ -14,7 +14,7 @@ struct Asr: ParsableCommand {
         commandName: "asr",
         abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
         version: asrVersion,
-        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, Info.self, Convert.self, Mount.self, Unmount.self, Version.self])
+        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, List.self, Info.self, Convert.self, Mount.self, Unmount.self, Version.self])
 
     static func main() {
         // A parent may start us with these blocked (spawned children inherit the mask).

@@ -109,7 +109,7 @@ struct Restore: ParsableCommand {
 /// Apple's single-dash spellings (`asr -source A -target B -erase`, `asr -imagescan IMG`),
 /// turned into the verbs and options this program parses.
 enum LegacySyntax {
-    static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server", "mount", "unmount"]
+    static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server", "mount", "unmount", "list"]
     static let renamed = ["nocheck": "noverify"]
 
     static func modernize(_ args: [String]) -> [String] {
@@ -139,6 +139,30 @@ enum LegacySyntax {
     }
 }
 
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Find multicast sessions announced on the network (DNS Service Discovery, through Avahi).",
+        discussion: "Restore from one with asr restore --source asr://NAME.")
+
+    @Option(help: "Seconds to listen for announcements.") var timeout: Double = 3
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let sessions = try ServiceBrowser().browse(timeout: timeout)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(sessions), as: UTF8.self))
+            return
+        }
+        for s in sessions {
+            let size = s.size.map { ByteSize.format($0) } ?? "?"
+            let rate = s.rate.map { ByteSize.format($0) + "/s" } ?? "?"
+            print("\(s.name)\t\(s.host) (\(s.address):\(s.port))\t\(s.image ?? "?")\t\(size)\t\(rate)")
+        }
+    }
+}
+
 struct Server: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve a scanned image to many clients at once over UDP multicast.",
@@ -156,9 +180,14 @@ struct Server: ParsableCommand {
     func run() throws {
         let cfg = try ServerConfig.load(config)
         let feed = try ImageFeed(source: ImageSource.open(source))
-        let server = try MulticastServer(feed: feed, config: cfg, interfaceName: interface) { line in
-            FileHandle.standardError.write(Data("asr server: \(line)\n".utf8))
-        }
+        let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("asr server: \(line)\n".utf8)) }
+        let server = try MulticastServer(feed: feed, config: cfg, interfaceName: interface, log: log)
+        let image = URL(fileURLWithPath: source).lastPathComponent
+        let announcer = cfg.dnsServiceDiscovery ? ServiceAnnouncer(
+            name: "\(URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent)@\(ProcessInfo.processInfo.hostName)",
+            port: cfg.port, image: image, size: feed.diskBytes, sha256: feed.imageSHA256, rate: cfg.effectiveRate,
+            group: "\(cfg.multicastAddress):\(cfg.port)", log: log) : nil
+        defer { announcer?.stop() }
         try server.run()
     }
 }

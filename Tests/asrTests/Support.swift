@@ -39,12 +39,26 @@ enum Run {
         p.standardError = FileHandle(forWritingAtPath: dir.file("err"))
         try p.run()
         let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(20_000) }
-        let timedOut = p.isRunning
+        var zombieStatus: Int32?
+        while p.isRunning && Date() < deadline {
+            // Foundation notices an exit when the child's end of its socket pair closes; a
+            // daemon the child talked to may keep it open, so a zombie counts as ended too.
+            if let status = exitStatusOfZombie(p.processIdentifier) { zombieStatus = status; break }
+            usleep(20_000)
+        }
+        let timedOut = zombieStatus == nil && p.isRunning
         if timedOut { p.terminate(); usleep(200_000); kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
+        if zombieStatus == nil { p.waitUntilExit() }
         let read = { (name: String) in (try? String(contentsOfFile: dir.file(name), encoding: .utf8)) ?? "" }
-        return CLI.Output(status: p.terminationStatus, stdout: read("out"), stderr: read("err"), timedOut: timedOut)
+        return CLI.Output(status: zombieStatus ?? p.terminationStatus, stdout: read("out"), stderr: read("err"), timedOut: timedOut)
+    }
+
+    /// The exit status of a child that has ended but is not reaped yet (/proc/PID/stat field 52).
+    static func exitStatusOfZombie(_ pid: pid_t) -> Int32? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.first == "Z", fields.count >= 50, let code = Int32(fields[49].trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
+        return (code >> 8) & 0xFF
     }
 
     /// A shell command that must succeed; returns its standard output.

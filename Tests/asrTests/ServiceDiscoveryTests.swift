@@ -1,0 +1,112 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// DNS Service Discovery with a real avahi-daemon on its own D-Bus bus, inside a namespace
+/// host the test makes: servers announce, `asr list` finds them, clients restore by name.
+@Suite(.serialized, .enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+struct ServiceDiscoveryTests {
+    /// A host running dbus-daemon and avahi-daemon; commands run there see that bus.
+    final class AvahiHost {
+        let bed: Testbed
+        let dir = TemporaryDirectory()
+        var bus: String { dir.file("bus") }
+
+        init(avahi: Bool = true) throws {
+            bed = try Testbed(hosts: ["srv"])
+            guard avahi else { return }
+            let config = """
+                <!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+                 "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+                <busconfig><type>system</type><listen>unix:path=\(bus)</listen><auth>EXTERNAL</auth>
+                <policy context="default"><allow user="*"/><allow own="*"/>
+                <allow send_destination="*" eavesdrop="true"/><allow receive_sender="*"/></policy></busconfig>
+                """
+            try config.write(toFile: dir.file("bus.conf"), atomically: true, encoding: .utf8)
+            try "[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces=eth0\nenable-dbus=yes\n[publish]\npublish-hinfo=no\npublish-workstation=no\n"
+                .write(toFile: dir.file("avahi.conf"), atomically: true, encoding: .utf8)
+            try bed.start("srv", ["dbus-daemon", "--config-file=\(dir.file("bus.conf"))", "--nofork", "--nopidfile"], log: dir.file("dbus.log"))
+            try waitFor { FileManager.default.fileExists(atPath: self.bus) }
+            // Its pid file goes on a private tmpfs: no clash with a system avahi-daemon or a stale file.
+            try bed.start("srv", env + ["unshare", "-m", "sh", "-c", """
+                mkdir -p /run/avahi-daemon && mount -t tmpfs tmpfs /run/avahi-daemon &&
+                exec avahi-daemon -f '\(dir.file("avahi.conf"))' --no-drop-root --no-chroot --no-rlimits
+                """], log: dir.file("avahi.log"))
+            try waitFor { ((try? String(contentsOfFile: self.dir.file("avahi.log"), encoding: .utf8)) ?? "").contains("Server startup complete") }
+        }
+
+        var env: [String] { ["/usr/bin/env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=\(bus)"] }
+
+        func waitFor(_ condition: () -> Bool) throws {
+            let deadline = Date().addingTimeInterval(15)
+            while !condition() {
+                guard Date() < deadline else { throw TestFailure("a daemon did not start: \((try? String(contentsOfFile: dir.file("avahi.log"), encoding: .utf8)) ?? "")") }
+                usleep(50_000)
+            }
+        }
+
+        func asr(_ args: [String]) throws -> CLI.Output { try bed.run("srv", env + [CLI.binary] + args) }
+
+        func server(_ f: MulticastNetworkTests.Fixture, config: String? = nil) throws -> Process {
+            try bed.start("srv", env + [CLI.binary, "server", "--source", f.image, "--config", config ?? f.config], log: dir.file("server.log"))
+        }
+
+        var serverLog: String { (try? String(contentsOfFile: dir.file("server.log"), encoding: .utf8)) ?? "" }
+
+        deinit { bed.teardown() }
+    }
+
+    @Test func serverAnnouncesListFindsItAndClientsRestoreByName() throws {
+        let f = try MulticastNetworkTests.Fixture()
+        let host = try AvahiHost()
+        _ = try host.server(f)
+        let name = "image-one@\(ProcessInfo.processInfo.hostName)"
+        try host.waitFor { host.serverLog.contains("announced as \"\(name)\"") }
+        let list = try host.asr(["list", "--timeout", "3", "--json"])
+        #expect(list.status == 0, "\(list.stderr)")
+        let sessions = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as! [[String: Any]]
+        let session = try #require(sessions.first { $0["name"] as? String == name }, "\(list.stdout)")
+        #expect(session["image"] as? String == "image-one.dmg")
+        #expect(session["size"] as? Int == 12 << 20)
+        #expect(session["rate"] as? Int == 30_000_000)
+        #expect(session["group"] as? String == "239.77.0.1:7800")
+        #expect(session["protocolVersion"] as? Int == 1)
+        #expect(session["port"] as? Int == 7800)
+        #expect(session["address"] as? String == host.bed.address("srv"))
+        #expect(f.sha.hasPrefix(session["sha256Prefix"] as? String ?? "-"))
+        let text = try host.asr(["list", "--timeout", "3"])
+        #expect(text.stdout.hasPrefix(name + "\t"), "\(text.stdout)")
+
+        let target = f.dir.file("by-name.raw")
+        let out = try host.asr(["restore", "--source", "asr://\(name)", "--target", target, "--erase", "--noprompt", "--timeout", "30"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(try sha256(file: target) == f.sha)
+        let unknown = try host.asr(["restore", "--source", "asr://no-such-session", "--target", target, "--erase", "--noprompt", "--timeout", "2"])
+        #expect(unknown.status == 1 && unknown.stderrLines.count == 1 && unknown.stderr.contains("asr list"), "\(unknown.stderr)")
+    }
+
+    @Test func nothingIsAnnouncedWhenTheKeyIsFalse() throws {
+        let f = try MulticastNetworkTests.Fixture(extra: "\n<key>DNS Service Discovery</key><false/>")
+        let host = try AvahiHost()
+        _ = try host.server(f)
+        try host.waitFor { host.serverLog.contains("waiting for clients") }
+        let list = try host.asr(["list", "--timeout", "3"])
+        #expect(list.status == 0 && list.stdout.isEmpty, "\(list.stdout) \(list.stderr)")
+        #expect(!host.serverLog.contains("announced"))
+    }
+
+    @Test func withoutAvahiTheServerServesAndSaysSoOnce() throws {
+        let f = try MulticastNetworkTests.Fixture()
+        let host = try AvahiHost(avahi: false)
+        _ = try host.server(f)
+        try host.waitFor { host.serverLog.contains("waiting for clients") }
+        let target = f.dir.file("plain.raw")
+        let out = try host.asr(["restore", "--source", "asr://\(host.bed.address("srv"))", "--target", target, "--erase", "--noprompt", "--timeout", "30"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(try sha256(file: target) == f.sha)
+        let lines = host.serverLog.split(separator: "\n").filter { $0.contains("Avahi") }
+        #expect(lines.count == 1 && lines[0].contains("not running"), "\(host.serverLog)")
+        let list = try host.asr(["list", "--timeout", "1"])
+        #expect(list.status == 1 && list.stderrLines.count == 1 && list.stderr.contains("Avahi is not running"))
+    }
+}
