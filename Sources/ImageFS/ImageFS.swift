@@ -1,8 +1,9 @@
 // ImageFS: images as FUSE filesystems.
 //
 // This module owns what `asr mount` shows: the read-only view of an image (`ImageView`: the
-// raw disk, each partition, the block map, checksums and info as files) and the libfuse3
-// low-level binding that serves any `FileSystem` (`FuseMount`). File systems here are plain
+// raw disk, each partition, the block map, checksums and info as files), writable disks
+// (`WritableDisk`: a target kept in a sparse file, or a copy-on-write overlay of an image)
+// and the libfuse3 low-level binding that serves any `FileSystem` (`FuseMount`). File systems here are plain
 // state machines over inode numbers that do no FUSE calls themselves, so they are unit-tested
 // without a mount; only `FuseMount` talks to libfuse.
 

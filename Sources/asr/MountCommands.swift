@@ -71,6 +71,8 @@ struct Mount: ParsableCommand {
             if let saveAs { try disk.save(as: absolute(saveAs)) }
         } catch {
             if !mounted { Daemon.failed(readyFD, error) }
+            // In the background standard error is gone; a failed --save-as still gets told.
+            if readyFD != nil { Daemon.log("asr mount: \(error)") }
             throw error
         }
     }
