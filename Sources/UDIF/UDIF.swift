@@ -6,11 +6,41 @@
 // parallel writer (`ImageWriter`). It does no terminal output and knows nothing of devices,
 // networks or the command line; `Imaging` builds sources, targets and workflows on top of it.
 
+import Synchronization
+
 /// Every failure of this module: one line a user can read, naming what is wrong.
 public struct UDIFError: Error, CustomStringConvertible, Sendable, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Reusable buffers for reads served one after another (FUSE requests): a fresh 1 MiB buffer
+/// costs 256 page faults and a kernel memset each time, more than the read itself.
+public enum ScratchBuffers {
+    /// A buffer handed between threads; only one borrower holds it at a time.
+    private struct Buffer: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }
+    private static let spare = Mutex<[Buffer]>([])
+    private static let capacity = 1 << 20
+    private static let spareLimit = 32
+
+    public static func borrow<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+        guard count <= capacity else {
+            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
+            defer { memory.deallocate() }
+            return try body(memory)
+        }
+        let buffer = spare.withLock { $0.popLast() } ?? Buffer(memory: .allocate(byteCount: capacity, alignment: 4096))
+        defer {
+            let kept = spare.withLock { list -> Bool in
+                guard list.count < spareLimit else { return false }
+                list.append(buffer)
+                return true
+            }
+            if !kept { buffer.memory.deallocate() }
+        }
+        return try body(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<count]))
+    }
 }
 
 /// UDIF sectors are always 512 bytes.
@@ -45,10 +75,10 @@ extension RandomAccessFile {
 
 extension ByteSource {
     public func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
-        defer { buffer.deallocate() }
-        try read(into: buffer, at: offset)
-        body([UnsafeRawBufferPointer(buffer)])
+        try ScratchBuffers.borrow(count) { buffer in
+            try read(into: buffer, at: offset)
+            body([UnsafeRawBufferPointer(buffer)])
+        }
     }
 
     public func read(at offset: UInt64, count: Int) throws -> [UInt8] {

@@ -223,8 +223,8 @@ public final class UDIFImage: ByteSource, Sendable {
             case .zeroFill, .ignore:
                 var left = n
                 while left > 0 {
-                    let piece = min(left, zeroBuffer.count)
-                    pieces.append(UnsafeRawBufferPointer(rebasing: zeroBuffer[0..<piece]))
+                    let piece = min(left, sharedZeroBytes.count)
+                    pieces.append(UnsafeRawBufferPointer(rebasing: sharedZeroBytes[0..<piece]))
                     left -= piece
                 }
             case .raw:
@@ -342,7 +342,7 @@ public final class DecodedChunk: @unchecked Sendable {
 
 /// Zeros lent for zero-fill and ignore runs. Written once so its pages are really mapped:
 /// the kernel then copies from them on its fast path instead of faulting in the zero page.
-nonisolated(unsafe) let zeroBuffer: UnsafeRawBufferPointer = {
+nonisolated(unsafe) public let sharedZeroBytes: UnsafeRawBufferPointer = {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
     buffer.initializeMemory(as: UInt8.self, repeating: 0)
     return UnsafeRawBufferPointer(buffer)
