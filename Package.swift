@@ -23,6 +23,7 @@ let package = Package(
         .systemLibrary(name: "CSystem"),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CFuzzer"),
         .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma", "CSystem"]),
         .target(name: "Imaging", dependencies: [
             "UDIF", "CCurl",
@@ -38,6 +39,11 @@ let package = Package(
             "Imaging", "UDIF", "Multicast", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
+        .target(name: "FuzzTargets", dependencies: [
+            "UDIF", "Imaging", "Multicast", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: [
@@ -47,6 +53,7 @@ let package = Package(
         .testTarget(name: "ImageFSTests", dependencies: [
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "TestSupport", "UDIF"]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
