@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "ImageFSTests", dependencies: [
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "TestSupport", "UDIF"]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
