@@ -8,8 +8,13 @@ DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-de
 	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux \
 	libavahi-client-dev avahi-daemon dbus-daemon
 BIN = .build/debug/asr
+# make fuzz: seconds per harness, harnesses run at once, which harnesses (default all).
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?=
+FIXTURES ?= ../shared/fixtures/udif
 
-.PHONY: all deps build release demo test install uninstall clean
+.PHONY: all deps build release demo test fuzz install uninstall clean
 
 all: build
 
@@ -35,6 +40,14 @@ demo: build
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# libFuzzer with AddressSanitizer, in a build folder of its own; the toolchain's lld links it
+# (gold fails on it). fuzz/run.sh seeds each harness from the fixtures and reports at the end.
+fuzz: deps
+	$(SWIFT) build -c release --scratch-path .build-fuzz --product Fuzz \
+		-Xswiftc -sanitize=fuzzer,address -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" \
+		fuzz/run.sh .build-fuzz/release/Fuzz $(FIXTURES)
 
 install: release
 	install -D -m 0755 .build/release/asr $(DESTDIR)$(PREFIX)/bin/asr

@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
+        .systemLibrary(name: "CFuzzer"),
         .target(name: "UDIF", dependencies: ["CDeflate", "CZlib", "CBzip2", "CLzma", "CSystem"]),
         .target(name: "Imaging", dependencies: [
             "UDIF", "CCurl",
@@ -39,6 +40,11 @@ let package = Package(
             "Imaging", "UDIF", "Multicast", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
+        .target(name: "FuzzTargets", dependencies: [
+            "UDIF", "Imaging", "Multicast", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: [
@@ -48,6 +54,7 @@ let package = Package(
         .testTarget(name: "ImageFSTests", dependencies: [
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
         .testTarget(name: "asrTests", dependencies: [
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -110,6 +110,8 @@ public struct BlockMap: Sendable, Equatable {
         guard text[version.upperBound...].hasPrefix("2.") else { throw fail("only version 2.x is supported") }
         guard try element("ChecksumType").lowercased() == "sha256" else { throw fail("only sha256 checksums are supported") }
         imageSize = try number("ImageSize")
+        // No device is larger, and the block arithmetic below would overflow near UInt64.max.
+        guard imageSize <= UInt64(Int64.max) else { throw fail("image size \(imageSize) is impossible") }
         blockSize = try number("BlockSize")
         guard blockSize >= 512, blockSize <= 1 << 24, blockSize % 512 == 0 else { throw fail("block size \(blockSize)") }
         let count = try number("BlocksCount")
@@ -155,10 +157,10 @@ public struct BlockMap: Sendable, Equatable {
     }
 
     public static func load(_ path: String) throws -> BlockMap {
-        guard let data = FileManager.default.contents(atPath: path), data.count <= 256 << 20 else {
+        guard let bytes = try? FileIO.readSmallFile(path, limit: 256 << 20), bytes.count <= 256 << 20 else {
             throw ImagingError("cannot read block map \(path)")
         }
-        return try BlockMap(parsing: String(decoding: data, as: UTF8.self))
+        return try BlockMap(parsing: String(decoding: bytes, as: UTF8.self))
     }
 }
 

@@ -88,7 +88,7 @@ public struct MulticastClient {
                     guard welcome.imageSHA256.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
                         throw MulticastError("\(host) sent a malformed welcome")
                     }
-                    try Self.checkManifest(manifest, diskBytes: welcome.diskBytes)
+                    try ManifestEntry.check(manifest, diskBytes: welcome.diskBytes)
                     connection.setReceiveTimeout(0.05)
                     return Session(connection: connection, welcome: welcome, manifest: manifest, host: host, port: port, name: name)
                 } catch let e as MulticastError where e.message.contains("cannot connect") || e.message.contains("closed") {
@@ -97,19 +97,6 @@ public struct MulticastClient {
                 }
             }
             throw lastError
-        }
-
-        /// Chunks must tile the disk exactly, or the manifest cannot be trusted.
-        static func checkManifest(_ manifest: [ManifestEntry], diskBytes: UInt64) throws {
-            var at: UInt64 = 0
-            for e in manifest {
-                guard e.diskOffset == at, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
-                      e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
-                    throw MulticastError("the server's manifest is malformed")
-                }
-                at += e.length
-            }
-            guard at == diskBytes else { throw MulticastError("the server's manifest does not cover the disk") }
         }
 
         /// After the server restarted: the same image carries on under its new session.

@@ -143,13 +143,7 @@ public final class MulticastServer: @unchecked Sendable {
                         s.clients[id]?.reportedSincePass = true
                         s.scheduler.noteActivity()
                         s.streaming = true
-                        let chunks = self.feed.manifest.count
-                        s.scheduler.requestRepair(report.missing.lazy.flatMap { first, count in
-                            (Int(first)..<(Int(first) + Int(min(count, UInt32(chunks))))).filter { $0 < chunks }
-                        })
-                        for (chunk, missing) in report.fragments where Int(chunk) < chunks {
-                            s.scheduler.requestRepair(chunk: Int(chunk), fragments: missing)
-                        }
+                        s.scheduler.requestRepair(from: report)
                     }
                     wake.lock(); wake.broadcast(); wake.unlock()
                 case .done:

@@ -6,14 +6,42 @@ public struct PassScheduler: Sendable {
     public let sendable: [Int]
     public private(set) var pass: UInt32 = 0
     private var cursor = 0
+    /// Repairs in the order asked for; those before `repairHead` are sent. Taken from the
+    /// front by index: removing the first of a long queue each time made draining it quadratic.
     private var repairQueue: [Int] = []
+    private var repairHead = 0
     /// Queued repairs by chunk: the fragments wanted, or nil for the whole chunk.
     private var queued: [Int: Set<UInt16>?] = [:]
     /// Passes completed since a client last asked for anything (for `Loop Suspend`).
     public private(set) var idlePasses: UInt64 = 0
 
+    /// Fragments of each manifest chunk (0 for zero chunks, which never travel).
+    private let fragmentCounts: [Int]
+    public var chunkCount: Int { fragmentCounts.count }
+
     public init(manifest: [ManifestEntry]) {
         sendable = manifest.indices.filter { manifest[$0].storedLength > 0 }
+        fragmentCounts = manifest.map(\.fragmentCount)
+    }
+
+    /// A client's report, trusted no further than the manifest: chunks past its end or without
+    /// data, and fragments past a chunk's last, are dropped; overlapping ranges are queued once.
+    /// So work and memory stay within the manifest's size whatever the report claims (4096
+    /// ranges each naming the whole image once meant 4096 walks over it, under the lock).
+    public mutating func requestRepair(from report: ControlMessage.Report) {
+        let counts = fragmentCounts
+        var covered = 0  // chunks below this came from an earlier range
+        for (first, count) in report.missing.sorted(by: { $0.0 < $1.0 }) {
+            let start = max(Int(first), covered)
+            let end = min(Int(first) + Int(count), chunkCount)
+            guard start < end else { continue }
+            requestRepair((start..<end).lazy.filter { counts[$0] > 0 })
+            covered = end
+        }
+        for (chunk, missing) in report.fragments where Int(chunk) < chunkCount {
+            let wanted = missing.filter { Int($0) < counts[Int(chunk)] }
+            if !wanted.isEmpty { requestRepair(chunk: Int(chunk), fragments: wanted) }
+        }
     }
 
     /// Clients' reports of chunks they lack; each chunk is queued once however many ask.
@@ -44,8 +72,13 @@ public struct PassScheduler: Sendable {
     /// nil when there is nothing at all.
     public mutating func next() -> (chunk: Int, pass: UInt32, fragments: [UInt16]?)? {
         guard !sendable.isEmpty else { return nil }
-        if !repairQueue.isEmpty {
-            let c = repairQueue.removeFirst()
+        if repairHead < repairQueue.count {
+            let c = repairQueue[repairHead]
+            repairHead += 1
+            if repairHead == repairQueue.count {
+                repairQueue.removeAll(keepingCapacity: true)
+                repairHead = 0
+            }
             let wanted = queued.removeValue(forKey: c) ?? nil
             return (c, pass, wanted.map { $0.sorted() })
         }

@@ -1,4 +1,5 @@
 import Foundation
+import UDIF
 
 /// The multicast configuration plist, with Apple's key names:
 /// `Data Rate` (bytes/s, required), `Multicast Address` (required, in 224.0.0.0/4),
@@ -22,14 +23,15 @@ public struct ServerConfig: Sendable, Equatable {
     public var effectiveRate: UInt64 { min(dataRate, clientDataRate ?? .max) }
 
     public static func load(_ path: String) throws -> ServerConfig {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let bytes = try? FileIO.readSmallFile(path, limit: 1 << 20) else {
             throw MulticastError("cannot read configuration \(path)")
         }
-        guard data.count <= 1 << 20 else { throw MulticastError("configuration \(path) is too large to be a plist") }
-        return try ServerConfig(plist: data, name: path)
+        guard bytes.count <= 1 << 20 else { throw MulticastError("configuration \(path) is too large to be a plist") }
+        return try ServerConfig(plist: Data(bytes), name: path)
     }
 
     public init(plist data: Data, name: String = "configuration") throws {
+        do { try PropertyListSafety.check([UInt8](data)) } catch { throw MulticastError("\(name) \(error.reason)") }
         let raw: RawConfig
         do {
             raw = try PropertyListDecoder().decode(RawConfig.self, from: data)
@@ -44,7 +46,7 @@ public struct ServerConfig: Sendable, Equatable {
             throw MulticastError("\(name): required key \"Multicast Address\" is missing")
         }
         guard let octets = IPv4.parse(address), (224...239).contains(octets[0]) else {
-            throw MulticastError("\(name): \"Multicast Address\" \(address) is not an IPv4 multicast address (224.0.0.0/4)")
+            throw MulticastError("\(name): \"Multicast Address\" \(UDIFError.displayable(address)) is not an IPv4 multicast address (224.0.0.0/4)")
         }
         self.init(dataRate: rate, multicastAddress: address)
         if let r = raw.clientDataRate {

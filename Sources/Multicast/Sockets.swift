@@ -99,19 +99,22 @@ final class ControlConnection: @unchecked Sendable {
         return try ControlMessage.decode(body[...])
     }
 
+    /// The buffer grows with what arrives, never ahead of it: a frame's length is only the
+    /// peer's claim, and one claiming 64 MiB and sending nothing must not cost 64 MiB.
     private func read(_ count: Int, waitingForAll: Bool = false) throws -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, count - done, 0) }
+        var buffer: [UInt8] = []
+        var piece = [UInt8](repeating: 0, count: min(count, 1 << 16))
+        while buffer.count < count {
+            let want = min(piece.count, count - buffer.count)
+            let n = piece.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, want, 0) }
             if n < 0 && errno == EINTR { continue }
             if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if done == 0 && !waitingForAll { return nil }
+                if buffer.isEmpty && !waitingForAll { return nil }
                 if Interruption.requested { throw MulticastError("interrupted") }
                 continue
             }
             guard n > 0 else { throw MulticastError("control connection to \(peer) closed") }
-            done += n
+            buffer += piece[0..<n]
         }
         return buffer
     }

@@ -1,3 +1,5 @@
+import UDIF
+
 /// The bytes on the wire (docs/PROTOCOL.md). Decoding never trusts a length it has not
 /// checked against the bytes it has: every malformed input is a `nil` or a thrown error.
 
@@ -77,6 +79,22 @@ public struct ManifestEntry: Sendable, Equatable {
     }
 
     public var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
+
+    /// A client's check of the server's manifest: chunks must tile the disk exactly, or the
+    /// manifest cannot be trusted.
+    public static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws {
+        var at: UInt64 = 0
+        for e in manifest {
+            // Zero chunks may be long, so their sum may wrap: a wrapped sum is no tiling.
+            let (end, wrapped) = at.addingReportingOverflow(e.length)
+            guard e.diskOffset == at, !wrapped, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
+                  e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
+                throw MulticastError("the server's manifest is malformed")
+            }
+            at = end
+        }
+        guard at == diskBytes else { throw MulticastError("the server's manifest does not cover the disk") }
+    }
 }
 
 /// Messages on the TCP control connection, each framed as u32 length, u8 type, payload.

@@ -73,4 +73,23 @@ public final class FileIO: RandomAccessFile {
     }
 }
 
+extension FileIO {
+    /// A file expected to be small (a configuration, a block map), read front to back but
+    /// never more than `limit` + 1 bytes: a huge file, /dev/zero or a pipe costs no more than
+    /// that. More than `limit` bytes back means the file is too large.
+    public static func readSmallFile(_ path: String, limit: Int) throws -> [UInt8] {
+        let file = try FileIO(path: path, flags: O_RDONLY)
+        var bytes: [UInt8] = []
+        var piece = [UInt8](repeating: 0, count: 1 << 16)
+        while bytes.count <= limit {
+            let n = piece.withUnsafeMutableBytes { Glibc.read(file.fd, $0.baseAddress!, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw UDIFError("cannot read \(path): \(errnoString())") }
+            if n == 0 { break }
+            bytes += piece[0..<n]
+        }
+        return bytes
+    }
+}
+
 public func errnoString(_ code: Int32 = errno) -> String { String(cString: strerror(code)) }

@@ -52,6 +52,7 @@ public struct ResourceFork: Sendable, Equatable {
     }
 
     public init(parsing xml: [UInt8]) throws {
+        do { try PropertyListSafety.check(xml) } catch { throw UDIFError("resource plist \(error.reason)") }
         let root: Root
         do {
             root = try PropertyListDecoder().decode(Root.self, from: Data(xml))
@@ -65,7 +66,8 @@ public struct ResourceFork: Sendable, Equatable {
         switch error {
         case DecodingError.keyNotFound(let key, _): "missing key \(key.stringValue)"
         case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx):
-            "wrong type at " + (ctx.codingPath.map(\.stringValue).joined(separator: "."))
+            // The path's keys come from the file.
+            "wrong type at " + UDIFError.displayable(ctx.codingPath.map(\.stringValue).joined(separator: "."))
         case DecodingError.dataCorrupted: "not a property list"
         default: "not a property list"
         }

@@ -13,6 +13,12 @@ public struct UDIFError: Error, CustomStringConvertible, Sendable, Equatable {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+
+    /// Text from a file as a message may show it: as it is, or quoted with escapes when it
+    /// holds control characters (a line break in a name must not break the message's line).
+    public static func displayable(_ text: String) -> String {
+        text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? text : text.debugDescription
+    }
 }
 
 /// Reusable buffers for reads served one after another (FUSE requests): a fresh 1 MiB buffer

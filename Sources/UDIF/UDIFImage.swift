@@ -63,14 +63,16 @@ public final class UDIFImage: ByteSource, Sendable {
         resourceFork = try ResourceFork(parsing: file.read(at: t.xmlOffset, count: Int(t.xmlLength)))
         let entries = resourceFork.blkx
         guard !entries.isEmpty else { throw UDIFError("image has no blkx regions") }
-        guard t.sectorCount <= UInt64.max / sectorSize else { throw UDIFError("koly sector count \(t.sectorCount) is impossible") }
+        // Disk offsets and lengths must fit an Int (and Linux's off_t): reads and zero-run CRCs
+        // count in Int, and a zero-fill chunk may claim the whole disk.
+        guard t.sectorCount <= UInt64(Int64.max) / sectorSize else { throw UDIFError("koly sector count \(t.sectorCount) is impossible") }
 
         var regions: [Region] = []
         var chunks: [DiskChunk] = []
         var nextSector: UInt64 = 0
         let dataEnd = t.dataForkOffset + t.dataForkLength
         for (index, entry) in entries.enumerated() {
-            let where_ = "blkx \(entry.id)"
+            let where_ = "blkx \(UDIFError.displayable(entry.id))"
             let table: BlockTable
             do { table = try BlockTable(parsing: entry.data) } catch let e as UDIFError { throw UDIFError("\(where_): \(e.message)") }
             guard table.firstSector == nextSector else {
@@ -192,7 +194,7 @@ public final class UDIFImage: ByteSource, Sendable {
 
     public func describe(chunk index: Int) -> String {
         let c = chunks[index]
-        return "chunk \(index) (bytes \(c.diskOffset)-\(c.diskOffset + c.length - 1), blkx \(regions[c.region].id))"
+        return "chunk \(index) (bytes \(c.diskOffset)-\(c.diskOffset + c.length - 1), blkx \(UDIFError.displayable(regions[c.region].id)))"
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
