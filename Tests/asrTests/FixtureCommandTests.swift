@@ -33,10 +33,15 @@ import Testing
         #expect(try PropertyListSerialization.propertyList(from: Data(plist.stdout.utf8), format: nil) is [String: Any])
     }
 
-    @Test func lzfseFixtureConverts() throws {
+    /// Every codec, LZFSE included, restores to the published disk: scanned, then verified.
+    @Test(arguments: Fixtures.decodable.map(\.name))
+    func restoreGivesPublishedDigest(_ name: String) throws {
+        let fixture = try #require(Fixtures.all.first { $0.name == name })
         let dir = TemporaryDirectory()
-        let fixture = try #require(Fixtures.all.first { $0.name == "hfsplus_lzfse.dmg" })
-        let out = try CLI.run(["convert", "--source", fixture.path, "--format", "RAW", "--output", dir.file("disk.raw")])
+        let image = dir.file(name)
+        try FileManager.default.copyItem(atPath: fixture.path, toPath: image)
+        #expect(try CLI.run(["imagescan", "--source", image]).status == 0)
+        let out = try CLI.run(["restore", "--source", image, "--target", dir.file("disk.raw"), "--erase", "--noprompt"])
         #expect(out.status == 0, "\(out.stderr)")
         #expect(try sha256(file: dir.file("disk.raw")) == fixture.sha256)
     }
