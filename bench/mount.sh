@@ -107,7 +107,7 @@ row_sink() {
 		"$cpu" "$(mib $((rss * 1024)))" -
 }
 
-rm -f "$WORK"/mount-*.log "$WORK"/mount-fio-*
+rm -f "$WORK"/mount-*.log "$WORK"/mount-time-*.rss "$WORK"/mount-fio-*
 
 # 4. Mount time. The image is warm as for the other tools; the mount process is gone before the next run.
 for ((i = 1; i <= RUNS; i++)); do
