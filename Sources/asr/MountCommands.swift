@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ImageFS
 import Imaging
+import UDIF
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -121,7 +122,18 @@ struct Unmount: ParsableCommand {
             throw ImagingError("cannot unmount \(mountPoint): \(line ?? "fusermount3 failed")")
         }
         guard let pid, !lazy else { return }
-        while MountRecord.isRunning(pid) { usleep(20_000) }
+        // Another mount namespace holding a copy of the mount keeps the process serving; say
+        // what is awaited, and let SIGINT/SIGTERM end the wait (not the process).
+        let started = Date()
+        var told = false
+        while MountRecord.isRunning(pid) {
+            if Interruption.requested { throw ImagingError("stopped waiting; the mount process \(pid) still runs") }
+            if !told, Date().timeIntervalSince(started) > 5 {
+                FileHandle.standardError.write(Data("asr: waiting for the mount process \(pid) to finish (a --save-as, or another mount namespace still holding \(mountPoint))\n".utf8))
+                told = true
+            }
+            usleep(20_000)
+        }
     }
 }
 
