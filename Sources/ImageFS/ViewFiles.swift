@@ -2,6 +2,14 @@ import Foundation
 import Imaging
 import UDIF
 
+/// A generated JSON file: pretty, keys sorted, one trailing newline. Encoding plain numbers
+/// and strings cannot fail.
+func jsonDocument(_ value: some Encodable) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    return Array(try! encoder.encode(value)) + [UInt8(ascii: "\n")]
+}
+
 /// The text of the view's metadata files, rendered from the image's digests.
 struct ViewFiles: Sendable {
     let map: BlockMap
@@ -65,10 +73,7 @@ struct ViewFiles: Sendable {
             imageSize: map.imageSize, blockSize: map.blockSize, blocksCount: map.blocksCount,
             mappedBlocksCount: map.mappedBlocks, diskSHA256: hex(digests.disk), scanned: info.scanned,
             ranges: ranges, chunks: chunks)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        // Encoding plain numbers and strings cannot fail.
-        return Array(try! encoder.encode(document)) + [UInt8(ascii: "\n")]
+        return jsonDocument(document)
     }
 
     func infoPlist() throws -> [UInt8] {

@@ -89,34 +89,18 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         self.base = base
         var st = stat()
         modified = fstat(store.fd, &st) == 0 ? st.st_mtim : timespec(tv_sec: time(nil), tv_nsec: 0)
-        state = Mutex(State(stored: try Self.allocatedBlocks(of: store, size: byteCount)))
+        state = Mutex(State(stored: Self.allocatedBlocks(of: store, size: byteCount)))
     }
 
     /// Blocks the store file has allocated: what earlier mounts wrote.
-    static func allocatedBlocks(of file: FileIO, size: UInt64) throws -> BlockSet {
-        var set = BlockSet()
-        var at: off_t = 0
-        while UInt64(at) < size {
-            let data = lseek(file.fd, at, 3)  // SEEK_DATA
-            if data < 0 { break }
-            var hole = lseek(file.fd, data, 4)  // SEEK_HOLE
-            if hole < 0 || UInt64(hole) > size { hole = off_t(size) }
-            if hole > data { set.insert(UInt64(data) / blockSize...(UInt64(hole) - 1) / blockSize) }
-            at = hole
-        }
-        return set
+    static func allocatedBlocks(of file: FileIO, size: UInt64) -> BlockSet {
+        BlockSet(file.dataExtents(upTo: size).map { $0.offset / blockSize...($0.offset + $0.length - 1) / blockSize })
     }
 
     // MARK: the disk
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        var done = 0
-        try withBytes(at: offset, count: buffer.count) { pieces in
-            for piece in pieces {
-                UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + piece.count)]).copyMemory(from: piece)
-                done += piece.count
-            }
-        }
+        try readLentBytes(into: buffer, at: offset)
     }
 
     /// Stored blocks come from the store; the rest from the image, or for a target as shared
@@ -139,12 +123,7 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
                 } else if let base {
                     try base.bytes.read(into: slice, at: start)
                 } else {
-                    var left = slice.count
-                    while left > 0 {
-                        let n = min(left, sharedZeroBytes.count)
-                        pieces.append(UnsafeRawBufferPointer(rebasing: sharedZeroBytes[0..<n]))
-                        left -= n
-                    }
+                    pieces += sharedZeros(slice.count)
                     continue
                 }
                 pieces.append(UnsafeRawBufferPointer(slice))
@@ -293,9 +272,7 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         let status = Status(kind: base == nil ? "target" : "overlay", store: storePath, image: base?.path, size: byteCount,
                             bytesWritten: written, storedBytes: ranges.reduce(0) { $0 + $1.length },
                             writeRate: rate, ranges: ranges)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return Array(try! encoder.encode(status)) + [UInt8(ascii: "\n")]
+        return jsonDocument(status)
     }
 
     /// A live file's bytes for the disk as it is now; made again only after a change.

@@ -74,17 +74,7 @@ extension ImageSource {
     public func dataExtents() throws -> [(offset: UInt64, length: UInt64)] {
         let size = bytes.byteCount
         guard kind == .raw, let raw = (bytes as? RawSource)?.file as? FileIO else { return size > 0 ? [(UInt64(0), size)] : [] }
-        var extents: [(offset: UInt64, length: UInt64)] = []
-        var at: off_t = 0
-        while UInt64(at) < size {
-            let data = lseek(raw.fd, at, 3)  // SEEK_DATA
-            if data < 0 { break }  // ENXIO: only a hole remains
-            var hole = lseek(raw.fd, data, 4)  // SEEK_HOLE
-            if hole < 0 { hole = off_t(size) }
-            extents.append((offset: UInt64(data), length: UInt64(hole - data)))
-            at = hole
-        }
-        return extents
+        return raw.dataExtents(upTo: size)
     }
 }
 

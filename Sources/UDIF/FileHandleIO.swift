@@ -59,6 +59,22 @@ public final class FileIO: RandomAccessFile {
 
     /// Starts writeback of a written range without waiting for it, so the final fsync of a
     /// large output does not have to flush everything at once.
+    /// Where the first `size` bytes have data, as the filesystem allocates it (SEEK_DATA and
+    /// SEEK_HOLE): holes are skipped.
+    public func dataExtents(upTo size: UInt64) -> [(offset: UInt64, length: UInt64)] {
+        var extents: [(offset: UInt64, length: UInt64)] = []
+        var at: off_t = 0
+        while UInt64(at) < size {
+            let data = lseek(fd, at, 3)  // SEEK_DATA
+            if data < 0 { break }  // ENXIO: only a hole remains
+            var hole = lseek(fd, data, 4)  // SEEK_HOLE
+            if hole < 0 || UInt64(hole) > size { hole = off_t(size) }
+            if hole > data { extents.append((UInt64(data), UInt64(hole - data))) }
+            at = hole
+        }
+        return extents
+    }
+
     /// Makes a range read as zeros and frees its blocks; false where the filesystem cannot.
     public func punchHole(at offset: UInt64, length: UInt64) -> Bool {
         length == 0 || asr_punch_hole(fd, Int64(offset), Int64(length)) == 0

@@ -80,6 +80,17 @@ extension RandomAccessFile {
 }
 
 extension ByteSource {
+    /// `read(into:at:)` for sources whose natural read is `withBytes`: copies the lent pieces.
+    public func readLentBytes(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        try withBytes(at: offset, count: buffer.count) { pieces in
+            for piece in pieces {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + piece.count)]).copyMemory(from: piece)
+                done += piece.count
+            }
+        }
+    }
+
     public func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws {
         try ScratchBuffers.borrow(count) { buffer in
             try read(into: buffer, at: offset)

@@ -198,13 +198,7 @@ public final class UDIFImage: ByteSource, Sendable {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        var done = 0
-        try withBytes(at: offset, count: buffer.count) { pieces in
-            for piece in pieces {
-                UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + piece.count)]).copyMemory(from: piece)
-                done += piece.count
-            }
-        }
+        try readLentBytes(into: buffer, at: offset)
     }
 
     /// Lends cached decoded chunks, and shared zeros for zero runs, without copying them.
@@ -223,12 +217,7 @@ public final class UDIFImage: ByteSource, Sendable {
             let n = min(count - done, Int(c.length) - within)
             switch c.type {
             case .zeroFill, .ignore:
-                var left = n
-                while left > 0 {
-                    let piece = min(left, sharedZeroBytes.count)
-                    pieces.append(UnsafeRawBufferPointer(rebasing: sharedZeroBytes[0..<piece]))
-                    left -= piece
-                }
+                pieces += sharedZeros(n)
             case .raw:
                 let chunk = DecodedChunk(count: n)
                 try file.read(into: chunk.storage, at: c.fileOffset + UInt64(within))
@@ -344,11 +333,18 @@ public final class DecodedChunk: @unchecked Sendable {
 
 /// Zeros lent for zero-fill and ignore runs. Written once so its pages are really mapped:
 /// the kernel then copies from them on its fast path instead of faulting in the zero page.
-nonisolated(unsafe) public let sharedZeroBytes: UnsafeRawBufferPointer = {
+nonisolated(unsafe) let sharedZeroBytes: UnsafeRawBufferPointer = {
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
     buffer.initializeMemory(as: UInt8.self, repeating: 0)
     return UnsafeRawBufferPointer(buffer)
 }()
+
+/// `count` zeros as pieces of the shared zero buffer, for `withBytes` callers.
+public func sharedZeros(_ count: Int) -> [UnsafeRawBufferPointer] {
+    stride(from: 0, to: count, by: sharedZeroBytes.count).map {
+        UnsafeRawBufferPointer(rebasing: sharedZeroBytes[0..<min(sharedZeroBytes.count, count - $0)])
+    }
+}
 
 /// A small LRU of decoded chunks, shared by all readers of one image. A chunk being decoded
 /// is marked in flight, so concurrent readers and read-ahead wait for it instead of decoding
