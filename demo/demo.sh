@@ -9,11 +9,13 @@ work=$(mktemp -d /tmp/asr-demo.XXXXXX)
 mnt=""
 view=""
 netns=""
+# kill is bash's builtin here: /bin/kill (procps) is not on a minimal system.
+stop_netns() { for pid in $(ip netns pids "$1" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done; }
 cleanup() {
 	[ -n "$mnt" ] && umount "$mnt" 2>/dev/null || true
 	[ -n "$view" ] && fusermount3 -u "$view" 2>/dev/null || true
 	if [ -n "$netns" ]; then
-		ip netns pids "$netns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+		stop_netns "$netns"
 		sleep 0.5
 		ip netns del "$netns" 2>/dev/null || true
 	fi
@@ -69,7 +71,7 @@ if [ "$(id -u)" = 0 ]; then
 	ip netns exec "$netns" "$ASR" restore --source asr://127.0.0.1 --target "$work/client2.raw" --erase --noprompt
 	wait %2
 	echo "-- client 1:"; cat "$work/client1.log"
-	ip netns pids "$netns" | xargs -r kill
+	stop_netns "$netns"
 	wait %1 || true
 	echo "-- server log:"; cat "$work/server.log"
 	ip netns del "$netns"; netns=""

@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import UDIF
@@ -95,7 +96,7 @@ public struct BlockMap: Sendable, Equatable {
     }
 
     public init(parsing text: String) throws {
-        func fail(_ why: String) -> ImagingError { ImagingError("block map is invalid: \(why)") }
+        func fail(_ why: String) -> ImagingError { .badBlockMap(why) }
         func element(_ name: String) throws -> String {
             guard let open = text.range(of: "<\(name)>"), let close = text.range(of: "</\(name)>", range: open.upperBound..<text.endIndex) else {
                 throw fail("no <\(name)>")
@@ -158,7 +159,7 @@ public struct BlockMap: Sendable, Equatable {
 
     public static func load(_ path: String) throws -> BlockMap {
         guard let bytes = try? FileIO.readSmallFile(path, limit: 256 << 20), bytes.count <= 256 << 20 else {
-            throw ImagingError("cannot read block map \(path)")
+            throw ImagingError.badBlockMap("cannot read \(path)")
         }
         return try BlockMap(parsing: String(decoding: bytes, as: UTF8.self))
     }

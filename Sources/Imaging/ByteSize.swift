@@ -11,9 +11,9 @@ public enum ByteSize {
             shift = UInt64("KMGTP".distance(from: "KMGTP".startIndex, to: p) + 1) * 10
             s.removeLast()
         }
-        guard let value = UInt64(s), value > 0 else { throw ImagingError("invalid size \"\(text)\": use bytes or a K, M, G or T suffix") }
+        guard let value = UInt64(s), value > 0 else { throw ImagingError.invalidSize(text, tooLarge: false) }
         let (bytes, overflow) = value.multipliedReportingOverflow(by: 1 << shift)
-        guard !overflow else { throw ImagingError("size \"\(text)\" is too large") }
+        guard !overflow else { throw ImagingError.invalidSize(text, tooLarge: true) }
         return bytes
     }
 

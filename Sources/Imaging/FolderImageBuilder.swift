@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -19,11 +20,11 @@ struct FolderImageBuilder {
     func build(inDirectory directory: String) throws -> String {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDir), isDir.boolValue else {
-            throw ImagingError("source folder \(folder) does not exist or is not a directory")
+            throw ImagingError.folder("source folder \(folder) does not exist or is not a directory")
         }
         let usage = try TreeUsage.measure(folder)
         if filesystem == .fat32, let problem = usage.fatProblem {
-            throw ImagingError("FAT32 cannot hold \(problem); use --fs ext4")
+            throw ImagingError.folder("FAT32 cannot hold \(problem); use --fs ext4")
         }
         let path = (directory as NSString).appendingPathComponent(".asr-srcfolder-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).raw")
         var attempt = size ?? autoSize(usage)
@@ -31,13 +32,12 @@ struct FolderImageBuilder {
             do {
                 try makeImage(at: path, size: attempt)
                 return path
-            } catch let error as ImagingError {
+            } catch ImagingError.tool(_, .noSpace) where size == nil && round < 4 {
                 unlink(path)
-                guard size == nil, round < 4, error.message.contains("no space") else { throw error }
                 attempt = roundUpMiB(attempt + attempt / 2)
             }
         }
-        throw ImagingError("could not fit \(folder) into a filesystem")
+        throw ImagingError.folder("could not fit \(folder) into a filesystem")
     }
 
     func autoSize(_ usage: TreeUsage) -> UInt64 {
@@ -92,7 +92,7 @@ struct TreeUsage {
     static func measure(_ root: String) throws -> TreeUsage {
         var usage = TreeUsage()
         guard let walker = FileManager.default.enumerator(atPath: root) else {
-            throw ImagingError("cannot read folder \(root)")
+            throw ImagingError.folder("cannot read folder \(root)")
         }
         var namesByFolder: [String: Set<String>] = [:]
         while let rel = walker.nextObject() as? String {
@@ -135,19 +135,19 @@ enum Tool {
         let errPipe = Pipe()
         process.standardError = errPipe
         process.standardOutput = errPipe
-        do { try process.run() } catch { throw ImagingError("cannot run \(name): \(error.localizedDescription)") }
+        do { try process.run() } catch { throw ImagingError.tool(name: name, .cannotRun(error.localizedDescription)) }
         let output = errPipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let text = String(decoding: output, as: UTF8.self)
-            if process.terminationStatus == 127 { throw ImagingError("\(name) is not installed") }
+            if process.terminationStatus == 127 { throw ImagingError.tool(name: name, .notInstalled) }
             let lower = text.lowercased()
             if lower.contains("no space") || lower.contains("could not allocate") || lower.contains("disk full")
                 || lower.contains("not enough") || lower.contains("too small") || lower.contains("no free space") {
-                throw ImagingError("\(what): no space left in the filesystem")
+                throw ImagingError.tool(name: what, .noSpace)
             }
             let last = text.split(separator: "\n").last.map(String.init) ?? "exit status \(process.terminationStatus)"
-            throw ImagingError("\(what) failed: \(last)")
+            throw ImagingError.tool(name: what, .failed(last))
         }
     }
 }

@@ -21,7 +21,7 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
         // server honours ranges, which a HEAD request would not.
         var probe = [UInt8](repeating: 0, count: 1)
         let total = try probe.withUnsafeMutableBytes { try fetch(into: $0, at: 0) }
-        guard let total, total > 0 else { throw ImagingError("\(url): the server does not support range requests") }
+        guard let total, total > 0 else { throw ImagingError.http(url: url, .noRangeSupport) }
         length = total
     }
 
@@ -34,7 +34,7 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         guard buffer.count > 0 else { return }
         guard offset + UInt64(buffer.count) <= length else {
-            throw ImagingError("\(path): read of \(buffer.count) bytes at \(offset) is past the end (\(length) bytes)")
+            throw ImagingError.http(url: path, .pastEnd(offset: offset, count: buffer.count, length: length))
         }
         _ = try fetch(into: buffer, at: offset)
     }
@@ -54,14 +54,14 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
                 }
             }
         }
-        throw ImagingError("\(path): \(lastError) (gave up after \(Self.attempts) attempts)")
+        throw ImagingError.http(url: path, .gaveUp(attempts: Self.attempts, last: lastError))
     }
 
     private enum Attempt { case success(UInt64?), transient(String) }
 
     private func fetchOnce(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Attempt {
         guard let handle = handles.withLock({ $0.popLast()?.raw }) ?? curl_easy_init() else {
-            throw ImagingError("cannot start an HTTP client")
+            throw ImagingError.http(url: path, .clientUnavailable)
         }
         defer { handles.withLock { $0.append(CurlHandle(raw: handle)) } }
         let sink = Sink(buffer)
@@ -93,7 +93,7 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
             let message = String(cString: curl_easy_strerror(code))
             switch code {
             case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT, CURLE_COULDNT_RESOLVE_HOST:
-                throw ImagingError("\(path): \(message)")
+                throw ImagingError.http(url: path, .unreachable(message))
             default:
                 return .transient(message)
             }
@@ -105,12 +105,12 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
             }
             return .success(sink.headerTotal)
         case 200:
-            throw ImagingError("\(path): the server ignores range requests (HTTP 200 for a range)")
+            throw ImagingError.http(url: path, .ignoresRanges)
         case 408, 429, 500...599:
             return .transient("HTTP \(status)")
-        case 404: throw ImagingError("\(path): not found (HTTP 404)")
-        case 416: throw ImagingError("\(path): range \(range) not satisfiable (HTTP 416)")
-        default: throw ImagingError("\(path): HTTP \(status)")
+        case 404: throw ImagingError.http(url: path, .notFound)
+        case 416: throw ImagingError.http(url: path, .rangeNotSatisfiable(range))
+        default: throw ImagingError.http(url: path, .status(status))
         }
     }
 }

@@ -1,3 +1,5 @@
+import SystemPackage
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -51,7 +53,7 @@ public struct RawWriter {
         } else if exists && type == S_IFBLK {
             let file = try FileIO(path: output, flags: O_WRONLY)
             if try blockDeviceSize(file) < total {
-                throw ImagingError("\(output) is smaller than the \(total)-byte disk")
+                throw ImagingError.unusableOutput(path: output, "is smaller than the \(total)-byte disk")
             }
             try copy(source, into: file, sparse: false)
             try file.sync()
@@ -137,12 +139,9 @@ final class StreamWriter: PositionalWriter {
         precondition(offset == position, "stream output must be written in order")
         var done = 0
         while done < buffer.count {
-            let n = Glibc.write(file.fd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ImagingError("cannot write \(file.path): \(errnoString())")
-            }
-            done += n
+            do {
+                done += try file.descriptor.write(UnsafeRawBufferPointer(rebasing: buffer[done...]))
+            } catch { throw SystemError.write(path: file.path, offset: position + UInt64(done), error as? Errno ?? .ioError) }
         }
         position += UInt64(buffer.count)
     }

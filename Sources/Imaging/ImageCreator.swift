@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -49,15 +50,15 @@ public struct ImageCreator {
     /// `allowStreams`: a device, pipe or "-" is fine (raw output); images need a regular file.
     func checkOutput(_ output: String, source: String?, allowStreams: Bool = false) throws {
         if let source, (source as NSString).standardizingPath == (output as NSString).standardizingPath {
-            throw ImagingError("output \(output) is the source")
+            throw ImagingError.unusableOutput(path: output, "is the source")
         }
         var st = stat()
         if output == "-" || (stat(output, &st) == 0 && st.st_mode & S_IFMT != S_IFREG) {
-            guard allowStreams else { throw ImagingError("\(output) is not a regular file; images are written to files") }
+            guard allowStreams else { throw ImagingError.unusableOutput(path: output, "is not a regular file; images are written to files") }
             return
         }
         if FileManager.default.fileExists(atPath: output), !overwrite {
-            throw ImagingError("\(output) already exists; pass --overwrite to replace it")
+            throw ImagingError.unusableOutput(path: output, "already exists; pass --overwrite to replace it")
         }
     }
 
@@ -66,13 +67,13 @@ public struct ImageCreator {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else { return path }
         guard let mount = try MountEntry.at(path) else {
-            throw ImagingError("\(path) is a directory but not a mount point; use --srcfolder to image a folder tree")
+            throw ImagingError.unusableSource(path: path, "is a directory but not a mount point; use --srcfolder to image a folder tree")
         }
         guard mount.device.hasPrefix("/dev/") else {
-            throw ImagingError("\(path) is a \(mount.device) mount with no block device to image; use --srcfolder")
+            throw ImagingError.unusableSource(path: path, "is a \(mount.device) mount with no block device to image; use --srcfolder")
         }
         if !mount.readOnly && !force {
-            throw ImagingError("\(path) is mounted read-write from \(mount.device); remount it read-only or pass --force")
+            throw ImagingError.mountedReadWrite(path: path, device: mount.device)
         }
         return mount.device
     }

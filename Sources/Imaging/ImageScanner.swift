@@ -1,5 +1,7 @@
+import SystemSupport
 import Crypto
 import Foundation
+import Synchronization
 import UDIF
 
 /// `asr imagescan`: records checksums so an image can be verified, restored with
@@ -23,7 +25,7 @@ public struct ImageScanner {
     public init(reporter: Reporter) { self.reporter = reporter }
 
     public func scan(_ path: String) throws -> Outcome {
-        if path.contains("://") { throw ImagingError("\(path): scan an image where it is stored, not over the network") }
+        if path.contains("://") { throw ImagingError.unusableSource(path: path, "is remote: scan an image where it is stored, not over the network") }
         let source = try ImageSource.open(path)
         guard let image = source.udif else {
             // An `asr mount`'s disk.img comes with its block map, kept up to date by the mount.
@@ -91,7 +93,7 @@ public struct ImageScanner {
         reporter.end()
         for (r, region) in image.regions.enumerated() {
             if let stored = region.table.checksum.crc32Value, stored != crcs[r] {
-                throw ImagingError("blkx \(region.id) (\(region.name)) does not match its CRC-32: the image is damaged and was not scanned")
+                throw ImagingError.regionChecksumMismatch(id: region.id, name: region.name)
             }
         }
         return (ScanData(diskBytes: image.byteCount, diskSHA256: Array(whole.finalize()), chunks: entries), sha1.finalize())
@@ -191,15 +193,16 @@ final class ZeroDigests: @unchecked Sendable {
 
 /// A hash computed on its own thread from buffers handed over in order, so two sequential
 /// digests of the same stream (SHA-256 and SHA-1) run side by side. At most 16 buffers wait.
-final class BackgroundHasher<H: HashFunction>: @unchecked Sendable {
-    private var hasher = H()
+final class BackgroundHasher<H: HashFunction & SendableMetatype>: Sendable {
+    /// Touched only on `queue`; the lock makes that checked.
+    private let hasher = Mutex(H())
     private let queue = DispatchQueue(label: "asr.hash")
     private let slots = DispatchSemaphore(value: 16)
 
     func update(_ bytes: [UInt8]) {
         slots.wait()
         queue.async {
-            self.hasher.update(data: bytes)
+            self.hasher.withLock { $0.update(data: bytes) }
             self.slots.signal()
         }
     }
@@ -207,12 +210,12 @@ final class BackgroundHasher<H: HashFunction>: @unchecked Sendable {
     func updateZeros(_ count: UInt64) {
         slots.wait()
         queue.async {
-            hashZeros(&self.hasher, count: count)
+            self.hasher.withLock { hashZeros(&$0, count: count) }
             self.slots.signal()
         }
     }
 
     func finalize() -> [UInt8] {
-        queue.sync { Array(hasher.finalize()) }
+        queue.sync { hasher.withLock { Array($0.finalize()) } }
     }
 }

@@ -1,3 +1,5 @@
+import SystemPackage
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -13,7 +15,7 @@ public final class RawSource: ByteSource, Sendable {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else {
-            throw ImagingError("read past the end of \(file.path)")
+            throw UDIFError.outOfRange(offset: offset, count: buffer.count, diskBytes: byteCount)
         }
         try file.read(into: buffer, at: offset)
     }
@@ -39,20 +41,20 @@ public struct ImageSource: Sendable {
             return ImageSource(path: path, kind: .raw, bytes: RawSource(file: remote, byteCount: try remote.size()), udif: nil)
         }
         var st = stat()
-        guard stat(path, &st) == 0 else { throw ImagingError("cannot open \(path): \(errnoString())") }
+        guard stat(path, &st) == 0 else { throw SystemError.open(path: path, Errno(rawValue: errno)) }
         let type = st.st_mode & S_IFMT
-        if type == S_IFDIR { throw ImagingError("\(path) is a directory; use --srcfolder to image a folder tree") }
+        if type == S_IFDIR { throw ImagingError.unusableSource(path: path, "is a directory; use --srcfolder to image a folder tree") }
         let file = try FileIO(path: path, flags: O_RDONLY)
         if type == S_IFBLK {
             return ImageSource(path: path, kind: .blockDevice, bytes: RawSource(file: file, byteCount: try blockDeviceSize(file)), udif: nil)
         }
-        guard type == S_IFREG else { throw ImagingError("\(path) is neither a file nor a block device") }
+        guard type == S_IFREG else { throw ImagingError.unusableSource(path: path, "is neither a file nor a block device") }
         if UDIFImage.looksLikeUDIF(file) {
             let image = try UDIFImage(file: file, cacheChunks: cacheChunks)
             return ImageSource(path: path, kind: .udif, bytes: image, udif: image)
         }
         if looksLikeDamagedUDIF(path: path, file: file) {
-            throw ImagingError("\(path) has no koly trailer at its end: a truncated or damaged UDIF image")
+            throw ImagingError.unusableSource(path: path, "has no koly trailer at its end: a truncated or damaged UDIF image")
         }
         return ImageSource(path: path, kind: .raw, bytes: RawSource(file: file, byteCount: try file.size()), udif: nil)
     }
@@ -80,9 +82,8 @@ extension ImageSource {
 
 public func blockDeviceSize(_ file: FileIO) throws -> UInt64 {
     var size: UInt64 = 0
-    let BLKGETSIZE64: UInt = 0x8008_1272
-    guard ioctl(file.fd, BLKGETSIZE64, &size) == 0 else {
-        throw ImagingError("cannot read the size of \(file.path): \(errnoString())")
+    guard ioctl(file.fd, Kernel.blockGetSize64, &size) == 0 else {
+        throw SystemError.call(what: "read the size of \(file.path)", Errno(rawValue: errno))
     }
     return size
 }
@@ -103,7 +104,7 @@ public struct MountEntry: Sendable {
 
     public static func all() throws -> [MountEntry] {
         guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
-            throw ImagingError("cannot read /proc/self/mountinfo")
+            throw SystemError.call(what: "read /proc/self/mountinfo", .ioError)
         }
         return text.split(separator: "\n").compactMap { line in
             let f = line.split(separator: " ")

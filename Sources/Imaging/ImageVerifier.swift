@@ -16,7 +16,7 @@ public struct ImageVerifier {
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }
         try RangeVerifier(reporter: reporter).verify(source.bytes, plan.ranges, wholeDiskSHA256: plan.wholeDiskSHA256,
-                                                     describe: plan.describe)
+                                                     mismatch: { plan.mismatch($0, .scan) })
         reporter.end()
     }
 }
@@ -25,14 +25,15 @@ public struct ImageVerifier {
 struct VerificationPlan: Sendable {
     var ranges: [ExpectedRange]
     var wholeDiskSHA256: [UInt8]?
-    var describe: @Sendable (Int) -> String
+    /// Locates a mismatch in range `i`, against what the caller compared it with.
+    var mismatch: @Sendable (Int, Mismatch.Reference) -> Mismatch
     var blockMap: BlockMap?
     var scan: ScanData?
 
     /// Throws when the source has no scan: it must be scanned before it can be verified.
     init(for source: ImageSource, blockMap mapPath: String? = nil) throws {
         guard let plan = try VerificationPlan(ifScanned: source, blockMap: mapPath) else {
-            throw ImagingError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
+            throw ImagingError.notScanned(path: source.path, restoring: false)
         }
         self = plan
     }
@@ -43,21 +44,20 @@ struct VerificationPlan: Sendable {
             self.scan = scan
             ranges = scan.chunks.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
             wholeDiskSHA256 = scan.diskSHA256
-            describe = { i in "\(image.describe(chunk: i)) does not match its scan checksum" }
+            mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
             return
         }
         guard source.kind != .udif, let path = mapPath ?? BlockMap.sidecar(for: source.path) else { return nil }
         let map = try BlockMap.load(path)
         guard map.imageSize == source.bytes.byteCount else {
-            throw ImagingError("block map \(path) describes \(map.imageSize) bytes but \(source.path) has \(source.bytes.byteCount)")
+            throw ImagingError.blockMapSizeMismatch(path: path, mapBytes: map.imageSize, sourcePath: source.path, sourceBytes: source.bytes.byteCount)
         }
         blockMap = map
         let expectations = map.expectations
         ranges = expectations
-        describe = { i in
+        mismatch = { i, _ in
             let r = expectations[i]
-            let span = "bytes \(r.offset)-\(r.offset + r.length - 1)"
-            return r.sha256 == nil ? "\(span) should be zeros (unmapped in the block map) but are not" : "\(span) do not match the block map's checksum"
+            return Mismatch(firstByte: r.offset, lastByte: r.offset + r.length - 1, shouldBeZeros: r.sha256 == nil, reference: .blockMap)
         }
     }
 }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import UDIF
@@ -17,9 +18,9 @@ public struct RangeVerifier {
         case mismatch
     }
 
-    /// `describe(i)` names range `i` in the error for its mismatch.
+    /// `mismatch(i)` locates range `i` in the error for its mismatch.
     public func verify(_ disk: some ByteSource, _ ranges: [ExpectedRange], wholeDiskSHA256: [UInt8]? = nil,
-                       describe: @escaping @Sendable (Int) -> String) throws {
+                       mismatch: @escaping @Sendable (Int) -> Mismatch) throws {
         // Zero ranges may be long: split them so they spread over the workers.
         var units: [(range: Int, offset: UInt64, length: UInt64)] = []
         for (i, r) in ranges.enumerated() {
@@ -70,9 +71,9 @@ public struct RangeVerifier {
         } consume: { u, outcome in
             let unit = unitList[u]
             switch outcome {
-            case .mismatch: throw ImagingError(describe(unit.range))
+            case .mismatch: throw ImagingError.mismatch(mismatch(unit.range))
             case .bytes(let b) where keepBytes:
-                guard UInt64(b.count) == unit.length else { throw ImagingError(describe(unit.range)) }
+                guard UInt64(b.count) == unit.length else { throw ImagingError.mismatch(mismatch(unit.range)) }
                 whole.update(data: b)
             case .zeros(let n) where keepBytes: hashZeros(&whole, count: n)
             default: break
@@ -80,7 +81,7 @@ public struct RangeVerifier {
             reporter.update(unit.offset + unit.length, of: total)
         }
         if let wholeDiskSHA256, Array(whole.finalize()) != wholeDiskSHA256 {
-            throw ImagingError("the disk's SHA-256 does not match its scan")
+            throw ImagingError.diskDigestMismatch
         }
     }
 }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -16,7 +17,7 @@ public struct RestoreTarget: Sendable {
             let parent = (path as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: parent.isEmpty ? "." : parent, isDirectory: &isDir), isDir.boolValue else {
-                throw ImagingError("target \(path): its folder does not exist")
+                throw ImagingError.unusableTarget(path: path, .folderMissing)
             }
             return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
         }
@@ -29,11 +30,11 @@ public struct RestoreTarget: Sendable {
         case S_IFREG:
             try checkNotSource(path, st, source)
             if try MountEntry.all().contains(where: { $0.device == path }) {
-                throw ImagingError("target \(path) is mounted")
+                throw ImagingError.unusableTarget(path: path, .mounted(device: nil, at: nil))
             }
             return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
         default:
-            throw ImagingError("target \(path) is neither a block device nor a regular file")
+            throw ImagingError.unusableTarget(path: path, .notDiskOrFile)
         }
     }
 
@@ -42,13 +43,13 @@ public struct RestoreTarget: Sendable {
         guard let source, !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
         let same = st.st_mode & S_IFMT == S_IFBLK ? s.st_rdev == st.st_rdev && s.st_mode & S_IFMT == S_IFBLK
                                                   : s.st_dev == st.st_dev && s.st_ino == st.st_ino
-        if same { throw ImagingError("target \(path) is the source") }
+        if same { throw ImagingError.unusableTarget(path: path, .isSource) }
         // A loop device whose backing file is the source is the source too.
         let name = (path as NSString).lastPathComponent
         if let backing = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8),
            (backing.trimmingCharacters(in: .whitespacesAndNewlines) as NSString).resolvingSymlinksInPath
             == (source.path as NSString).resolvingSymlinksInPath {
-            throw ImagingError("target \(path) is a loop device backed by the source")
+            throw ImagingError.unusableTarget(path: path, .loopOfSource)
         }
     }
 
@@ -60,19 +61,19 @@ public struct RestoreTarget: Sendable {
             return other == me || other.hasPrefix((me ?? "\u{0}") + "/")
         }
         for mount in try MountEntry.all() where isMeOrPartition(mount.deviceNumber) {
-            throw ImagingError("target \(path) is mounted (\(mount.device) on \(mount.mountPoint)); unmount it first")
+            throw ImagingError.unusableTarget(path: path, .mounted(device: mount.device, at: mount.mountPoint))
         }
         if let swaps = try? String(contentsOfFile: "/proc/swaps", encoding: .utf8) {
             for line in swaps.split(separator: "\n").dropFirst() {
                 let device = String(line.split(separator: " ").first ?? "")
                 var s = stat()
                 if stat(device, &s) == 0, s.st_mode & S_IFMT == S_IFBLK, isMeOrPartition(number(s.st_rdev)) {
-                    throw ImagingError("target \(path) is in use as swap (\(device))")
+                    throw ImagingError.unusableTarget(path: path, .swap(device))
                 }
             }
         }
         if let me, let holders = try? FileManager.default.contentsOfDirectory(atPath: me + "/holders"), !holders.isEmpty {
-            throw ImagingError("target \(path) is in use by \(holders.joined(separator: ", "))")
+            throw ImagingError.unusableTarget(path: path, .inUse(by: holders))
         }
     }
 
@@ -93,7 +94,7 @@ public struct RestoreTarget: Sendable {
     /// A device must hold the whole disk; checked before anything is written.
     public func checkFits(_ diskBytes: UInt64) throws {
         if isBlockDevice, capacity < diskBytes {
-            throw ImagingError("target \(path) holds \(capacity) bytes, less than the image's \(diskBytes)")
+            throw ImagingError.unusableTarget(path: path, .tooSmall(capacity: capacity, needed: diskBytes))
         }
     }
 
@@ -101,24 +102,27 @@ public struct RestoreTarget: Sendable {
     /// lets `write` fill it, flushes it, drops it from the page cache and checks `ranges`
     /// against what the disk now holds. Any failure from the first write on wipes the
     /// target's ends and says so.
-    public func restore(diskBytes: UInt64, verifying ranges: [ExpectedRange]?, reporter: Reporter,
-                        describe: @escaping @Sendable (Int) -> String, write: (FileIO) throws -> Void) throws {
+    /// `check.mismatch(i)` locates a difference in range `i`.
+    public func restore(diskBytes: UInt64, verifying check: (ranges: [ExpectedRange], mismatch: @Sendable (Int) -> Mismatch)?,
+                        reporter: Reporter, write: (FileIO) throws -> Void) throws {
         let file = try open(diskBytes: diskBytes)
         do {
             try write(file)
             try file.sync()
             _ = posix_fadvise(file.fd, 0, 0, 4)  // POSIX_FADV_DONTNEED: verify what the disk holds, not the cache
-            if let ranges {
+            if let check {
                 reporter.begin("\tVerifying  ", key: "verify")
                 defer { reporter.abandon() }
-                try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), ranges) {
-                    "verification failed: " + describe($0)
+                try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), check.ranges) {
+                    var mismatch = check.mismatch($0)
+                    mismatch.afterWriting = true
+                    return mismatch
                 }
                 reporter.end()
             }
         } catch {
             wipe(file, diskBytes: diskBytes)
-            throw ImagingError("\(error); the first and last MiB of \(path) were erased so it cannot pass for a good disk")
+            throw ImagingError.targetErased(path: path, cause: error)
         }
     }
 
@@ -137,7 +141,7 @@ public struct RestoreTarget: Sendable {
             try file.truncate(to: diskBytes)
         } catch {
             guard size >= diskBytes, file.punchHole(at: 0, length: diskBytes) else {
-                throw ImagingError("target \(path) cannot be made \(diskBytes) bytes long: \(error)")
+                throw ImagingError.unusableTarget(path: path, .cannotResize(to: diskBytes, "\(error)"))
             }
         }
         return file
@@ -147,8 +151,7 @@ public struct RestoreTarget: Sendable {
     public func zero(_ file: FileIO, offset: UInt64, length: UInt64) throws {
         guard isBlockDevice, length > 0 else { return }
         var range: [UInt64] = [offset, length]
-        let BLKZEROOUT: UInt = 0x127F
-        if ioctl(file.fd, BLKZEROOUT, &range) == 0 { return }
+                if ioctl(file.fd, Kernel.blockZeroOut, &range) == 0 { return }
         try file.writeZeros(at: offset, count: length)
     }
 

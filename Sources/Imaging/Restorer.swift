@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import UDIF
@@ -34,10 +35,10 @@ public struct Restorer {
         let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: source) }
         let diskBytes = source.bytes.byteCount
         reporter.step("Validating source") {}
-        if let confirmErase, try !confirmErase(targetPath) { throw ImagingError("restore cancelled; \(targetPath) was not changed") }
+        if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath) }
         if plan == nil && verify {
-            throw ImagingError("\(sourcePath) is not scanned; run asr imagescan --source \(sourcePath) first, or restore with --noverify")
+            throw ImagingError.notScanned(path: sourcePath, restoring: true)
         }
         let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
@@ -50,14 +51,14 @@ public struct Restorer {
                 }
             }
             if let free = target.availableBytes(), free < needed {
-                throw ImagingError("not enough space for \(targetPath): \(needed) bytes needed, \(free) free")
+                throw ImagingError.unusableTarget(path: targetPath, .notEnoughSpace(needed: needed, free: free))
             }
             return units
         }
 
         let checked = verify ? plan : nil
-        try target.restore(diskBytes: diskBytes, verifying: checked?.ranges, reporter: reporter,
-                           describe: { checked?.describe($0).replacingOccurrences(of: "its scan checksum", with: "the source's checksum") ?? "" }) { file in
+        let check = checked.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) }
+        try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file in
             try write(units, from: source, scan: checked?.scan, to: file, target: target)
         }
     }
@@ -114,7 +115,7 @@ public struct Restorer {
                 if c.type == .zeroFill || c.type == .ignore { return .zero }
                 let data = try image!.decodeChunk(i)
                 if let scan, Array(SHA256.hash(data: data)) != scan.chunks[i].sha256 {
-                    throw ImagingError("source \(image!.describe(chunk: i)) does not match its scan checksum: the image is damaged")
+                    throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
                 }
                 return .data(data)
             case .copy(let offset, let length):

@@ -11,8 +11,8 @@ public enum ADC {
             let op = src[i]
             if op & 0x80 != 0 {
                 let n = Int(op & 0x7F) + 1
-                guard i + 1 + n <= src.count else { throw UDIFError("adc chunk is truncated") }
-                guard o + n <= dst.count else { throw UDIFError("adc chunk decompresses to more than \(dst.count) bytes") }
+                guard i + 1 + n <= src.count else { throw UDIFError.corruptChunk(codec: "adc", .truncated) }
+                guard o + n <= dst.count else { throw UDIFError.corruptChunk(codec: "adc", .overflows(capacity: dst.count)) }
                 for k in 0..<n { dst[o + k] = src[i + 1 + k] }
                 i += 1 + n
                 o += n
@@ -21,18 +21,18 @@ public enum ADC {
             let length: Int
             let distance: Int
             if op & 0x40 != 0 {
-                guard i + 3 <= src.count else { throw UDIFError("adc chunk is truncated") }
+                guard i + 3 <= src.count else { throw UDIFError.corruptChunk(codec: "adc", .truncated) }
                 length = Int(op & 0x3F) + 4
                 distance = (Int(src[i + 1]) << 8 | Int(src[i + 2])) + 1
                 i += 3
             } else {
-                guard i + 2 <= src.count else { throw UDIFError("adc chunk is truncated") }
+                guard i + 2 <= src.count else { throw UDIFError.corruptChunk(codec: "adc", .truncated) }
                 length = Int((op >> 2) & 0x0F) + 3
                 distance = (Int(op & 0x03) << 8 | Int(src[i + 1])) + 1
                 i += 2
             }
-            guard distance <= o else { throw UDIFError("adc chunk refers before its start") }
-            guard o + length <= dst.count else { throw UDIFError("adc chunk decompresses to more than \(dst.count) bytes") }
+            guard distance <= o else { throw UDIFError.corruptChunk(codec: "adc", .invalid("refers before its start")) }
+            guard o + length <= dst.count else { throw UDIFError.corruptChunk(codec: "adc", .overflows(capacity: dst.count)) }
             for k in 0..<length { dst[o + k] = dst[o + k - distance] }
             o += length
         }

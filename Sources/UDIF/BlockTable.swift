@@ -83,10 +83,10 @@ public struct BlockTable: Sendable, Equatable {
     }
 
     public init(parsing bytes: [UInt8]) throws {
-        guard bytes.count >= Self.headerSize else { throw UDIFError("block table is \(bytes.count) bytes, too short") }
+        guard bytes.count >= Self.headerSize else { throw UDIFError.badBlockTable("block table is \(bytes.count) bytes, too short") }
         let r = ByteReader(bytes)
-        guard r.u32(0) == Self.magic else { throw UDIFError("block table has no mish signature") }
-        guard r.u32(4) == 1 else { throw UDIFError("block table version \(r.u32(4)) is not supported") }
+        guard r.u32(0) == Self.magic else { throw UDIFError.badBlockTable("block table has no mish signature") }
+        guard r.u32(4) == 1 else { throw UDIFError.badBlockTable("block table version \(r.u32(4)) is not supported") }
         firstSector = r.u64(8)
         sectorCount = r.u64(16)
         dataOffset = r.u64(24)
@@ -95,7 +95,7 @@ public struct BlockTable: Sendable, Equatable {
         checksum = UDIFChecksum(reading: r, at: 64)
         let count = Int(r.u32(200))
         guard count <= (bytes.count - Self.headerSize) / Self.entrySize else {
-            throw UDIFError("block table claims \(count) chunks but holds \((bytes.count - Self.headerSize) / Self.entrySize)")
+            throw UDIFError.badBlockTable("block table claims \(count) chunks but holds \((bytes.count - Self.headerSize) / Self.entrySize)")
         }
         var chunks: [BlockChunk] = []
         chunks.reserveCapacity(count)

@@ -13,22 +13,22 @@ public enum Codec {
         case .adc: try ADC.decode(input, into: output)
         case .raw:
             guard input.count == output.count else {
-                throw UDIFError("raw chunk holds \(input.count) bytes, want \(output.count)")
+                throw UDIFError.corruptChunk(codec: "raw", .wrongLength(got: input.count, want: output.count))
             }
             output.copyMemory(from: input)
         case .lzfse:
             let n = try LZFSE.decode(input, into: output)
             guard n == output.count else { throw sizeError("lzfse", got: n, want: output.count) }
-        default: throw UDIFError("unsupported chunk type \(type)")
+        default: throw UDIFError.unsupportedChunkType(type)
         }
     }
 
     static func sizeError(_ codec: String, got: Int, want: Int) -> UDIFError {
-        UDIFError("\(codec) chunk decompresses to \(got) bytes, want \(want)")
+        UDIFError.corruptChunk(codec: codec, .wrongLength(got: got, want: want))
     }
 
     static func inflateZlib(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
-        guard let d = libdeflate_alloc_decompressor() else { throw UDIFError("out of memory") }
+        guard let d = libdeflate_alloc_decompressor() else { throw UDIFError.corruptChunk(codec: "zlib", .outOfMemory) }
         defer { libdeflate_free_decompressor(d) }
         var produced = 0
         let r = libdeflate_zlib_decompress(d, input.baseAddress, input.count, output.baseAddress, output.count, &produced)
@@ -36,14 +36,14 @@ public enum Codec {
         case LIBDEFLATE_SUCCESS:
             guard produced == output.count else { throw sizeError("zlib", got: produced, want: output.count) }
         case LIBDEFLATE_INSUFFICIENT_SPACE:
-            throw UDIFError("zlib chunk decompresses to more than \(output.count) bytes")
+            throw UDIFError.corruptChunk(codec: "zlib", .overflows(capacity: output.count))
         default:
-            throw UDIFError("zlib chunk is corrupt")
+            throw UDIFError.corruptChunk(codec: "zlib", .corrupt)
         }
     }
 
     static func decodeBzip2(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
-        guard input.count <= Int(UInt32.max), output.count <= Int(UInt32.max) else { throw UDIFError("bzip2 chunk too large") }
+        guard input.count <= Int(UInt32.max), output.count <= Int(UInt32.max) else { throw UDIFError.corruptChunk(codec: "bzip2", .tooLarge) }
         var produced = UInt32(output.count)
         let r = BZ2_bzBuffToBuffDecompress(
             output.baseAddress?.assumingMemoryBound(to: CChar.self), &produced,
@@ -52,9 +52,9 @@ public enum Codec {
         switch r {
         case BZ_OK:
             guard Int(produced) == output.count else { throw sizeError("bzip2", got: Int(produced), want: output.count) }
-        case BZ_OUTBUFF_FULL: throw UDIFError("bzip2 chunk decompresses to more than \(output.count) bytes")
-        case BZ_MEM_ERROR: throw UDIFError("out of memory decoding bzip2 chunk")
-        default: throw UDIFError("bzip2 chunk is corrupt")
+        case BZ_OUTBUFF_FULL: throw UDIFError.corruptChunk(codec: "bzip2", .overflows(capacity: output.count))
+        case BZ_MEM_ERROR: throw UDIFError.corruptChunk(codec: "bzip2", .outOfMemory)
+        default: throw UDIFError.corruptChunk(codec: "bzip2", .corrupt)
         }
     }
 
@@ -70,10 +70,10 @@ public enum Codec {
         case LZMA_OK:
             guard outPos == output.count else { throw sizeError("xz", got: outPos, want: output.count) }
         case LZMA_BUF_ERROR where outPos == output.count:
-            throw UDIFError("xz chunk decompresses to more than \(output.count) bytes")
-        case LZMA_BUF_ERROR: throw UDIFError("xz chunk is truncated")
-        case LZMA_MEMLIMIT_ERROR, LZMA_MEM_ERROR: throw UDIFError("xz chunk needs too much memory")
-        default: throw UDIFError("xz chunk is corrupt")
+            throw UDIFError.corruptChunk(codec: "xz", .overflows(capacity: output.count))
+        case LZMA_BUF_ERROR: throw UDIFError.corruptChunk(codec: "xz", .truncated)
+        case LZMA_MEMLIMIT_ERROR, LZMA_MEM_ERROR: throw UDIFError.corruptChunk(codec: "xz", .outOfMemory)
+        default: throw UDIFError.corruptChunk(codec: "xz", .corrupt)
         }
     }
 

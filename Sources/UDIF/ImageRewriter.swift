@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 
 /// Writes an existing image anew: its chunks copied without recompression, in logical order
@@ -37,7 +38,7 @@ public final class ImageRewriter {
     }
 
     private func write(_ bytes: [UInt8]) throws {
-        if Interruption.requested { throw UDIFError("interrupted") }
+        if Interruption.requested { throw SystemError.interrupted }
         try partial.file.write(bytes, at: offset)
         dataCRC = CRC32.update(dataCRC, bytes)
         offset += UInt64(bytes.count)
@@ -50,7 +51,7 @@ public final class ImageRewriter {
         var tables = image.regions.map(\.table)
         if reorder {
             guard newOffsets.count == image.chunks.filter({ $0.type.hasStoredData }).count else {
-                throw UDIFError("internal error: not every chunk was copied")
+                preconditionFailure("not every chunk was copied")
             }
             // Walk the tables in the same order as image.chunks to give each chunk its place.
             var next = 0

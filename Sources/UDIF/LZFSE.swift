@@ -27,7 +27,7 @@ public enum LZFSE {
         return try d.run()
     }
 
-    static func error(_ what: String) -> UDIFError { UDIFError("lzfse chunk " + what) }
+    static func error(_ what: String) -> UDIFError { .corruptChunk(codec: "lzfse", .invalid(what)) }
 
     // Block magics, little-endian "bvx?".
     static let endOfStreamMagic: UInt32 = 0x2478_7662  // bvx$

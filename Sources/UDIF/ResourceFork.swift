@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 
 /// One resource of the XML resource fork (a `blkx` region, the `plst`, `nsiz`, ...).
@@ -52,12 +53,12 @@ public struct ResourceFork: Sendable, Equatable {
     }
 
     public init(parsing xml: [UInt8]) throws {
-        do { try PropertyListSafety.check(xml) } catch { throw UDIFError("resource plist \(error.reason)") }
+        do { try PropertyListSafety.check(xml) } catch { throw UDIFError.badResourceFork(error.reason) }
         let root: Root
         do {
             root = try PropertyListDecoder().decode(Root.self, from: Data(xml))
         } catch {
-            throw UDIFError("resource plist is malformed: \(Self.shortReason(error))")
+            throw UDIFError.badResourceFork("is malformed: \(Self.shortReason(error))")
         }
         resources = root.resourceFork
     }
@@ -67,7 +68,7 @@ public struct ResourceFork: Sendable, Equatable {
         case DecodingError.keyNotFound(let key, _): "missing key \(key.stringValue)"
         case DecodingError.typeMismatch(_, let ctx), DecodingError.valueNotFound(_, let ctx):
             // The path's keys come from the file.
-            "wrong type at " + UDIFError.displayable(ctx.codingPath.map(\.stringValue).joined(separator: "."))
+            "wrong type at " + displayable(ctx.codingPath.map(\.stringValue).joined(separator: "."))
         case DecodingError.dataCorrupted: "not a property list"
         default: "not a property list"
         }

@@ -37,12 +37,12 @@ public struct ScanData: Sendable, Equatable {
 
     public init(parsing bytes: [UInt8]) throws {
         guard bytes.count >= Self.headerSize, Array(bytes[0..<8]) == Self.magic else {
-            throw UDIFError("scan data is damaged (bad header)")
+            throw UDIFError.badScanData("bad header")
         }
         let r = ByteReader(bytes)
         let count = Int(r.u32(8))
         guard count == (bytes.count - Self.headerSize) / Self.entrySize, (bytes.count - Self.headerSize) % Self.entrySize == 0 else {
-            throw UDIFError("scan data is damaged (claims \(count) chunks)")
+            throw UDIFError.badScanData("claims \(count) chunks")
         }
         diskBytes = r.u64(16)
         diskSHA256 = r.slice(24, 32)
@@ -74,7 +74,7 @@ public struct ScanData: Sendable, Equatable {
         guard scan.diskBytes == image.byteCount, scan.chunks.count == image.chunks.count,
               zip(scan.chunks, image.chunks).allSatisfy({ $0.diskOffset == $1.diskOffset && $0.length == $1.length })
         else {
-            throw UDIFError("the image's scan data does not match its chunk table; run asr imagescan again")
+            throw UDIFError.staleScanData
         }
         return scan
     }

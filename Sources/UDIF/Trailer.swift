@@ -25,11 +25,11 @@ public struct Trailer: Sendable, Equatable {
     public init() {}
 
     public init(parsing bytes: [UInt8]) throws {
-        guard bytes.count == Self.size else { throw UDIFError("koly trailer is \(bytes.count) bytes, want 512") }
+        guard bytes.count == Self.size else { throw UDIFError.notAnImage("koly trailer is \(bytes.count) bytes, want 512") }
         let r = ByteReader(bytes)
-        guard r.u32(0) == Self.magic else { throw UDIFError("no koly trailer: not a UDIF image") }
+        guard r.u32(0) == Self.magic else { throw UDIFError.notAnImage("no koly trailer: not a UDIF image") }
         version = r.u32(4)
-        guard r.u32(8) == UInt32(Self.size) else { throw UDIFError("koly header size is \(r.u32(8)), want 512") }
+        guard r.u32(8) == UInt32(Self.size) else { throw UDIFError.notAnImage("koly header size is \(r.u32(8)), want 512") }
         flags = r.u32(12)
         runningDataForkOffset = r.u64(16)
         dataForkOffset = r.u64(24)

@@ -6,46 +6,70 @@
 // parallel writer (`ImageWriter`). It does no terminal output and knows nothing of devices,
 // networks or the command line; `Imaging` builds sources, targets and workflows on top of it.
 
-import Synchronization
+import SystemSupport
 
-/// Every failure of this module: one line a user can read, naming what is wrong.
-public struct UDIFError: Error, CustomStringConvertible, Sendable, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+/// Every failure of this module, by what is wrong; each reads as one line.
+public enum UDIFError: UserFacingError, Equatable {
+    /// The file is not a UDIF image, or its `koly` trailer is damaged.
+    case notAnImage(String)
+    /// The resource fork (XML plist) is missing, malformed or contradicts the file.
+    case badResourceFork(String)
+    /// A `mish` block table, or the chunk table it forms, is inconsistent.
+    case badBlockTable(String)
+    /// A chunk's stored bytes do not decode to its length.
+    case corruptChunk(codec: String, CodecFailure)
+    /// A chunk type this reader does not know.
+    case unsupportedChunkType(ChunkType)
+    /// A failure inside one chunk, located on the disk.
+    indirect case inChunk(index: Int, firstByte: UInt64, lastByte: UInt64, region: String, UDIFError)
+    /// A read outside the disk.
+    case outOfRange(offset: UInt64, count: Int, diskBytes: UInt64)
+    /// The imagescan data is damaged, or stale against the chunk table.
+    case badScanData(String)
+    case staleScanData
+    /// A source that cannot become an image (empty, not whole sectors, regions not covering it).
+    case unusableSource(String)
+    /// The file beneath failed.
+    case system(SystemError)
 
-    /// Text from a file as a message may show it: as it is, or quoted with escapes when it
-    /// holds control characters (a line break in a name must not break the message's line).
-    public static func displayable(_ text: String) -> String {
-        text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? text : text.debugDescription
+    /// How a chunk's bytes failed to decode.
+    public enum CodecFailure: Sendable, Equatable {
+        case corrupt
+        case truncated
+        case tooLarge
+        case outOfMemory
+        /// Decodes to more than the chunk's `capacity` bytes.
+        case overflows(capacity: Int)
+        case wrongLength(got: Int, want: Int)
+        /// A codec-specific finding (an LZFSE table, an ADC back-reference).
+        case invalid(String)
     }
-}
 
-/// Reusable buffers for reads served one after another (FUSE requests): a fresh 1 MiB buffer
-/// costs 256 page faults and a kernel memset each time, more than the read itself.
-public enum ScratchBuffers {
-    /// A buffer handed between threads; only one borrower holds it at a time.
-    private struct Buffer: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }
-    private static let spare = Mutex<[Buffer]>([])
-    private static let capacity = 1 << 20
-    private static let spareLimit = 32
-
-    public static func borrow<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        guard count <= capacity else {
-            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
-            defer { memory.deallocate() }
-            return try body(memory)
-        }
-        let buffer = spare.withLock { $0.popLast() } ?? Buffer(memory: .allocate(byteCount: capacity, alignment: 4096))
-        defer {
-            let kept = spare.withLock { list -> Bool in
-                guard list.count < spareLimit else { return false }
-                list.append(buffer)
-                return true
+    public var description: String {
+        switch self {
+        case .notAnImage(let why): why
+        case .badResourceFork(let why): "resource plist \(why)"
+        case .badBlockTable(let why): why
+        case .corruptChunk(let codec, let failure):
+            switch failure {
+            case .corrupt: "\(codec) chunk is corrupt"
+            case .truncated: "\(codec) chunk is truncated"
+            case .tooLarge: "\(codec) chunk too large"
+            case .outOfMemory: "\(codec) chunk needs too much memory"
+            case .overflows(let capacity): "\(codec) chunk decompresses to more than \(capacity) bytes"
+            case .wrongLength(let got, let want): "\(codec) chunk decompresses to \(got) bytes, want \(want)"
+            case .invalid(let what): "\(codec) chunk \(what)"
             }
-            if !kept { buffer.memory.deallocate() }
+        case .unsupportedChunkType(let type): "unsupported chunk type \(type)"
+        case .inChunk(let index, let first, let last, let region, let error):
+            "chunk \(index) (bytes \(first)-\(last), blkx \(displayable(region))): \(error)"
+        case .outOfRange(let offset, let count, let diskBytes):
+            "read of \(count) bytes at \(offset) is past the end of the \(diskBytes)-byte disk"
+        case .badScanData(let why): "scan data is damaged (\(why))"
+        case .staleScanData: "the image's scan data does not match its chunk table; run asr imagescan again"
+        case .unusableSource(let why): why
+        case .system(let error): error.description
         }
-        return try body(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<count]))
     }
 }
 
@@ -104,3 +128,5 @@ extension ByteSource {
         return bytes
     }
 }
+
+extension FileIO: RandomAccessFile {}

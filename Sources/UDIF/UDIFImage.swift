@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Glibc
 import Synchronization
@@ -52,58 +53,58 @@ public final class UDIFImage: ByteSource, Sendable {
         fileSize = try file.size()
         (trailer, trailerOffset) = try Self.findTrailer(file, fileSize: fileSize)
         let t = trailer
-        guard t.xmlLength > 0 else { throw UDIFError("image has no XML resource plist") }
+        guard t.xmlLength > 0 else { throw UDIFError.badResourceFork("is missing: the image has none") }
         guard t.xmlOffset <= fileSize, t.xmlLength <= fileSize - t.xmlOffset else {
-            throw UDIFError("resource plist at \(t.xmlOffset)+\(t.xmlLength) lies past the end of the file (\(fileSize) bytes)")
+            throw UDIFError.badResourceFork("at \(t.xmlOffset)+\(t.xmlLength) lies past the end of the file (\(fileSize) bytes)")
         }
         guard t.dataForkOffset <= fileSize, t.dataForkLength <= fileSize - t.dataForkOffset else {
-            throw UDIFError("data fork at \(t.dataForkOffset)+\(t.dataForkLength) lies past the end of the file (\(fileSize) bytes)")
+            throw UDIFError.badBlockTable("data fork at \(t.dataForkOffset)+\(t.dataForkLength) lies past the end of the file (\(fileSize) bytes)")
         }
-        guard t.xmlLength <= 256 << 20 else { throw UDIFError("resource plist claims \(t.xmlLength) bytes, too large") }
+        guard t.xmlLength <= 256 << 20 else { throw UDIFError.badResourceFork("claims \(t.xmlLength) bytes, too large") }
         resourceFork = try ResourceFork(parsing: file.read(at: t.xmlOffset, count: Int(t.xmlLength)))
         let entries = resourceFork.blkx
-        guard !entries.isEmpty else { throw UDIFError("image has no blkx regions") }
+        guard !entries.isEmpty else { throw UDIFError.badBlockTable("image has no blkx regions") }
         // Disk offsets and lengths must fit an Int (and Linux's off_t): reads and zero-run CRCs
         // count in Int, and a zero-fill chunk may claim the whole disk.
-        guard t.sectorCount <= UInt64(Int64.max) / sectorSize else { throw UDIFError("koly sector count \(t.sectorCount) is impossible") }
+        guard t.sectorCount <= UInt64(Int64.max) / sectorSize else { throw UDIFError.notAnImage("koly sector count \(t.sectorCount) is impossible") }
 
         var regions: [Region] = []
         var chunks: [DiskChunk] = []
         var nextSector: UInt64 = 0
         let dataEnd = t.dataForkOffset + t.dataForkLength
         for (index, entry) in entries.enumerated() {
-            let where_ = "blkx \(UDIFError.displayable(entry.id))"
+            let where_ = "blkx \(displayable(entry.id))"
             let table: BlockTable
-            do { table = try BlockTable(parsing: entry.data) } catch let e as UDIFError { throw UDIFError("\(where_): \(e.message)") }
+            do { table = try BlockTable(parsing: entry.data) } catch let e as UDIFError { throw UDIFError.badBlockTable("\(where_): \(e)") }
             guard table.firstSector == nextSector else {
-                throw UDIFError("\(where_) starts at sector \(table.firstSector), want \(nextSector): regions are not contiguous")
+                throw UDIFError.badBlockTable("\(where_) starts at sector \(table.firstSector), want \(nextSector): regions are not contiguous")
             }
             guard table.sectorCount <= t.sectorCount - min(nextSector, t.sectorCount) else {
-                throw UDIFError("\(where_) runs past the image's \(t.sectorCount) sectors")
+                throw UDIFError.badBlockTable("\(where_) runs past the image's \(t.sectorCount) sectors")
             }
             let first = chunks.count
             var pos: UInt64 = 0
             for (ci, c) in table.chunks.enumerated() where c.type != .comment {
                 let at = "\(where_) chunk \(ci)"
-                guard c.sectorStart == pos else { throw UDIFError("\(at) starts at sector \(c.sectorStart), want \(pos)") }
-                guard c.sectorCount <= table.sectorCount - pos else { throw UDIFError("\(at) runs past its region") }
+                guard c.sectorStart == pos else { throw UDIFError.badBlockTable("\(at) starts at sector \(c.sectorStart), want \(pos)") }
+                guard c.sectorCount <= table.sectorCount - pos else { throw UDIFError.badBlockTable("\(at) runs past its region") }
                 let length = c.sectorCount * sectorSize
                 var fileOffset: UInt64 = 0
                 if c.type.hasStoredData {
-                    guard length <= Self.maxChunkBytes else { throw UDIFError("\(at) claims \(length) bytes, more than \(Self.maxChunkBytes)") }
+                    guard length <= Self.maxChunkBytes else { throw UDIFError.badBlockTable("\(at) claims \(length) bytes, more than \(Self.maxChunkBytes)") }
                     let (o1, ov1) = t.dataForkOffset.addingReportingOverflow(table.dataOffset)
                     let (o2, ov2) = o1.addingReportingOverflow(c.storedOffset)
                     let (end, ov3) = o2.addingReportingOverflow(c.storedLength)
                     guard !ov1, !ov2, !ov3, end <= dataEnd else {
-                        throw UDIFError("\(at) data at \(c.storedOffset)+\(c.storedLength) lies past the end of the data fork")
+                        throw UDIFError.badBlockTable("\(at) data at \(c.storedOffset)+\(c.storedLength) lies past the end of the data fork")
                     }
                     if c.type == .raw, c.storedLength != length {
-                        throw UDIFError("\(at) is raw with \(c.storedLength) bytes stored for \(length)")
+                        throw UDIFError.badBlockTable("\(at) is raw with \(c.storedLength) bytes stored for \(length)")
                     }
-                    guard c.storedLength <= Self.maxChunkBytes + (1 << 20) else { throw UDIFError("\(at) claims \(c.storedLength) stored bytes, too many") }
+                    guard c.storedLength <= Self.maxChunkBytes + (1 << 20) else { throw UDIFError.badBlockTable("\(at) claims \(c.storedLength) stored bytes, too many") }
                     fileOffset = o2
                 } else if c.type != .zeroFill && c.type != .ignore {
-                    throw UDIFError("\(at) has unknown chunk type \(c.type)")
+                    throw UDIFError.badBlockTable("\(at) has unknown chunk type \(c.type)")
                 }
                 if length > 0 {
                     chunks.append(DiskChunk(type: c.type, diskOffset: (nextSector + pos) * sectorSize, length: length,
@@ -112,13 +113,13 @@ public final class UDIFImage: ByteSource, Sendable {
                 pos += c.sectorCount
             }
             guard pos == table.sectorCount else {
-                throw UDIFError("\(where_) chunks cover \(pos) sectors, want \(table.sectorCount)")
+                throw UDIFError.badBlockTable("\(where_) chunks cover \(pos) sectors, want \(table.sectorCount)")
             }
             regions.append(Region(id: entry.id, name: entry.name, table: table, chunkRange: first..<chunks.count))
             nextSector += table.sectorCount
         }
         guard nextSector == t.sectorCount else {
-            throw UDIFError("blkx regions cover \(nextSector) sectors, koly says \(t.sectorCount)")
+            throw UDIFError.badBlockTable("blkx regions cover \(nextSector) sectors, koly says \(t.sectorCount)")
         }
         self.regions = regions
         self.chunks = chunks
@@ -127,11 +128,11 @@ public final class UDIFImage: ByteSource, Sendable {
     }
 
     private static func findTrailer(_ file: any RandomAccessFile, fileSize: UInt64) throws -> (Trailer, UInt64) {
-        guard fileSize >= UInt64(Trailer.size) else { throw UDIFError("file is \(fileSize) bytes, too small for a UDIF image") }
+        guard fileSize >= UInt64(Trailer.size) else { throw UDIFError.notAnImage("file is \(fileSize) bytes, too small for a UDIF image") }
         let end = fileSize - UInt64(Trailer.size)
         if let t = try? Trailer(parsing: file.read(at: end, count: Trailer.size)) { return (t, end) }
         if let t = try? Trailer(parsing: file.read(at: 0, count: Trailer.size)) { return (t, 0) }
-        throw UDIFError("no koly trailer at the end or start: not a UDIF image, or truncated")
+        throw UDIFError.notAnImage("no koly trailer at the end or start: not a UDIF image, or truncated")
     }
 
     /// Quick test without a full parse.
@@ -182,7 +183,9 @@ public final class UDIFImage: ByteSource, Sendable {
         do {
             try stored.withUnsafeBytes { try Codec.decode(chunks[index].type, $0, into: output) }
         } catch let e as UDIFError {
-            throw UDIFError("\(describe(chunk: index)): \(e.message)")
+            let c = chunks[index]
+            throw UDIFError.inChunk(index: index, firstByte: c.diskOffset, lastByte: c.diskOffset + c.length - 1,
+                                    region: regions[c.region].id, e)
         }
     }
 
@@ -194,7 +197,7 @@ public final class UDIFImage: ByteSource, Sendable {
 
     public func describe(chunk index: Int) -> String {
         let c = chunks[index]
-        return "chunk \(index) (bytes \(c.diskOffset)-\(c.diskOffset + c.length - 1), blkx \(UDIFError.displayable(regions[c.region].id)))"
+        return "chunk \(index) (bytes \(c.diskOffset)-\(c.diskOffset + c.length - 1), blkx \(displayable(regions[c.region].id)))"
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
@@ -204,14 +207,14 @@ public final class UDIFImage: ByteSource, Sendable {
     /// Lends cached decoded chunks, and shared zeros for zero runs, without copying them.
     public func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws {
         guard offset <= byteCount, UInt64(count) <= byteCount - offset else {
-            throw UDIFError("read of \(count) bytes at \(offset) is past the end of the \(byteCount)-byte disk")
+            throw UDIFError.outOfRange(offset: offset, count: count, diskBytes: byteCount)
         }
         var pieces: [UnsafeRawBufferPointer] = []
         var held: [DecodedChunk] = []
         var done = 0
         while done < count {
             let pos = offset + UInt64(done)
-            guard let index = chunkIndex(containing: pos) else { throw UDIFError("no chunk covers byte \(pos)") }
+            guard let index = chunkIndex(containing: pos) else { throw UDIFError.badBlockTable("no chunk covers byte \(pos)") }
             let c = chunks[index]
             let within = Int(pos - c.diskOffset)
             let n = min(count - done, Int(c.length) - within)

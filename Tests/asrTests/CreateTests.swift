@@ -68,7 +68,7 @@ import Testing
         try Run.shell("fsck.fat -n '\(raw)' >/dev/null")
         let label = try Run.shell("MTOOLS_SKIP_CHECK=1 mlabel -s -i '\(raw)' ::")
         #expect(label.contains("FATVOL"), "\(label)")
-        try Run.shell("mkdir '\(dir.file("out"))'; MTOOLS_SKIP_CHECK=1 mcopy -s -n -i '\(raw)' '::/*' '\(dir.file("out"))/'")
+        try Run.shell("mkdir '\(dir.file("out"))'; MTOOLS_SKIP_CHECK=1 LC_ALL=C.UTF-8 mcopy -s -n -i '\(raw)' '::/*' '\(dir.file("out"))/'")
         let diff = try Run.process("/usr/bin/diff", ["-r", tree, dir.file("out")])
         #expect(diff.status == 0, "diff -r found: \(diff.stdout) \(diff.stderr)")
     }

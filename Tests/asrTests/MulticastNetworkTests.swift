@@ -80,7 +80,7 @@ final class Testbed {
         background.removeAll()
         let all = hosts.map { "\(prefix)-\($0)" } + ["\(prefix)-net"]
         for ns in all {
-            _ = try? Run.shell("ip netns pids \(ns) 2>/dev/null | xargs -r kill -9; ip netns del \(ns) 2>/dev/null || true")
+            _ = try? Run.shell("for p in $(ip netns pids \(ns) 2>/dev/null); do kill -9 $p; done; ip netns del \(ns) 2>/dev/null || true")
         }
     }
 

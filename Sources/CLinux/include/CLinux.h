@@ -1,0 +1,22 @@
+// Linux constants and calls that Glibc's Swift overlay does not import (macros hidden without
+// _GNU_SOURCE, or ioctl numbers built by macros Swift cannot expand), exported by name.
+// Defined in shim.c, so this header pulls in no system header and clashes with no module.
+#pragma once
+
+extern const int asr_SEEK_DATA;
+extern const int asr_SEEK_HOLE;
+extern const int asr_FALLOC_FL_KEEP_SIZE;
+extern const int asr_FALLOC_FL_PUNCH_HOLE;
+extern const int asr_UDP_SEGMENT;
+extern const int asr_UDP_GRO;
+extern const int asr_SO_RCVBUFFORCE;
+extern const int asr_SO_SNDBUFFORCE;
+extern const short asr_POSIX_SPAWN_SETSID;
+extern const unsigned long asr_BLKZEROOUT;
+extern const unsigned long asr_BLKGETSIZE64;
+extern const unsigned long asr_BLKDISCARD;
+
+/// sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback without waiting for it.
+int asr_start_writeback(int fd, long long offset, long long length);
+/// Frees a range of a file so it reads as zeros, keeping the file's size.
+int asr_punch_hole(int fd, long long offset, long long length);
