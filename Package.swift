@@ -34,31 +34,31 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "Multicast", dependencies: [
-            "UDIF", "Imaging", "CAvahi", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "SystemSupport", "CAvahi", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "ImageFS", dependencies: [
-            "UDIF", "Imaging", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "asr", dependencies: [
-            "Imaging", "UDIF", "Multicast", "ImageFS",
+            "Imaging", "UDIF", "SystemSupport", "Multicast", "ImageFS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
         .target(name: "FuzzTargets", dependencies: [
-            "UDIF", "Imaging", "Multicast", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "Multicast", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "UDIFTests", dependencies: ["UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "ImagingTests", dependencies: [
+        .testTarget(name: "UDIFTests", dependencies: ["SystemSupport", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "ImagingTests", dependencies: ["SystemSupport", 
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "MulticastTests", dependencies: ["Multicast"]),
-        .testTarget(name: "ImageFSTests", dependencies: [
+        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast"]),
+        .testTarget(name: "ImageFSTests", dependencies: ["SystemSupport", 
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "FuzzTests", dependencies: ["FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
-        .testTarget(name: "asrTests", dependencies: [
+        .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
+        .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
             "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],

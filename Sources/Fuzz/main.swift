@@ -30,9 +30,9 @@ func writeSeeds(to dir: String, images: [String]) {
         let corpus = dir + "/" + target.rawValue
         try? FileManager.default.createDirectory(atPath: corpus, withIntermediateDirectories: true)
         for (i, seed) in seeds.inputs(for: target).enumerated() {
-            FileManager.default.createFile(atPath: corpus + "/seed-\(i)", contents: Data(seed))
+            _ = FileManager.default.createFile(atPath: corpus + "/seed-\(i)", contents: Data(seed))
         }
-        FileManager.default.createFile(atPath: dir + "/" + target.rawValue + ".dict", contents: Data(target.dictionaryFile.utf8))
+        _ = FileManager.default.createFile(atPath: dir + "/" + target.rawValue + ".dict", contents: Data(target.dictionaryFile.utf8))
     }
 }
 
@@ -51,7 +51,7 @@ func mutationLoop(_ target: FuzzTarget, arguments: [String]) -> Int32 {
     print("Fuzz: built without libFuzzer; seeded mutation loop over \(seeds.count) inputs for \(Int(seconds)) s")
     let run = MutationRun.run(target, seeds: seeds, seed: UInt64(Date().timeIntervalSince1970), seconds: seconds)
     for (i, f) in run.failures.enumerated() {
-        FileManager.default.createFile(atPath: "crash-\(target)-\(i)", contents: Data(f.input))
+        _ = FileManager.default.createFile(atPath: "crash-\(target)-\(i)", contents: Data(f.input))
         print("==failure== \(f.failure) (input in crash-\(target)-\(i))")
     }
     print("stat::number_of_executed_units: \(run.executions)")

@@ -11,7 +11,7 @@ public struct MemoryFile: RandomAccessFile {
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         guard offset <= UInt64(bytes.count), UInt64(buffer.count) <= UInt64(bytes.count) - offset else {
-            throw UDIFError("read of \(buffer.count) bytes at \(offset) is past the end")
+            throw UDIFError.outOfRange(offset: offset, count: buffer.count, diskBytes: UInt64(bytes.count))
         }
         let start = Int(offset)
         bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start..<(start + buffer.count)])) }
@@ -34,7 +34,7 @@ enum ImageHarness {
         do {
             return try body()
         } catch let e as UDIFError {
-            try check(!e.message.contains("\n") && !e.message.contains("\r"), "error is not one line: \(e.message)")
+            try check(!e.description.contains("\n") && !e.description.contains("\r"), "error is not one line: \(e)")
             return nil
         } catch {
             throw FuzzFailure("threw \(type(of: error)), not UDIFError: \(error)")

@@ -8,6 +8,7 @@
 // without a mount; only `FuseMount` talks to libfuse.
 
 import Glibc
+import SystemSupport
 
 /// A failure that becomes an errno reply to the kernel.
 public struct FSError: Error, Sendable, Equatable {
@@ -107,7 +108,7 @@ extension FileSystem {
 }
 
 /// Every failure of this module that reaches a user: one line.
-public struct ImageFSError: Error, CustomStringConvertible, Sendable {
+public struct ImageFSError: UserFacingError {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

@@ -59,7 +59,7 @@ public final class ImageView: FileSystem, @unchecked Sendable {
         if let udif, verify {
             let computed: DiskDigests
             do { computed = try DiskDigests.compute(plan, disk: disk, udif: udif, scan: scan) } catch let error as UDIFError {
-                throw ImageFSError("\(source.path) is corrupt: \(error.message)")
+                throw ImageFSError("\(source.path) is corrupt: \(error)")
             }
             info = try ImageInfo.describe(source, computedCRCs: computed.regionCRCs)
             if let bad = info.regions.first(where: { $0.checksumValid == false }) {

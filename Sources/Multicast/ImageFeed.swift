@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import Imaging
@@ -40,8 +41,10 @@ public struct ImageFeed: Sendable {
             }
             let map = try BlockMap.load(mapPath)
             guard map.imageSize == bytes.byteCount else { throw MulticastError("\(mapPath) does not describe \(source.path)") }
-            try RangeVerifier(reporter: Reporter(.quiet)).verify(bytes, map.expectations) { _ in
-                "\(source.path) does not match its block map \(mapPath); run asr imagescan again"
+            let expectations = map.expectations
+            try RangeVerifier(reporter: Reporter(.quiet)).verify(bytes, expectations) { i in
+                let r = expectations[i]
+                return Mismatch(firstByte: r.offset, lastByte: r.offset + r.length - 1, shouldBeZeros: r.sha256 == nil, reference: .blockMap)
             }
         }
         // Hashed once, in 1 MiB chunks; zero chunks do not travel.

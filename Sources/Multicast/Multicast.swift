@@ -4,8 +4,10 @@
 // pass scheduler and receiver bookkeeping (plain state machines, no I/O), and the thin socket
 // adapters that run them: `MulticastServer` and `MulticastClient`.
 
+import SystemSupport
+
 /// A multicast failure: one line a user can act on.
-public struct MulticastError: Error, CustomStringConvertible, Sendable {
+public struct MulticastError: UserFacingError {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }

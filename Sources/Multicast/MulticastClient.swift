@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import Glibc
@@ -59,8 +60,10 @@ public struct MulticastClient {
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
         let ranges = manifest.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
-        try target.restore(diskBytes: diskBytes, verifying: verify ? ranges : nil, reporter: reporter,
-                           describe: { "bytes \(ranges[$0].offset)-\(ranges[$0].offset + ranges[$0].length - 1) do not match the image" }) { file in
+        let mismatch: @Sendable (Int) -> Mismatch = {
+            Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
+        }
+        try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: reporter) { file in
             try receive(&session, into: file, target: target)
         }
         try? session.connection.send(.done)

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import UDIF
 
@@ -46,7 +47,7 @@ public struct ServerConfig: Sendable, Equatable {
             throw MulticastError("\(name): required key \"Multicast Address\" is missing")
         }
         guard let octets = IPv4.parse(address), (224...239).contains(octets[0]) else {
-            throw MulticastError("\(name): \"Multicast Address\" \(UDIFError.displayable(address)) is not an IPv4 multicast address (224.0.0.0/4)")
+            throw MulticastError("\(name): \"Multicast Address\" \(displayable(address)) is not an IPv4 multicast address (224.0.0.0/4)")
         }
         self.init(dataRate: rate, multicastAddress: address)
         if let r = raw.clientDataRate {

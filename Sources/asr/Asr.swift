@@ -1,6 +1,7 @@
 // asr: the command-line front end. It parses arguments, calls Imaging and UDIF, prints their
 // results and maps every failure to one line on standard error and exit status 1.
 
+import SystemSupport
 import ArgumentParser
 import Foundation
 import ImageFS
@@ -28,14 +29,8 @@ struct Asr: ParsableCommand {
         do {
             var command = try parseAsRoot(LegacySyntax.modernize(Array(CommandLine.arguments.dropFirst())))
             try command.run()
-        } catch let error as ImagingError {
-            fail(error.message)
-        } catch let error as UDIFError {
-            fail(error.message)
-        } catch let error as MulticastError {
-            fail(error.message)
-        } catch let error as ImageFSError {
-            fail(error.message)
+        } catch let error as any UserFacingError {
+            fail(error.description)
         } catch {
             let code = exitCode(for: error)
             if code == .success {
@@ -55,6 +50,19 @@ struct Asr: ParsableCommand {
 }
 
 let asrVersion = "0.2.0"
+
+/// What the command line itself refuses.
+enum CommandLineError: UserFacingError {
+    case eraseNotConfirmed(target: String)
+    case noTerminalToConfirm(target: String)
+
+    var description: String {
+        switch self {
+        case .eraseNotConfirmed(let target): "restore erases \(target); pass --erase to confirm"
+        case .noTerminalToConfirm(let target): "no terminal to confirm erasing \(target); pass --noprompt to erase without asking"
+        }
+    }
+}
 
 struct Version: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the version.")

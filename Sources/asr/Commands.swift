@@ -79,10 +79,10 @@ struct Restore: ParsableCommand {
 
     func run() throws {
         let target = self.target ?? file!
-        guard erase else { throw ImagingError("restore erases \(target); pass --erase to confirm") }
+        guard erase else { throw CommandLineError.eraseNotConfirmed(target: target) }
         let confirm: ((String) throws -> Bool)? = noprompt ? nil : { target in
                 guard isatty(STDIN_FILENO) != 0 else {
-                throw ImagingError("no terminal to confirm erasing \(target); pass --noprompt to erase without asking")
+                throw CommandLineError.noTerminalToConfirm(target: target)
             }
             print("\tErase contents of \(target)? [ny]: ", terminator: "")
             fflush(nil)

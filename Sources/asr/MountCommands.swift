@@ -1,3 +1,4 @@
+import SystemSupport
 import ArgumentParser
 import Foundation
 import ImageFS
@@ -114,12 +115,12 @@ struct Unmount: ParsableCommand {
         process.arguments = ["-u"] + (lazy ? ["-z"] : []) + ["--", mountPoint]
         let errors = Pipe()
         process.standardError = errors
-        do { try process.run() } catch { throw ImagingError("cannot run fusermount3: \(error.localizedDescription)") }
+        do { try process.run() } catch { throw ImageFSError("cannot run fusermount3: \(error.localizedDescription)") }
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let line = message.split(separator: "\n").first.map { String($0).replacingOccurrences(of: "fusermount3: ", with: "") }
-            throw ImagingError("cannot unmount \(mountPoint): \(line ?? "fusermount3 failed")")
+            throw ImageFSError("cannot unmount \(mountPoint): \(line ?? "fusermount3 failed")")
         }
         guard let pid, !lazy else { return }
         // Another mount namespace holding a copy of the mount keeps the process serving; say
@@ -127,7 +128,7 @@ struct Unmount: ParsableCommand {
         let started = Date()
         var told = false
         while MountRecord.isRunning(pid) {
-            if Interruption.requested { throw ImagingError("stopped waiting; the mount process \(pid) still runs") }
+            if Interruption.requested { throw ImageFSError("stopped waiting; the mount process \(pid) still runs") }
             if !told, Date().timeIntervalSince(started) > 5 {
                 FileHandle.standardError.write(Data("asr: waiting for the mount process \(pid) to finish (a --save-as, or another mount namespace still holding \(mountPoint))\n".utf8))
                 told = true
@@ -184,7 +185,7 @@ struct MountOptions {
         for option in groups.flatMap({ $0.split(separator: ",").map(String.init) }) where !option.isEmpty {
             switch option {
             case "noverify": verify = false
-            case "rw" where !writable: throw ImagingError("asr mount of an image is read-only; -o rw is not possible (see --overlay)")
+            case "rw" where !writable: throw ImageFSError("asr mount of an image is read-only; -o rw is not possible (see --overlay)")
             case "rw": continue
             case _ where mountOnly.contains(option) || option.hasPrefix("x-") || option.hasPrefix("comment="): continue
             default: fuse.append(option)
@@ -204,7 +205,7 @@ struct MountOptions {
 enum Daemon {
     static func spawnAndWait() throws -> Never {
         var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw ImagingError("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&fds) == 0 else { throw ImageFSError("cannot create a pipe: \(String(cString: strerror(errno)))") }
         // Before any "--", which ends the options.
         var arguments = CommandLine.arguments
         let verb = (arguments.firstIndex(of: "mount") ?? 0) + 1
@@ -226,7 +227,7 @@ enum Daemon {
         defer { cArguments.forEach { free($0) } }
         let status = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, cArguments, environ)
         close(fds[1])
-        guard status == 0 else { throw ImagingError("cannot start the mount process: \(String(cString: strerror(status)))") }
+        guard status == 0 else { throw ImageFSError("cannot start the mount process: \(String(cString: strerror(status)))") }
         var reply = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while !reply.contains(UInt8(ascii: "\n")) {
@@ -238,7 +239,7 @@ enum Daemon {
         if text == "ready\n" { Foundation.exit(0) }
         var childStatus: Int32 = 0
         waitpid(pid, &childStatus, 0)
-        throw ImagingError(text.isEmpty ? "the mount process ended without mounting" : text.trimmingCharacters(in: .newlines))
+        throw ImageFSError(text.isEmpty ? "the mount process ended without mounting" : text.trimmingCharacters(in: .newlines))
     }
 
     /// Marks every open descriptor but `keep` close-on-exec; this process exits soon anyway.

@@ -45,3 +45,9 @@ public final class TemporaryDirectory {
 
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
+
+/// A test's own failure: something a test helper found wrong, not an error of the code under test.
+public struct TestFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,3 +1,4 @@
+import SystemSupport
 import Testing
 import TestSupport
 import UDIF
@@ -46,7 +47,7 @@ import UDIF
                         let at = Int(rng.next() % UInt64(reference.count))
                         let n = Int(rng.next() % UInt64(min(70_000, reference.count - at))) + 1
                         let got = try image.read(at: UInt64(at), count: n)
-                        guard got[...] == reference[at..<(at + n)] else { throw UDIFError("mismatch at \(at)+\(n)") }
+                        guard got[...] == reference[at..<(at + n)] else { throw TestFailure("mismatch at \(at)+\(n)") }
                     }
                 }
             }

@@ -8,7 +8,7 @@ import Testing
 @Suite struct UDIFFuzzRegressionTests {
     func refused(_ xml: [UInt8], sourceLocation: SourceLocation = #_sourceLocation) {
         let e = #expect(throws: UDIFError.self, sourceLocation: sourceLocation) { try ResourceFork(parsing: xml) }
-        #expect(e.map { !$0.message.contains("\n") } == true, "\(e?.message ?? "")", sourceLocation: sourceLocation)
+        #expect(e.map { !$0.description.contains("\n") } == true, "\(e?.description ?? "")", sourceLocation: sourceLocation)
     }
 
     /// A resource fork with one blkx entry holding `body`.
@@ -72,7 +72,7 @@ import Testing
         var table = zeroTable(sectors: 8)
         table[0] = UInt8(ascii: "M")  // no mish signature
         let e = #expect(throws: UDIFError.self) { try image(table: table, id: "-1\n2", sectors: 8) }
-        #expect(e?.message == "blkx \"-1\\n2\": block table has no mish signature")
+        #expect(e?.description == "blkx \"-1\\n2\": block table has no mish signature")
         let plain = try image(table: zeroTable(sectors: 8), id: "-1", sectors: 8)
         #expect(plain.describe(chunk: 0) == "chunk 0 (bytes 0-4095, blkx -1)", "plain IDs stay unquoted")
     }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Testing
 import TestSupport
@@ -75,7 +76,7 @@ import UDIF
     @Test func lzvnRejections() {
         func bad(_ payload: [UInt8], raw: Int, _ note: Comment, _ why: String, sourceLocation: SourceLocation = #_sourceLocation) {
             let e = #expect(throws: UDIFError.self, note, sourceLocation: sourceLocation) { try decode(lzvn(raw: raw, payload) + end, capacity: 4096) }
-            #expect(e?.message.contains(why) == true, "\(note): \(e?.message ?? "")", sourceLocation: sourceLocation)
+            #expect(e?.description.contains(why) == true, "\(note): \(e?.description ?? "")", sourceLocation: sourceLocation)
         }
         let eos: [UInt8] = [0x06, 0, 0, 0, 0, 0, 0, 0]
         bad([0x00, 5] + eos, raw: 3, "distance before the start of the output", "refers before its start")
@@ -196,7 +197,7 @@ import UDIF
                 let e = #expect(throws: UDIFError.self, note, sourceLocation: sourceLocation) {
                     try decode(stored(prefix ?? self.prefix) + block + end, capacity: capacity)
                 }
-                #expect(e?.message.contains(why) == true, "\(note): \(e?.message ?? "")", sourceLocation: sourceLocation)
+                #expect(e?.description.contains(why) == true, "\(note): \(e?.description ?? "")", sourceLocation: sourceLocation)
             }
         }
         bad(Block(), prefix: [], "match distance before the start of the output", "refers before its start")
@@ -328,7 +329,7 @@ import UDIF
                 out += v1(b)
                 i = payloadAt + literalPayload + lmdPayload
             default:
-                throw UDIFError("unexpected block \(magic)")
+                throw TestFailure("unexpected block \(magic)")
             }
         }
     }

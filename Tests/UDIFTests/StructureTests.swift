@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import TestSupport
 import Testing
@@ -78,7 +79,7 @@ import Testing
         #expect(seen == Array(0..<1000))
         #expect(throws: UDIFError.self) {
             try orderedParallelMap(count: 1000, workers: 4) { i -> Int in
-                if i == 500 { throw UDIFError("boom") }
+                if i == 500 { throw UDIFError.badBlockTable("boom") }
                 return i
             } consume: { _, _ in }
         }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import TestSupport
@@ -9,7 +10,7 @@ struct MemorySource: ByteSource {
     var byteCount: UInt64 { UInt64(bytes.count) }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard offset + UInt64(buffer.count) <= byteCount else { throw UDIFError("past end") }
+        guard offset + UInt64(buffer.count) <= byteCount else { throw TestFailure("past end") }
         bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
     }
 }

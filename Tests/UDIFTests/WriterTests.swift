@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import TestSupport
 import Testing
@@ -52,7 +53,7 @@ import UDIF
         struct FailingSource: ByteSource {
             var byteCount: UInt64 { 8 << 20 }
             func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-                if offset >= 5 << 20 { throw UDIFError("device error") }
+                if offset >= 5 << 20 { throw UDIFError.system(.read(path: "device", offset: offset, .ioError)) }
                 buffer.initializeMemory(as: UInt8.self, repeating: 1)
             }
         }

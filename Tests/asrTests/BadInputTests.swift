@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import TestSupport
 import Testing
@@ -9,7 +10,7 @@ import UDIF
     static func goodImage(in dir: TemporaryDirectory) throws -> String {
         try Run.shell("seq 1 300000 > '\(dir.file("disk.raw"))'; truncate -s 3M '\(dir.file("disk.raw"))'")
         let out = try CLI.run(["create", "--source", dir.file("disk.raw"), "--output", dir.file("good.dmg")])
-        guard out.status == 0 else { throw UDIFError(out.stderr) }
+        guard out.status == 0 else { throw TestFailure(out.stderr) }
         return dir.file("good.dmg")
     }
 

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Synchronization
 import TestSupport
@@ -19,7 +20,7 @@ final class Mounted {
         point = dir.file("mnt-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
         let out = try CLI.run(["mount"] + options + [image, point], timeout: 120)
-        guard out.status == 0 else { throw UDIFError("asr mount failed (\(out.status)): \(out.stderr)") }
+        guard out.status == 0 else { throw TestFailure("asr mount failed (\(out.status)): \(out.stderr)") }
     }
 
     /// A writable disk: `asr mount --target ...` or `--overlay ...` at a new mount point.
@@ -28,7 +29,7 @@ final class Mounted {
         point = dir.file("mnt-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
         let out = try CLI.run(["mount"] + arguments + [point], timeout: 120)
-        guard out.status == 0 else { throw UDIFError("asr mount failed (\(out.status)): \(out.stderr)") }
+        guard out.status == 0 else { throw TestFailure("asr mount failed (\(out.status)): \(out.stderr)") }
     }
 
     func file(_ name: String) -> String { point + "/" + name }
@@ -36,7 +37,7 @@ final class Mounted {
     /// `asr unmount`, which returns once the mount's process (and any --save-as) is done.
     func unmount() throws {
         let out = try CLI.run(["unmount", point], timeout: 300)
-        guard out.status == 0 else { throw UDIFError("asr unmount failed: \(out.stderr)") }
+        guard out.status == 0 else { throw TestFailure("asr unmount failed: \(out.stderr)") }
     }
 
     /// The background process serving this mount.

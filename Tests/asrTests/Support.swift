@@ -1,3 +1,4 @@
+import SystemSupport
 import Crypto
 import Foundation
 import TestSupport
@@ -66,7 +67,7 @@ enum Run {
     static func shell(_ command: String, timeout: TimeInterval = 300) throws -> String {
         let out = try process("/bin/bash", ["-c", "set -euo pipefail; " + command], timeout: timeout)
         guard out.status == 0, !out.timedOut else {
-            throw UDIFError("`\(command)` failed (\(out.status)): \(out.stderr)")
+            throw TestFailure("`\(command)` failed (\(out.status)): \(out.stderr)")
         }
         return out.stdout
     }
