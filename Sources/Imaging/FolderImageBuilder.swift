@@ -32,8 +32,9 @@ struct FolderImageBuilder {
             do {
                 try makeImage(at: path, size: attempt)
                 return path
-            } catch ImagingError.tool(_, .noSpace) where size == nil && round < 4 {
+            } catch {
                 unlink(path)
+                guard case ImagingError.tool(_, .noSpace) = error, size == nil, round < 4 else { throw error }
                 attempt = roundUpMiB(attempt + attempt / 2)
             }
         }
