@@ -6,9 +6,10 @@ import UDIF
 /// An image on a web server, read with HTTP range requests through libcurl. Many reads may
 /// run at once (each borrows its own connection); transient failures (connection errors,
 /// timeouts, stalls, 408/429/5xx) are retried with backoff before a read gives up.
-public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
+public final class HTTPFile: RandomAccessFile, Sendable {
     public let path: String
-    private var length: UInt64 = 0  // set once by init, then only read
+    private let knownLength = Atomic<UInt64>(0)  // set once by init, then only read
+    private var length: UInt64 { knownLength.load(ordering: .relaxed) }
     private let handles = Mutex<[CurlHandle]>([])
     static let attempts = 6
 
@@ -22,7 +23,7 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
         var probe = [UInt8](repeating: 0, count: 1)
         let total = try probe.withUnsafeMutableBytes { try fetch(into: $0, at: 0) }
         guard let total, total > 0 else { throw ImagingError.http(url: url, .noRangeSupport) }
-        length = total
+        knownLength.store(total, ordering: .relaxed)
     }
 
     deinit {
@@ -116,7 +117,7 @@ public final class HTTPFile: RandomAccessFile, @unchecked Sendable {
 }
 
 /// A libcurl easy handle; each is used by one read at a time.
-private struct CurlHandle: @unchecked Sendable {
+private struct CurlHandle: @unchecked Sendable {  // a raw libcurl handle, used by one read at a time
     let raw: UnsafeMutableRawPointer
 }
 

@@ -173,20 +173,15 @@ public struct ImageScanner {
 }
 
 /// SHA-256 of runs of zeros, remembered by length: images have many equal zero chunks.
-final class ZeroDigests: @unchecked Sendable {
-    private var known: [UInt64: [UInt8]] = [:]
-    private let lock = NSLock()
+final class ZeroDigests: Sendable {
+    private let known = Mutex<[UInt64: [UInt8]]>([:])
 
     func sha256(of length: UInt64) -> [UInt8] {
-        lock.lock()
-        if let d = known[length] { lock.unlock(); return d }
-        lock.unlock()
+        if let d = known.withLock({ $0[length] }) { return d }
         var h = SHA256()
         hashZeros(&h, count: length)
         let digest = Array(h.finalize())
-        lock.lock()
-        known[length] = digest
-        lock.unlock()
+        known.withLock { $0[length] = digest }
         return digest
     }
 }

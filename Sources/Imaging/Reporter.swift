@@ -1,16 +1,17 @@
 import Foundation
+import Synchronization
 
 /// Everything a workflow tells the user, in one of three styles:
 /// - `human`: Apple's TAB-indented lines (`\tValidating target...done`) and progress bars
 ///   `....10....20....` to `....100` (a dot every 2%, the figure every 10%);
 /// - `puppet`: `--puppetstrings`, TAB-separated lines for wrapper programs (see asr(1));
 /// - `quiet`: nothing.
-public final class Reporter: @unchecked Sendable {
+public final class Reporter: Sendable {
     public enum Style: Sendable { case human(bars: Bool), puppet, quiet }
 
     public let style: Style
-    private let lock = NSLock()
-    private var phase: (key: String, shown: Int)?
+    /// The progress phase under way; held while emitting, so lines from threads never interleave.
+    private let phase = Mutex<(key: String, shown: Int)?>(nil)
 
     public init(_ style: Style) { self.style = style }
 
@@ -45,19 +46,21 @@ public final class Reporter: @unchecked Sendable {
 
     /// Starts a progress phase: `label` for people (`Restoring  `), `key` for programs (`restore`).
     public func begin(_ label: String, key: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        phase = (key, 0)
-        switch style {
-        case .human(let bars): if bars { emit(label) }
-        case .puppet: emit("PSTT\t0\t100\t\(key)\n")
-        case .quiet: break
+        phase.withLock { phase in
+            phase = (key, 0)
+            switch style {
+            case .human(let bars): if bars { emit(label) }
+            case .puppet: emit("PSTT\t0\t100\t\(key)\n")
+            case .quiet: break
+            }
         }
     }
 
     public func update(_ done: UInt64, of total: UInt64) {
-        lock.lock()
-        defer { lock.unlock() }
+        phase.withLock { advance(&$0, done, of: total) }
+    }
+
+    private func advance(_ phase: inout (key: String, shown: Int)?, _ done: UInt64, of total: UInt64) {
         guard var p = phase, total > 0 else { return }
         switch style {
         case .human(let bars):
@@ -79,24 +82,24 @@ public final class Reporter: @unchecked Sendable {
     }
 
     public func end() {
-        update(1, of: 1)
-        lock.lock()
-        defer { lock.unlock() }
-        guard let p = phase else { return }
-        switch style {
-        case .human(let bars): if bars { emit("\n") }
-        case .puppet: emit("PSTP\t100\t100\t\(p.key)\n")
-        case .quiet: break
+        phase.withLock { phase in
+            advance(&phase, 1, of: 1)
+            guard let p = phase else { return }
+            switch style {
+            case .human(let bars): if bars { emit("\n") }
+            case .puppet: emit("PSTP\t100\t100\t\(p.key)\n")
+            case .quiet: break
+            }
+            phase = nil
         }
-        phase = nil
     }
 
     /// After an error in a phase: finish the bar's line so the error starts on its own.
     public func abandon() {
-        lock.lock()
-        defer { lock.unlock() }
-        if phase != nil, case .human(true) = style { emit("\n") }
-        phase = nil
+        phase.withLock { phase in
+            if phase != nil, case .human(true) = style { emit("\n") }
+            phase = nil
+        }
     }
 
     private func emit(_ s: String) {

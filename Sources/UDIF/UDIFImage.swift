@@ -309,7 +309,7 @@ public final class UDIFImage: ByteSource, Sendable {
 
 /// One chunk's decoded bytes at a fixed address, so readers can be lent them without a copy.
 /// Buffers are reused: a fresh 1 MiB allocation costs 256 page faults on every decode.
-public final class DecodedChunk: @unchecked Sendable {
+public final class DecodedChunk: @unchecked Sendable {  // owns its buffer; written once by the decoder, then only read
     let storage: UnsafeMutableRawBufferPointer
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
 
@@ -336,7 +336,7 @@ public final class DecodedChunk: @unchecked Sendable {
 
 /// Zeros lent for zero-fill and ignore runs. Written once so its pages are really mapped:
 /// the kernel then copies from them on its fast path instead of faulting in the zero page.
-nonisolated(unsafe) let sharedZeroBytes: UnsafeRawBufferPointer = {
+nonisolated(unsafe) let sharedZeroBytes: UnsafeRawBufferPointer = {  // a pointer, never written after this
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
     buffer.initializeMemory(as: UInt8.self, repeating: 0)
     return UnsafeRawBufferPointer(buffer)
@@ -352,30 +352,29 @@ public func sharedZeros(_ count: Int) -> [UnsafeRawBufferPointer] {
 /// A small LRU of decoded chunks, shared by all readers of one image. A chunk being decoded
 /// is marked in flight, so concurrent readers and read-ahead wait for it instead of decoding
 /// it twice.
-final class ChunkCache: @unchecked Sendable {
-    private var entries: [Int: (chunk: DecodedChunk, stamp: UInt64)] = [:]
-    private var inFlight: Set<Int> = []
-    private var clock: UInt64 = 0
-    private let condition = NSCondition()
+final class ChunkCache: Sendable {
+    private struct State {
+        var entries: [Int: (chunk: DecodedChunk, stamp: UInt64)] = [:]
+        var inFlight: Set<Int> = []
+        var clock: UInt64 = 0
+    }
+    private let state = Monitor(State())
     let capacity: Int
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
     /// The cached bytes of `index`, decoding them with `decode` when no one else is.
     func value(of index: Int, decode: () throws -> DecodedChunk) throws -> DecodedChunk {
-        condition.lock()
-        while true {
-            if let e = entries[index] {
-                clock += 1
-                entries[index] = (e.chunk, clock)
-                condition.unlock()
+        let cached = state.wait(until: { $0.entries[index] != nil || !$0.inFlight.contains(index) }) { s -> DecodedChunk? in
+            if let e = s.entries[index] {
+                s.clock += 1
+                s.entries[index] = (e.chunk, s.clock)
                 return e.chunk
             }
-            if !inFlight.contains(index) { break }
-            condition.wait()
+            s.inFlight.insert(index)
+            return nil
         }
-        inFlight.insert(index)
-        condition.unlock()
+        if let cached { return cached }
         do {
             let chunk = try decode()
             fulfil(index, with: chunk)
@@ -388,25 +387,23 @@ final class ChunkCache: @unchecked Sendable {
 
     /// Marks `index` in flight for a background decoder; false when cached or already claimed.
     func claim(_ index: Int) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard entries[index] == nil, !inFlight.contains(index) else { return false }
-        inFlight.insert(index)
-        return true
+        state.update { s in
+            guard s.entries[index] == nil, !s.inFlight.contains(index) else { return false }
+            s.inFlight.insert(index)
+            return true
+        }
     }
 
     /// Ends a claim: stores the bytes (nil when decoding failed) and wakes waiting readers.
     func fulfil(_ index: Int, with chunk: DecodedChunk?) {
-        condition.lock()
-        inFlight.remove(index)
-        if let chunk {
-            clock += 1
-            entries[index] = (chunk, clock)
-            if entries.count > capacity, let oldest = entries.min(by: { $0.value.stamp < $1.value.stamp })?.key {
-                entries[oldest] = nil
+        state.update { s in
+            s.inFlight.remove(index)
+            guard let chunk else { return }
+            s.clock += 1
+            s.entries[index] = (chunk, s.clock)
+            if s.entries.count > capacity, let oldest = s.entries.min(by: { $0.value.stamp < $1.value.stamp })?.key {
+                s.entries[oldest] = nil
             }
         }
-        condition.broadcast()
-        condition.unlock()
     }
 }
