@@ -71,14 +71,14 @@ public struct RawWriter {
         var writeback = writeback
         let total = source.bytes.byteCount
         if let image = source.udif {
-            try orderedParallelMap(count: image.chunks.count) { i -> [UInt8]? in
+            try orderedParallelMap(count: image.chunks.count) { i -> DecodedChunk? in
                 let c = image.chunks[i]
                 if c.type == .zeroFill || c.type == .ignore { return nil }
-                return try image.decodeChunk(i)
-            } consume: { i, bytes in
+                return try image.decodedChunk(i)
+            } consume: { i, decoded in
                 let c = image.chunks[i]
-                if let bytes {
-                    try file.write(bytes, at: c.diskOffset)
+                if let decoded {
+                    try file.write(decoded.bytes, at: c.diskOffset)
                     writeback?.wrote(upTo: c.diskOffset + c.length)
                 } else if !sparse {
                     try file.writeZeros(at: c.diskOffset, count: c.length)

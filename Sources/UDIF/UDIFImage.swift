@@ -174,14 +174,22 @@ public final class UDIFImage: ByteSource, Sendable {
         case .raw:
             try file.read(into: output, at: c.fileOffset)
         default:
-            try decode(index, from: storedBytes(of: index), into: output)
+            // Read into a reused buffer: a fresh one per chunk costs a page fault per 4 KiB.
+            try ScratchBuffers.borrow(Int(c.storedLength)) { stored in
+                try file.read(into: stored, at: c.fileOffset)
+                try decode(index, from: UnsafeRawBufferPointer(stored), into: output)
+            }
         }
     }
 
     /// Decodes chunk `index` from stored bytes the caller already read.
     public func decode(_ index: Int, from stored: [UInt8], into output: UnsafeMutableRawBufferPointer) throws {
+        try stored.withUnsafeBytes { try decode(index, from: $0, into: output) }
+    }
+
+    public func decode(_ index: Int, from stored: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
         do {
-            try stored.withUnsafeBytes { try Codec.decode(chunks[index].type, $0, into: output) }
+            try Codec.decode(chunks[index].type, stored, into: output)
         } catch let e as UDIFError {
             let c = chunks[index]
             throw UDIFError.inChunk(index: index, firstByte: c.diskOffset, lastByte: c.diskOffset + c.length - 1,
@@ -240,7 +248,8 @@ public final class UDIFImage: ByteSource, Sendable {
         try cache.value(of: index) { try decodedChunk(index) }
     }
 
-    private func decodedChunk(_ index: Int) throws -> DecodedChunk {
+    /// Chunk `index` decoded into a pooled buffer, for callers that decode many chunks in turn.
+    public func decodedChunk(_ index: Int) throws -> DecodedChunk {
         let chunk = DecodedChunk(count: Int(chunks[index].length))
         try decodeChunk(index, into: chunk.storage)
         return chunk
