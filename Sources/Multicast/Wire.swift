@@ -82,18 +82,18 @@ public struct ManifestEntry: Sendable, Equatable {
 
     /// A client's check of the server's manifest: chunks must tile the disk exactly, or the
     /// manifest cannot be trusted.
-    public static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws {
+    public static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws(MulticastError) {
         var at: UInt64 = 0
         for e in manifest {
             // Zero chunks may be long, so their sum may wrap: a wrapped sum is no tiling.
             let (end, wrapped) = at.addingReportingOverflow(e.length)
             guard e.diskOffset == at, !wrapped, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
                   e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
-                throw MulticastError("the server's manifest is malformed")
+                throw .malformedManifest
             }
             at = end
         }
-        guard at == diskBytes else { throw MulticastError("the server's manifest does not cover the disk") }
+        guard at == diskBytes else { throw .manifestShort }
     }
 }
 
@@ -213,10 +213,10 @@ public enum ControlMessage: Sendable, Equatable {
     }
 
     /// Decodes one frame body (type byte and payload, without the length prefix).
-    public static func decode(_ body: ArraySlice<UInt8>) throws -> ControlMessage {
-        guard let type = body.first else { throw MulticastError("empty control message") }
+    public static func decode(_ body: ArraySlice<UInt8>) throws(MulticastError) -> ControlMessage {
+        guard let type = body.first else { throw .emptyMessage }
         var r = WireReader(body.dropFirst())
-        let bad = MulticastError("malformed control message (type \(type))")
+        let bad = MulticastError.malformedMessage(type: type)
         let message: ControlMessage
         switch type {
         case 1:
@@ -257,7 +257,7 @@ public enum ControlMessage: Sendable, Equatable {
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)
         default:
-            throw MulticastError("unknown control message type \(type)")
+            throw .unknownMessage(type: type)
         }
         guard r.remaining == 0 else { throw bad }
         return message
