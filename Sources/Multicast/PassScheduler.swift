@@ -1,6 +1,7 @@
 /// Decides what the server sends next: passes over every chunk that has data, in disk order,
 /// with chunks that clients report missing sent first, so a loss is repaired within the
 /// same pass rather than on the next one. No I/O: fed events, asked for the next chunk.
+/// Who is listening, and whether to send at all, is `ClientRoster`'s business.
 public struct PassScheduler: Sendable {
     /// Manifest indices of the chunks that travel (zero chunks do not).
     public let sendable: [Int]
@@ -12,8 +13,6 @@ public struct PassScheduler: Sendable {
     private var repairHead = 0
     /// Queued repairs by chunk: the fragments wanted, or nil for the whole chunk.
     private var queued: [Int: Set<UInt16>?] = [:]
-    /// Passes completed since a client last asked for anything (for `Loop Suspend`).
-    public private(set) var idlePasses: UInt64 = 0
 
     /// Fragments of each manifest chunk (0 for zero chunks, which never travel).
     private let fragmentCounts: [Int]
@@ -65,9 +64,6 @@ public struct PassScheduler: Sendable {
         }
     }
 
-    /// Someone is restoring: the pass count toward suspension starts again.
-    public mutating func noteActivity() { idlePasses = 0 }
-
     /// The next chunk to send, the pass it belongs to, and which of its fragments (nil: all);
     /// nil when there is nothing at all.
     public mutating func next() -> (chunk: Int, pass: UInt32, fragments: [UInt16]?)? {
@@ -87,7 +83,6 @@ public struct PassScheduler: Sendable {
         if cursor == sendable.count {
             cursor = 0
             pass &+= 1
-            idlePasses += 1
         }
         return sent
     }
