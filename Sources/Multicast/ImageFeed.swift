@@ -8,12 +8,12 @@ import UDIF
 /// A scanned UDIF image travels as its own compressed chunks; a raw image (with its .bmap)
 /// or a block device travels as 1 MiB raw chunks, hashed when the server starts.
 public struct ImageFeed: Sendable {
-    public let manifest: [ManifestEntry]
+    package let manifest: [ManifestEntry]
     public let imageSHA256: [UInt8]
     public let diskBytes: UInt64
     private let stored: @Sendable (Int) throws -> [UInt8]
 
-    public func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
+    package func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
 
     public init(source: ImageSource) throws {
         diskBytes = source.bytes.byteCount

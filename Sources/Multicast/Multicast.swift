@@ -81,7 +81,7 @@ public enum MulticastError: UserFacingError, Equatable {
     }
 
     /// The server is not (or no longer) there: worth asking again.
-    public var serverAway: Bool {
+    package var serverAway: Bool {
         switch self {
         case .cannotConnect, .closed: true
         default: false

@@ -168,8 +168,10 @@ public final class MulticastServer: Sendable {
         var cachedChunk: (index: Int, bytes: [UInt8])?
         while !Interruption.requested {
             guard let next = nextChunk() else {
-                // Nothing is sent until someone asks: wait for a report (or look at the flag again).
-                state.wait(until: { $0.roster.streaming }, deadline: Date().addingTimeInterval(0.2)) { _, _ in }
+                // Nothing is sent until someone asks: wait for a report (or look at the flag
+                // again). An image of nothing but zeros never has anything to send.
+                state.wait(until: { $0.roster.streaming && !$0.scheduler.sendable.isEmpty },
+                           deadline: Date().addingTimeInterval(0.2)) { _, _ in }
                 pacer.reset()
                 continue
             }
