@@ -24,7 +24,7 @@ public struct MulticastClient {
     public init(reporter: Reporter) { self.reporter = reporter }
 
     /// "asr://host[:port]" into host and port.
-    public static func parse(_ url: String) throws(MulticastError) -> (host: String, port: UInt16) {
+    package static func parse(_ url: String) throws(MulticastError) -> (host: String, port: UInt16) {
         guard url.lowercased().hasPrefix("asr://") else { throw .notAnASRAddress(url) }
         let rest = url.dropFirst(6).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         let parts = rest.split(separator: ":", omittingEmptySubsequences: false)

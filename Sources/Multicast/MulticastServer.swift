@@ -11,7 +11,7 @@ import UDIF
 public final class MulticastServer: Sendable {
     public let feed: ImageFeed
     public let config: ServerConfig
-    public let sessionID = UInt64.random(in: 1...UInt64.max)
+    package let sessionID = UInt64.random(in: 1...UInt64.max)
     private let interface: in_addr
     private let log: @Sendable (String) -> Void
     /// The send loop waits on it for a request; control threads change it.
@@ -34,7 +34,7 @@ public final class MulticastServer: Sendable {
                                     roster: ClientRoster(chunkCount: feed.manifest.count, rules: .init(loopSuspend: config.loopSuspend))))
     }
 
-    public var bytesSent: UInt64 { state.read { $0.bytesSent } }
+    package var bytesSent: UInt64 { state.read { $0.bytesSent } }
 
     /// Runs until `Interruption` is requested; returns normally then.
     public func run() throws {

@@ -5,7 +5,7 @@ import Synchronization
 /// DNS Service Discovery through Avahi (its D-Bus client library): a server announces its
 /// session as `_asr._tcp` on its control port; clients browse for sessions.
 public enum ServiceDiscovery {
-    public static let serviceType = "_asr._tcp"
+    package static let serviceType = "_asr._tcp"
 
     /// What a session's TXT record says, and where its server is.
     public struct Session: Codable, Sendable, Equatable {
