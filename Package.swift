@@ -35,6 +35,7 @@ let package = Package(
         ]),
         .target(name: "Multicast", dependencies: [
             "UDIF", "Imaging", "SystemSupport", "CAvahi", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "ImageFS", dependencies: [
             "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
@@ -53,7 +54,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport", 
             "Imaging", "UDIF", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast"]),
+        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast", "FuzzTargets"]),
         .testTarget(name: "ImageFSTests", dependencies: ["SystemSupport", 
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

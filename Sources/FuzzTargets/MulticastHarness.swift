@@ -11,7 +11,7 @@ enum MulticastHarness {
             try check(c.dataRate > 0 && c.multicastTTL > 0 && c.port > 0, "config accepted with a zero rate, TTL or port")
             try check(octets.count == 4 && (224...239).contains(octets[0]), "config accepted \(c.multicastAddress)")
         } catch let e as MulticastError {
-            try check(!e.message.contains("\n"), "config error is not one line: \(e.message)")
+            try check(!e.description.contains("\n"), "config error is not one line: \(e)")
         } catch {
             throw FuzzFailure("config threw \(type(of: error)), not MulticastError")
         }

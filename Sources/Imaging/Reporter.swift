@@ -44,6 +44,12 @@ public final class Reporter: Sendable {
         }
     }
 
+    /// Text as it is, for a line a workflow builds piece by piece (multicast's pass marks);
+    /// people's style only.
+    public func write(_ text: String) {
+        if case .human = style { emit(text) }
+    }
+
     /// Starts a progress phase: `label` for people (`Restoring  `), `key` for programs (`restore`).
     public func begin(_ label: String, key: String) {
         phase.withLock { phase in

@@ -1,17 +1,17 @@
 /// The client's bookkeeping: collects fragments into chunks, says when a chunk is complete,
 /// and which chunks are still missing. No I/O. Packets for unknown chunks, with sizes that
 /// disagree with the manifest, or beyond the memory budget are dropped, never trusted.
-public struct ChunkAssembler: Sendable {
-    public let manifest: [ManifestEntry]
+package struct ChunkAssembler: Sendable {
+    package let manifest: [ManifestEntry]
     /// Written and verified on the target.
-    public private(set) var complete: [Bool]
-    public private(set) var completeCount = 0
+    package private(set) var complete: [Bool]
+    package private(set) var completeCount = 0
     /// Assembled (being decoded and written, or done): not to be asked for again.
-    public private(set) var received: [Bool]
+    package private(set) var received: [Bool]
     private var partial: [Int: Partial] = [:]
     private var partialBytes = 0
     /// Bound on bytes held in unfinished chunks.
-    public let memoryBudget: Int
+    package let memoryBudget: Int
 
     private struct Partial {
         var bytes: [UInt8]
@@ -19,7 +19,7 @@ public struct ChunkAssembler: Sendable {
         var count = 0
     }
 
-    public init(manifest: [ManifestEntry], memoryBudget: Int = 96 << 20) {
+    package init(manifest: [ManifestEntry], memoryBudget: Int = 96 << 20) {
         self.manifest = manifest
         self.memoryBudget = memoryBudget
         complete = manifest.map { $0.storedLength == 0 }
@@ -27,10 +27,10 @@ public struct ChunkAssembler: Sendable {
         received = complete
     }
 
-    public var isComplete: Bool { completeCount == manifest.count }
+    package var isComplete: Bool { completeCount == manifest.count }
 
     /// Adds a packet; returns the chunk's stored bytes when this packet completed it.
-    public mutating func accept(_ p: DataPacket) -> (chunk: Int, stored: [UInt8])? {
+    package mutating func accept(_ p: DataPacket) -> (chunk: Int, stored: [UInt8])? {
         let index = Int(p.chunk)
         guard index < manifest.count, !received[index] else { return nil }
         let entry = manifest[index]
@@ -63,7 +63,7 @@ public struct ChunkAssembler: Sendable {
     }
 
     /// The chunk decoded and matched its SHA-256 and is on the target.
-    public mutating func markWritten(_ chunk: Int) {
+    package mutating func markWritten(_ chunk: Int) {
         guard !complete[chunk] else { return }
         received[chunk] = true
         complete[chunk] = true
@@ -71,13 +71,13 @@ public struct ChunkAssembler: Sendable {
     }
 
     /// The chunk's bytes were wrong (forged or damaged): forget them, it will come again.
-    public mutating func reject(_ chunk: Int) {
+    package mutating func reject(_ chunk: Int) {
         if let p = partial.removeValue(forKey: chunk) { partialBytes -= p.bytes.count }
         received[chunk] = complete[chunk]
     }
 
     /// Fragments still missing of chunks received in part, below `limit`.
-    public func missingFragments(below limit: Int, maxChunks: Int = ControlMessage.Report.maxPartialChunks) -> [(chunk: UInt32, missing: [UInt16])] {
+    package func missingFragments(below limit: Int, maxChunks: Int = ControlMessage.Report.maxPartialChunks) -> [(chunk: UInt32, missing: [UInt16])] {
         var out: [(chunk: UInt32, missing: [UInt16])] = []
         for (index, part) in partial.sorted(by: { $0.key < $1.key }) where index < limit && out.count < maxChunks {
             out.append((UInt32(index), part.have.indices.filter { !part.have[$0] }.map { UInt16($0) }))
@@ -87,7 +87,7 @@ public struct ChunkAssembler: Sendable {
 
     /// Chunks of which nothing has arrived, below `limit` (those the server has already sent
     /// this pass), as (first, count) ranges, at most `maxRanges` of them.
-    public func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
+    package func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
         var ranges: [(UInt32, UInt32)] = []
         var i = 0
         let end = min(limit, manifest.count)

@@ -8,22 +8,18 @@ import UDIF
 /// A scanned UDIF image travels as its own compressed chunks; a raw image (with its .bmap)
 /// or a block device travels as 1 MiB raw chunks, hashed when the server starts.
 public struct ImageFeed: Sendable {
-    public let manifest: [ManifestEntry]
+    package let manifest: [ManifestEntry]
     public let imageSHA256: [UInt8]
     public let diskBytes: UInt64
     private let stored: @Sendable (Int) throws -> [UInt8]
 
-    public func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
+    package func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
 
     public init(source: ImageSource) throws {
         diskBytes = source.bytes.byteCount
         if let image = source.udif {
-            guard let scan = try ScanData.stored(in: image) else {
-                throw MulticastError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
-            }
-            guard image.isOrdered else {
-                throw MulticastError("\(source.path) is not in logical order; run asr imagescan without --nostream")
-            }
+            guard let scan = try ScanData.stored(in: image) else { throw MulticastError.sourceNotScanned(path: source.path) }
+            guard image.isOrdered else { throw MulticastError.sourceNotOrdered(path: source.path) }
             manifest = image.chunks.enumerated().map { i, c in
                 ManifestEntry(diskOffset: c.diskOffset, length: c.length,
                               storedLength: c.type.hasStoredData ? UInt32(c.storedLength) : 0,
@@ -36,11 +32,9 @@ public struct ImageFeed: Sendable {
         // A raw image must be scanned (its .bmap) and match its scan; a device is read as is.
         let bytes = source.bytes
         if source.kind == .raw {
-            guard let mapPath = BlockMap.sidecar(for: source.path) else {
-                throw MulticastError("\(source.path) is not scanned; run asr imagescan --source \(source.path) first")
-            }
+            guard let mapPath = BlockMap.sidecar(for: source.path) else { throw MulticastError.sourceNotScanned(path: source.path) }
             let map = try BlockMap.load(mapPath)
-            guard map.imageSize == bytes.byteCount else { throw MulticastError("\(mapPath) does not describe \(source.path)") }
+            guard map.imageSize == bytes.byteCount else { throw MulticastError.blockMapMismatch(map: mapPath, source: source.path) }
             let expectations = map.expectations
             try RangeVerifier(reporter: Reporter(.quiet)).verify(bytes, expectations) { i in
                 let r = expectations[i]

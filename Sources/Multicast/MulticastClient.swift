@@ -1,4 +1,5 @@
 import SystemSupport
+import SystemPackage
 import Crypto
 import Foundation
 import Glibc
@@ -23,13 +24,13 @@ public struct MulticastClient {
     public init(reporter: Reporter) { self.reporter = reporter }
 
     /// "asr://host[:port]" into host and port.
-    public static func parse(_ url: String) throws -> (host: String, port: UInt16) {
-        guard url.lowercased().hasPrefix("asr://") else { throw MulticastError("\(url) is not an asr:// address") }
+    package static func parse(_ url: String) throws(MulticastError) -> (host: String, port: UInt16) {
+        guard url.lowercased().hasPrefix("asr://") else { throw .notAnASRAddress(url) }
         let rest = url.dropFirst(6).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
-        guard let host = parts.first, !host.isEmpty, parts.count <= 2 else { throw MulticastError("\(url): no server name") }
+        guard let host = parts.first, !host.isEmpty, parts.count <= 2 else { throw .noServerName(url: url) }
         guard parts.count == 2 else { return (String(host), 7800) }
-        guard let port = UInt16(parts[1]), port > 0 else { throw MulticastError("\(url): bad port") }
+        guard let port = UInt16(parts[1]), port > 0 else { throw .badPort(url: url) }
         return (String(host), port)
     }
 
@@ -45,9 +46,7 @@ public struct MulticastClient {
             return (host, port)
         }
         let found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { $0.name == host }
-        guard let session = found.first(where: { $0.name == host }) else {
-            throw MulticastError("\(host) is neither a host nor an asr session announced on the network (see asr list)")
-        }
+        guard let session = found.first(where: { $0.name == host }) else { throw MulticastError.unknownSession(host) }
         return (session.address, session.port)
     }
 
@@ -55,7 +54,7 @@ public struct MulticastClient {
         let (host, port) = try Self.locate(url, timeout: timeout)
         let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
-        if let confirmErase, try !confirmErase(targetPath) { throw MulticastError("restore cancelled; \(targetPath) was not changed") }
+        if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
@@ -78,171 +77,212 @@ public struct MulticastClient {
         let port: UInt16
         let name: String
 
-        static func connect(host: String, port: UInt16, name: String, timeout: TimeInterval) throws -> Session {
+        /// Connects, asking again while the server is not there, until `timeout`.
+        static func connect(host: String, port: UInt16, name: String, timeout: TimeInterval) throws(MulticastError) -> Session {
             let deadline = Date().addingTimeInterval(timeout)
-            var lastError: Error = MulticastError("no answer from \(host):\(port)")
+            var lastError = MulticastError.noAnswer(host: host, port: port)
             while Date() < deadline && !Interruption.requested {
                 do {
-                    let connection = try ControlConnection.connect(host: host, port: port, timeout: 5)
-                    connection.setReceiveTimeout(min(timeout, 30))
-                    try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
-                    guard case .welcome(let welcome)? = try connection.receive() else { throw MulticastError("\(host) did not welcome us") }
-                    guard case .manifest(let manifest)? = try connection.receive() else { throw MulticastError("\(host) sent no manifest") }
-                    guard welcome.imageSHA256.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
-                        throw MulticastError("\(host) sent a malformed welcome")
-                    }
-                    try ManifestEntry.check(manifest, diskBytes: welcome.diskBytes)
-                    connection.setReceiveTimeout(0.05)
-                    return Session(connection: connection, welcome: welcome, manifest: manifest, host: host, port: port, name: name)
-                } catch let e as MulticastError where e.message.contains("cannot connect") || e.message.contains("closed") {
-                    lastError = e
+                    return try handshake(host: host, port: port, name: name, timeout: timeout)
+                } catch where error.serverAway {
+                    lastError = error
                     Thread.sleep(forTimeInterval: 0.5)
                 }
             }
             throw lastError
         }
 
+        /// HELLO, then the server's WELCOME and manifest, both checked.
+        private static func handshake(host: String, port: UInt16, name: String, timeout: TimeInterval) throws(MulticastError) -> Session {
+            let connection = try ControlConnection.connect(host: host, port: port, timeout: 5)
+            connection.setReceiveTimeout(min(timeout, 30))
+            try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
+            guard case .welcome(let welcome)? = try connection.receive() else { throw .notWelcomed(host: host) }
+            guard case .manifest(let manifest)? = try connection.receive() else { throw .noManifest(host: host) }
+            guard welcome.imageSHA256.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
+                throw .malformedWelcome(host: host)
+            }
+            try ManifestEntry.check(manifest, diskBytes: welcome.diskBytes)
+            connection.setReceiveTimeout(0.05)
+            return Session(connection: connection, welcome: welcome, manifest: manifest, host: host, port: port, name: name)
+        }
+
         /// After the server restarted: the same image carries on under its new session.
-        mutating func reconnect(timeout: TimeInterval) throws {
+        mutating func reconnect(timeout: TimeInterval) throws(MulticastError) {
             let again = try Session.connect(host: host, port: port, name: name, timeout: timeout)
             guard again.welcome.imageSHA256 == welcome.imageSHA256, again.manifest == manifest else {
-                throw MulticastError("the server at \(host) now serves a different image")
+                throw .differentImage(host: host)
             }
             self = again
         }
     }
 
-    /// What the decode workers hand back to the receive loop.
-    private final class Results: @unchecked Sendable {
-        let lock = NSLock()
-        var written: [Int] = []
-        var rejected: [Int] = []
-        var failure: Error?
-        var bytesWritten: UInt64 = 0
-
-        func record(_ change: (Results) -> Void) {
-            lock.lock()
-            change(self)
-            lock.unlock()
-        }
-    }
-
-    /// A chunk's decoded bytes, exactly its length, or throws.
-    private static func decode(_ stored: [UInt8], _ entry: ManifestEntry) throws -> [UInt8] {
-        if entry.codec == ChunkType.raw.rawValue {
-            guard stored.count == Int(entry.length) else { throw MulticastError("raw chunk of the wrong size") }
-            return stored
-        }
-        var out = [UInt8](repeating: 0, count: Int(entry.length))
-        try stored.withUnsafeBytes { s in try out.withUnsafeMutableBytes { try Codec.decode(ChunkType(rawValue: entry.codec), s, into: $0) } }
-        return out
-    }
-
+    /// Receives every chunk with data and writes it; zero chunks are written as zeros first.
     private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget) throws {
-        let manifest = session.manifest
-        var assembler = ChunkAssembler(manifest: manifest)
-        // Zero chunks are never sent: make them zeros here.
-        var zeroStart: UInt64?
-        var zeroEnd: UInt64 = 0
-        for e in manifest {
-            if e.storedLength == 0 {
-                if zeroStart == nil { zeroStart = e.diskOffset }
-                zeroEnd = e.diskOffset + e.length
-            } else if let start = zeroStart {
-                try target.zero(file, offset: start, length: zeroEnd - start)
-                zeroStart = nil
-            }
-        }
-        if let start = zeroStart { try target.zero(file, offset: start, length: zeroEnd - start) }
-
+        try Self.writeZeroChunks(session.manifest, into: file, target: target)
+        var assembler = ChunkAssembler(manifest: session.manifest)
         let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName)
-        let results = Results()
-        let workers = DispatchQueue(label: "asr.client.decode", attributes: .concurrent)
-        let slots = DispatchSemaphore(value: ProcessInfo.processInfo.activeProcessorCount * 2)
-        let group = DispatchGroup()
-        var progress = PassProgress(chunks: manifest.count, reporter: reporter)
-        var currentPass: UInt32?
-        var highestInPass = -1
+        let writers = ChunkWriters(file: file, width: ProcessInfo.processInfo.activeProcessorCount * 2)
+        var progress = PassProgress(chunks: session.manifest.count, reporter: reporter)
+        defer { progress.finish(assembler) }
+        var position = StreamPosition()
         var lastData = Date()
         var lastReport = Date.distantPast
         let started = Date()
-        defer { progress.finish(assembler) }
 
         while !assembler.isComplete {
-            if Interruption.requested { throw MulticastError("interrupted") }
-            results.lock.lock()
-            let written = results.written, rejected = results.rejected, failure = results.failure
-            results.written.removeAll()
-            results.rejected.removeAll()
-            results.lock.unlock()
-            if let failure { throw failure }
-            for c in written { assembler.markWritten(c) }
-            for c in rejected { assembler.reject(c) }
-            if !written.isEmpty { progress.completed(assembler.completeCount) }
+            if Interruption.requested { throw MulticastError.interrupted }
+            if try writers.collect(into: &assembler) { progress.completed(assembler.completeCount) }
             if assembler.isComplete { break }
-
             if let packet = socket.receive(), packet.sessionID == session.welcome.sessionID {
                 lastData = Date()
-                if currentPass.map({ packet.pass > $0 }) ?? true {
-                    currentPass = packet.pass
-                    highestInPass = -1
-                    progress.startPass(packet.pass, assembler)
-                }
-                if packet.pass == currentPass, Int(packet.chunk) > highestInPass {
-                    highestInPass = Int(packet.chunk)
-                    progress.reached(highestInPass, assembler)
-                }
-                if let (index, stored) = assembler.accept(packet) {
-                    slots.wait()
-                    let entry = manifest[index]
-                    workers.async(group: group) {
-                        defer { slots.signal() }
-                        // A chunk that does not decode or match its SHA-256 is a bad copy
-                        // (damage or forgery): forget it and fetch it again.
-                        guard let decoded = try? Self.decode(stored, entry), Array(SHA256.hash(data: decoded)) == entry.sha256 else {
-                            results.record { $0.rejected.append(index) }
-                            return
-                        }
-                        do {
-                            try file.write(decoded, at: entry.diskOffset)
-                            results.record { $0.written.append(index); $0.bytesWritten += entry.length }
-                        } catch {
-                            results.record { $0.failure = error }
-                        }
-                    }
-                }
+                position.follow(packet, progress: &progress, assembler)
+                if let (index, stored) = assembler.accept(packet) { writers.submit(index, stored, session.manifest[index]) }
             }
-
             let now = Date()
             if now.timeIntervalSince(lastReport) > 0.25 {
                 lastReport = now
-                let rate = UInt64(Double(results.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
-                let missing = assembler.missing(below: highestInPass)
-                let partial = assembler.missingFragments(below: highestInPass)
-                do {
-                    try session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: rate,
-                                                              missing: missing, fragments: partial)))
-                    if case .drop(let reason)? = try session.connection.receive() {
-                        throw MulticastError("the server dropped this client: \(reason)")
-                    }
-                } catch let e as MulticastError where e.message.hasPrefix("the server dropped") {
-                    throw e
-                } catch {
-                    // The server went away: reconnect, keeping every chunk we have.
-                    progress.note("lost the server; reconnecting")
-                    try session.reconnect(timeout: timeout)
-                    lastData = Date()
-                }
+                let rate = UInt64(Double(writers.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
+                if try report(&session, assembler, below: position.highest, writeRate: rate, progress: &progress) { lastData = Date() }
             }
-            if now.timeIntervalSince(lastData) > timeout {
-                throw MulticastError("no data from the server for \(Int(timeout)) s")
-            }
+            if now.timeIntervalSince(lastData) > timeout { throw MulticastError.noData(seconds: Int(timeout)) }
         }
-        group.wait()
-        if let failure = results.failure { throw failure }
+        try writers.finish()
         socket.leave()
         // Everything is in: the server hears so before the (possibly long) verify.
         try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [])))
+    }
+
+    /// Zero chunks are never sent: each run of them becomes zeros on the target here.
+    private static func writeZeroChunks(_ manifest: [ManifestEntry], into file: FileIO, target: RestoreTarget) throws {
+        var run: Range<UInt64>?
+        for e in manifest {
+            if e.storedLength == 0 {
+                run = (run?.lowerBound ?? e.diskOffset)..<(e.diskOffset + e.length)
+            } else if let r = run {
+                try target.zero(file, offset: r.lowerBound, length: UInt64(r.count))
+                run = nil
+            }
+        }
+        if let r = run { try target.zero(file, offset: r.lowerBound, length: UInt64(r.count)) }
+    }
+
+    /// Tells the server what we have and lack below `limit` (what the stream has gone past),
+    /// and hears whether it dropped us. A server that went away is reconnected to, keeping
+    /// every chunk we have; returns true then.
+    private func report(_ session: inout Session, _ assembler: ChunkAssembler, below limit: Int, writeRate: UInt64,
+                        progress: inout PassProgress) throws -> Bool {
+        let report = ControlMessage.Report(received: UInt32(assembler.completeCount), writeRate: writeRate,
+                                           missing: assembler.missing(below: limit), fragments: assembler.missingFragments(below: limit))
+        let reply: ControlMessage?
+        do {
+            try session.connection.send(.report(report))
+            reply = try session.connection.receive()
+        } catch {
+            progress.note("lost the server; reconnecting")
+            try session.reconnect(timeout: timeout)
+            return true
+        }
+        if case .drop(let reason)? = reply { throw MulticastError.droppedByServer(reason: reason) }
+        return false
+    }
+}
+
+/// Where the server's stream is: its pass, and the highest chunk seen in that pass (what is
+/// missing below it was lost and is worth asking for).
+struct StreamPosition {
+    private(set) var pass: UInt32?
+    private(set) var highest = -1
+
+    /// Moves on with a packet and tells the progress line.
+    mutating func follow(_ packet: DataPacket, progress: inout PassProgress, _ assembler: ChunkAssembler) {
+        if pass.map({ packet.pass > $0 }) ?? true {
+            pass = packet.pass
+            highest = -1
+            progress.startPass(packet.pass, assembler)
+        }
+        if packet.pass == pass, Int(packet.chunk) > highest {
+            highest = Int(packet.chunk)
+            progress.reached(highest, assembler)
+        }
+    }
+}
+
+/// Decodes, checks and writes assembled chunks on a few threads at once; the receive loop
+/// collects what became of each.
+final class ChunkWriters: Sendable {
+    private struct Outcome {
+        var written: [Int] = []
+        var rejected: [Int] = []
+        var failure: (any Error)?
+        var bytesWritten: UInt64 = 0
+    }
+
+    private let outcome = Mutex(Outcome())
+    private let file: FileIO
+    private let queue = DispatchQueue(label: "asr.client.decode", attributes: .concurrent)
+    /// Bounds the chunks in flight, and so the memory they hold.
+    private let slots: DispatchSemaphore
+    private let group = DispatchGroup()
+
+    init(file: FileIO, width: Int) {
+        self.file = file
+        slots = DispatchSemaphore(value: width)
+    }
+
+    var bytesWritten: UInt64 { outcome.withLock { $0.bytesWritten } }
+
+    /// Hands a chunk's stored bytes to a worker; waits while every worker is busy.
+    func submit(_ index: Int, _ stored: [UInt8], _ entry: ManifestEntry) {
+        slots.wait()
+        queue.async(group: group) { [self] in
+            defer { slots.signal() }
+            // A chunk that does not decode or match its SHA-256 is a bad copy (damage or
+            // forgery): forget it and fetch it again.
+            guard let decoded = try? Self.decode(stored, entry), Array(SHA256.hash(data: decoded)) == entry.sha256 else {
+                outcome.withLock { $0.rejected.append(index) }
+                return
+            }
+            do {
+                try file.write(decoded, at: entry.diskOffset)
+                outcome.withLock {
+                    $0.written.append(index)
+                    $0.bytesWritten += entry.length
+                }
+            } catch {
+                outcome.withLock { $0.failure = error }
+            }
+        }
+    }
+
+    /// Marks what the workers finished since the last call; true if a chunk was written.
+    /// Throws the first write failure.
+    func collect(into assembler: inout ChunkAssembler) throws -> Bool {
+        let (written, rejected, failure) = outcome.withLock { o in
+            defer {
+                o.written.removeAll()
+                o.rejected.removeAll()
+            }
+            return (o.written, o.rejected, o.failure)
+        }
+        if let failure { throw failure }
+        for c in written { assembler.markWritten(c) }
+        for c in rejected { assembler.reject(c) }
+        return !written.isEmpty
+    }
+
+    /// Waits for the workers; throws the first write failure.
+    func finish() throws {
+        group.wait()
+        if let failure = outcome.withLock({ $0.failure }) { throw failure }
+    }
+
+    /// A chunk's decoded bytes, exactly its length, or nil.
+    private static func decode(_ stored: [UInt8], _ entry: ManifestEntry) throws -> [UInt8]? {
+        if entry.codec == ChunkType.raw.rawValue { return stored.count == Int(entry.length) ? stored : nil }
+        var out = [UInt8](repeating: 0, count: Int(entry.length))
+        try stored.withUnsafeBytes { s in try out.withUnsafeMutableBytes { try Codec.decode(ChunkType(rawValue: entry.codec), s, into: $0) } }
+        return out
     }
 }
 
@@ -254,34 +294,30 @@ final class DataReceiver {
     private var buffer = [UInt8](repeating: 0, count: 2048)  // a packet is at most 1432 bytes; small, since each decoded packet copies it
     private var joined = false
 
-    init(group: [UInt8], port: UInt16, interfaceName: String?) throws {
+    init(group: [UInt8], port: UInt16, interfaceName: String?) throws(MulticastError) {
         let groupAddress = in_addr(s_addr: group.withUnsafeBytes { $0.load(as: UInt32.self) })
+        let interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw socketError("socket") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
-        var size: Int32 = 16 << 20
-        if setsockopt(fd, SOL_SOCKET, 33 /* SO_RCVBUFFORCE */, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
-            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        }
-        var addr = sockaddrIn(groupAddress, port)  // bound to the group: only its traffic arrives
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0 else {
-            let e = socketError("cannot bind the multicast port \(port)")
+        guard fd >= 0 else { throw .socket(.create, lastErrno()) }
+        setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
+        // Past the rmem_max limit where we may (root); as big as allowed otherwise.
+        if !setOption(fd, SOL_SOCKET, Kernel.receiveBufferForce, 16 << 20) { setOption(fd, SOL_SOCKET, SO_RCVBUF, 16 << 20) }
+        do throws(Errno) {
+            try bind(fd, groupAddress, port)  // bound to the group: only its traffic arrives
+        } catch {
             close(fd)
-            throw e
+            throw .socket(.bind(port: port), error)
         }
         membership.imr_multiaddr = groupAddress
-        membership.imr_interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
+        membership.imr_interface = interface
         guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
-            let e = socketError("cannot join the multicast group")
+            let e = lastErrno()
             close(fd)
-            throw e
+            throw .socket(.join(group: group.map(String.init).joined(separator: ".")), e)
         }
         joined = true
-        var tv = timeval(tv_sec: 0, tv_usec: 50_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setTimeout(fd, SO_RCVTIMEO, 0.05)
     }
 
     deinit {
@@ -368,5 +404,5 @@ struct PassProgress {
         marks += 1
     }
 
-    private func emit(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }
+    private func emit(_ s: String) { reporter.write(s) }
 }

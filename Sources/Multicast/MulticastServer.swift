@@ -1,52 +1,28 @@
 import SystemSupport
+import SystemPackage
 import Foundation
 import Glibc
-import Synchronization
 import UDIF
 
 /// `asr server`: serves one image to every client that asks, over UDP multicast, until
 /// interrupted. TCP control on the configured port; data to the group on the same port.
-public final class MulticastServer: @unchecked Sendable {
+/// What to send is `PassScheduler`'s call, whom to serve and when to pause `ClientRoster`'s;
+/// this class runs the sockets and threads around them.
+public final class MulticastServer: Sendable {
     public let feed: ImageFeed
     public let config: ServerConfig
-    public let sessionID = UInt64.random(in: 1...UInt64.max)
+    package let sessionID = UInt64.random(in: 1...UInt64.max)
     private let interface: in_addr
     private let log: @Sendable (String) -> Void
-    private let state: Mutex<SharedState>
-    private let wake = NSCondition()
-
-    struct ClientRecord {
-        var name: String
-        var connection: ControlConnection
-        var received: UInt32 = 0
-        var done = false
-        var lastReport = Date()
-        /// Chunks it had at the last pass boundary, and passes since it gained one.
-        var receivedAtPass: UInt32 = 0
-        var stalledPasses = 0
-        /// A pass is judged only if the client reported during it (short passes outrun reports).
-        var reportedSincePass = false
-        var lastProgress = Date()
-        var peer: String { connection.peer }
-    }
-
-    /// The slow-client rule: a client that gains no chunk over `stallLimit` whole passes and
-    /// at least `stallTime` seconds, or sends no report for `silenceLimit` seconds, is dropped
-    /// and told why. (Passes of a small image take a fraction of a second: time matters too.)
-    static let stallLimit = 3
-    static let stallTime: TimeInterval = 10
-    static let silenceLimit: TimeInterval = 15
+    /// The send loop waits on it for a request; control threads change it.
+    private let state: Monitor<SharedState>
 
     struct SharedState {
         var scheduler: PassScheduler
-        var clients: [Int: ClientRecord] = [:]
-        var nextClient = 0
+        var roster: ClientRoster
+        var connections: [ClientRoster.ID: ControlConnection] = [:]
         var stopped = false
-        /// Off until a client asks, and again after `Loop Suspend` idle passes.
-        var streaming = false
         var bytesSent: UInt64 = 0
-        init(scheduler: PassScheduler) { self.scheduler = scheduler }
-        var restoring: Int { clients.values.filter { !$0.done }.count }
     }
 
     public init(feed: ImageFeed, config: ServerConfig, interfaceName: String?, log: @escaping @Sendable (String) -> Void) throws {
@@ -54,10 +30,11 @@ public final class MulticastServer: @unchecked Sendable {
         self.config = config
         self.log = log
         interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
-        state = Mutex(SharedState(scheduler: PassScheduler(manifest: feed.manifest)))
+        state = Monitor(SharedState(scheduler: PassScheduler(manifest: feed.manifest),
+                                    roster: ClientRoster(chunkCount: feed.manifest.count, rules: .init(loopSuspend: config.loopSuspend))))
     }
 
-    public var bytesSent: UInt64 { state.withLock { $0.bytesSent } }
+    package var bytesSent: UInt64 { state.read { $0.bytesSent } }
 
     /// Runs until `Interruption` is requested; returns normally then.
     public func run() throws {
@@ -68,37 +45,35 @@ public final class MulticastServer: @unchecked Sendable {
         let acceptor = Thread { [self] in acceptLoop(listener) }
         acceptor.start()
         try sendLoop(sender)
-        state.withLock { $0.stopped = true }
+        state.update { $0.stopped = true }
         shutdown(listener, Int32(SHUT_RDWR))
         log("stopped after \(bytesSent) bytes")
     }
 
-    private func listen() throws -> Int32 {
+    private func listen() throws(MulticastError) -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw socketError("socket") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = sockaddrIn(in_addr(s_addr: INADDR_ANY), config.port)
-        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard bound == 0, Glibc.listen(fd, 64) == 0 else {
-            let e = socketError("cannot listen on port \(config.port)")
+        guard fd >= 0 else { throw .socket(.create, lastErrno()) }
+        setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+        do throws(Errno) {
+            try bind(fd, in_addr(s_addr: INADDR_ANY), config.port)
+            guard Glibc.listen(fd, 64) == 0 else { throw lastErrno() }
+        } catch {
             close(fd)
-            throw e
+            throw .socket(.listen(port: config.port), error)
         }
-        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setTimeout(fd, SO_RCVTIMEO, 0.2)
         return fd
     }
 
     private func acceptLoop(_ listener: Int32) {
-        while !Interruption.requested && !state.withLock({ $0.stopped }) {
+        while !Interruption.requested && !state.read({ $0.stopped }) {
             var addr = sockaddr_in()
             var len = socklen_t(MemoryLayout<sockaddr_in>.size)
             let fd = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &len) } }
-            guard fd >= 0 else { continue }
+            guard fd >= 0 else { continue }  // the 0.2 s timeout, or a signal: look at the flags again
             var text = [CChar](repeating: 0, count: 32)
             inet_ntop(AF_INET, &addr.sin_addr, &text, 32)
-            let connection = ControlConnection(fd: fd, peer: String(cString: text))
+            let connection = ControlConnection(fd: fd, peer: string(fromCBuffer: text))
             Thread { [self] in serve(connection) }.start()
         }
     }
@@ -106,11 +81,14 @@ public final class MulticastServer: @unchecked Sendable {
     /// One client's control conversation.
     private func serve(_ connection: ControlConnection) {
         connection.setReceiveTimeout(1)
-        var id: Int?
+        var id: ClientRoster.ID?
         defer {
             if let id {
-                let record = state.withLock { $0.clients.removeValue(forKey: id) }
-                if let record, !record.done { log("client \(record.name) (\(record.peer)) left before finishing") }
+                let client = state.update { s in
+                    s.connections[id] = nil
+                    return s.roster.leave(id)
+                }
+                if let client, !client.done { log("client \(client.name) (\(client.peer)) left before finishing") }
             }
         }
         do {
@@ -128,31 +106,24 @@ public final class MulticastServer: @unchecked Sendable {
                         dataPort: config.port, dataRate: config.effectiveRate)))
                     try connection.send(.manifest(feed.manifest))
                     if id == nil {
-                        id = state.withLock { s in
-                            s.nextClient += 1
-                            s.clients[s.nextClient] = ClientRecord(name: name, connection: connection)
-                            return s.nextClient
+                        let now = ContinuousClock.now
+                        id = state.update { s in
+                            let id = s.roster.join(name: name, peer: connection.peer, at: now)
+                            s.connections[id] = connection
+                            return id
                         }
                         log("client \(name) (\(connection.peer)) joined")
                     }
                 case .report(let report):
                     guard let id else { continue }
-                    // A report means the client has joined the group and is ready: stream.
-                    state.withLock { s in
-                        s.clients[id]?.received = report.received
-                        s.clients[id]?.lastReport = Date()
-                        s.clients[id]?.reportedSincePass = true
-                        s.scheduler.noteActivity()
-                        s.streaming = true
+                    let now = ContinuousClock.now
+                    state.update { s in
+                        s.roster.report(report, from: id, at: now)
                         s.scheduler.requestRepair(from: report)
                     }
-                    wake.lock(); wake.broadcast(); wake.unlock()
                 case .done:
                     guard let id else { continue }
-                    let name = state.withLock { s -> String in
-                        s.clients[id]?.done = true
-                        return s.clients[id]?.name ?? "?"
-                    }
+                    let name = state.update { $0.roster.finish(id)?.name } ?? "?"
                     log("client \(name) (\(connection.peer)) finished; \(bytesSent) bytes sent so far")
                 default:
                     return  // a client has no business sending anything else
@@ -163,33 +134,46 @@ public final class MulticastServer: @unchecked Sendable {
         }
     }
 
+    /// A chunk to send: its index, the pass, and which fragments (nil: all).
+    typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?)
+
+    /// The next chunk to send, with the roster's rules applied where a pass ends; nil while
+    /// nobody has asked, or sending is suspended.
+    private func nextChunk() -> Next? {
+        let now = ContinuousClock.now
+        let (next, suspended, drops) = state.update { s -> (Next?, Bool, [(ClientRoster.Drop, ControlConnection?)]) in
+            let suspended = s.roster.suspendIfIdle()
+            guard s.roster.streaming else { return (nil, suspended, []) }
+            let pass = s.scheduler.pass
+            let next = s.scheduler.next()
+            guard s.scheduler.pass != pass else { return (next, suspended, []) }
+            let drops = s.roster.passEnded(at: now).map { drop in (drop, s.connections.removeValue(forKey: drop.id)) }
+            return (next, suspended, drops)
+        }
+        if suspended { log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request") }
+        // The dropped client is told why; the others carry on at the same rate.
+        for (drop, connection) in drops {
+            log("dropped client \(drop.client.name) (\(drop.client.peer)): \(drop.reason)")
+            try? connection?.send(.drop(reason: drop.reason.description))
+            connection?.shutDown()
+        }
+        return next
+    }
+
     private func sendLoop(_ sender: DataSender) throws {
         var pacer = Pacer(rate: config.effectiveRate)
         var packet: [UInt8] = []
         var batch: [UInt8] = []
         batch.reserveCapacity(64 * 1024)
         var cachedChunk: (index: Int, bytes: [UInt8])?
-        var lastPass: UInt32 = 0
         while !Interruption.requested {
-            // Nothing is sent until someone asks; with Loop Suspend, sending stops after that
-            // many passes with nobody restoring, until the next request.
-            let next: (chunk: Int, pass: UInt32, fragments: [UInt16]?)? = state.withLock { s in
-                if s.streaming, config.loopSuspend > 0, s.restoring == 0, s.scheduler.idlePasses >= config.loopSuspend {
-                    s.streaming = false
-                    log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request")
-                }
-                return s.streaming ? s.scheduler.next() : nil
-            }
-            guard let next else {
-                wake.lock()
-                _ = wake.wait(until: Date().addingTimeInterval(0.2))
-                wake.unlock()
+            guard let next = nextChunk() else {
+                // Nothing is sent until someone asks: wait for a report (or look at the flag
+                // again). An image of nothing but zeros never has anything to send.
+                state.wait(until: { $0.roster.streaming && !$0.scheduler.sendable.isEmpty },
+                           deadline: Date().addingTimeInterval(0.2)) { _, _ in }
                 pacer.reset()
                 continue
-            }
-            if next.pass != lastPass {
-                lastPass = next.pass
-                dropStragglers()
             }
             let entry = feed.manifest[next.chunk]
             let stored: [UInt8]
@@ -218,46 +202,8 @@ public final class MulticastServer: @unchecked Sendable {
                 pacer.wait(for: batch.count)
                 try sender.send(batch, segment: DataPacket.headerSize + DataPacket.maxPayload)
                 let sent = batch.count
-                state.withLock { $0.bytesSent += UInt64(sent) }
+                state.update { $0.bytesSent += UInt64(sent) }
             }
-        }
-    }
-}
-
-extension MulticastServer {
-    /// Applies the slow-client rule at a pass boundary. The dropped client is told why; the
-    /// others carry on at the same rate.
-    func dropStragglers() {
-        let dropped: [(ClientRecord, String)] = state.withLock { s in
-            var out: [(ClientRecord, String)] = []
-            // Clients with every chunk are verifying: they owe us nothing but DONE.
-            for (id, var c) in s.clients where !c.done && Int(c.received) < feed.manifest.count {
-                if c.reportedSincePass {
-                    if c.received > c.receivedAtPass {
-                        c.stalledPasses = 0
-                        c.lastProgress = Date()
-                    } else {
-                        c.stalledPasses += 1
-                    }
-                    c.receivedAtPass = c.received
-                    c.reportedSincePass = false
-                }
-                s.clients[id] = c
-                let silent = Date().timeIntervalSince(c.lastReport) > Self.silenceLimit
-                let stalled = c.stalledPasses >= Self.stallLimit && Date().timeIntervalSince(c.lastProgress) >= Self.stallTime
-                if stalled || silent {
-                    let why = silent ? "no report for \(Int(Self.silenceLimit)) s"
-                        : "no progress in \(c.stalledPasses) passes and \(Int(Self.stallTime)) s (\(c.received) of \(feed.manifest.count) chunks)"
-                    out.append((c, why))
-                    s.clients[id] = nil
-                }
-            }
-            return out
-        }
-        for (client, why) in dropped {
-            log("dropped client \(client.name) (\(client.peer)): \(why)")
-            try? client.connection.send(.drop(reason: why))
-            shutdown(client.connection.fd, Int32(SHUT_RDWR))
         }
     }
 }
@@ -312,55 +258,55 @@ final class DataSender {
     private var destination: sockaddr_in
     private var gso = true
 
-    init(group: String, port: UInt16, ttl: UInt8, interface: in_addr) throws {
-        guard let groupAddress = ipv4(group) else { throw MulticastError("bad multicast address \(group)") }
+    init(group: String, port: UInt16, ttl: UInt8, interface: in_addr) throws(MulticastError) {
+        guard let groupAddress = ipv4(group) else { throw .badMulticastAddress(group) }
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw socketError("socket") }
+        guard fd >= 0 else { throw .socket(.create, lastErrno()) }
         destination = sockaddrIn(groupAddress, port)
-        var t = Int32(ttl)
-        setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, &t, socklen_t(MemoryLayout<Int32>.size))
-        var loop: Int32 = 1  // clients on this host (and the loopback demo) hear it too
-        setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, &loop, socklen_t(MemoryLayout<Int32>.size))
+        setOption(fd, Int32(IPPROTO_IP), IP_MULTICAST_TTL, Int32(ttl))
+        setOption(fd, Int32(IPPROTO_IP), IP_MULTICAST_LOOP, 1)  // clients on this host (and the loopback demo) hear it too
         var iface = interface
         if iface.s_addr != INADDR_ANY {
             setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &iface, socklen_t(MemoryLayout<in_addr>.size))
         }
-        var buffer: Int32 = 4 << 20
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, socklen_t(MemoryLayout<Int32>.size))
+        setOption(fd, SOL_SOCKET, SO_SNDBUF, 4 << 20)
     }
 
     deinit { close(fd) }
 
-    func send(_ batch: [UInt8], segment: Int) throws {
+    func send(_ batch: [UInt8], segment: Int) throws(MulticastError) {
         if gso && batch.count > segment {
-            var seg = Int32(segment)
-            if setsockopt(fd, Int32(IPPROTO_UDP), 103 /* UDP_SEGMENT */, &seg, socklen_t(MemoryLayout<Int32>.size)) == 0 {
-                defer { seg = 0; setsockopt(fd, Int32(IPPROTO_UDP), 103, &seg, socklen_t(MemoryLayout<Int32>.size)) }
-                if sendOne(batch[...]) { return }
+            if setOption(fd, Int32(IPPROTO_UDP), Kernel.udpSegment, Int32(segment)) {
+                defer { setOption(fd, Int32(IPPROTO_UDP), Kernel.udpSegment, 0) }
+                if (try? sendOne(batch[...])) != nil { return }
             }
             gso = false  // not supported here: fall back for good
         }
         var at = 0
         while at < batch.count {
             let end = min(at + segment, batch.count)
-            if !sendOne(batch[at..<end]) { throw socketError("cannot send to the multicast group") }
+            do { try sendOne(batch[at..<end]) } catch { throw .socket(.send, error) }
             at = end
         }
     }
 
-    private func sendOne(_ bytes: ArraySlice<UInt8>) -> Bool {
+    /// One datagram (or GSO batch); a full socket buffer is waited out, not an error.
+    private func sendOne(_ bytes: ArraySlice<UInt8>) throws(Errno) {
         while true {
-            let n = bytes.withUnsafeBytes { buf in
-                withUnsafePointer(to: &destination) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            do throws(Errno) {
+                try retryingInterrupts {
+                    bytes.withUnsafeBytes { buf in
+                        withUnsafePointer(to: &destination) {
+                            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                                sendto(fd, buf.baseAddress, buf.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                            }
+                        }
                     }
                 }
+                return
+            } catch where error == .noBufferSpace || error == .resourceTemporarilyUnavailable {
+                usleep(200)
             }
-            if n >= 0 { return true }
-            if errno == EINTR { continue }
-            if errno == ENOBUFS || errno == EAGAIN { usleep(200); continue }
-            return false
         }
     }
 }

@@ -1,10 +1,11 @@
 /// Decides what the server sends next: passes over every chunk that has data, in disk order,
 /// with chunks that clients report missing sent first, so a loss is repaired within the
 /// same pass rather than on the next one. No I/O: fed events, asked for the next chunk.
-public struct PassScheduler: Sendable {
+/// Who is listening, and whether to send at all, is `ClientRoster`'s business.
+package struct PassScheduler: Sendable {
     /// Manifest indices of the chunks that travel (zero chunks do not).
-    public let sendable: [Int]
-    public private(set) var pass: UInt32 = 0
+    package let sendable: [Int]
+    package private(set) var pass: UInt32 = 0
     private var cursor = 0
     /// Repairs in the order asked for; those before `repairHead` are sent. Taken from the
     /// front by index: removing the first of a long queue each time made draining it quadratic.
@@ -12,14 +13,12 @@ public struct PassScheduler: Sendable {
     private var repairHead = 0
     /// Queued repairs by chunk: the fragments wanted, or nil for the whole chunk.
     private var queued: [Int: Set<UInt16>?] = [:]
-    /// Passes completed since a client last asked for anything (for `Loop Suspend`).
-    public private(set) var idlePasses: UInt64 = 0
 
     /// Fragments of each manifest chunk (0 for zero chunks, which never travel).
     private let fragmentCounts: [Int]
-    public var chunkCount: Int { fragmentCounts.count }
+    package var chunkCount: Int { fragmentCounts.count }
 
-    public init(manifest: [ManifestEntry]) {
+    package init(manifest: [ManifestEntry]) {
         sendable = manifest.indices.filter { manifest[$0].storedLength > 0 }
         fragmentCounts = manifest.map(\.fragmentCount)
     }
@@ -28,7 +27,7 @@ public struct PassScheduler: Sendable {
     /// data, and fragments past a chunk's last, are dropped; overlapping ranges are queued once.
     /// So work and memory stay within the manifest's size whatever the report claims (4096
     /// ranges each naming the whole image once meant 4096 walks over it, under the lock).
-    public mutating func requestRepair(from report: ControlMessage.Report) {
+    package mutating func requestRepair(from report: ControlMessage.Report) {
         let counts = fragmentCounts
         var covered = 0  // chunks below this came from an earlier range
         for (first, count) in report.missing.sorted(by: { $0.0 < $1.0 }) {
@@ -45,7 +44,7 @@ public struct PassScheduler: Sendable {
     }
 
     /// Clients' reports of chunks they lack; each chunk is queued once however many ask.
-    public mutating func requestRepair(_ chunks: some Sequence<Int>) {
+    package mutating func requestRepair(_ chunks: some Sequence<Int>) {
         for c in chunks {
             if queued[c] == nil { repairQueue.append(c) }
             queued[c] = .some(nil)
@@ -53,7 +52,7 @@ public struct PassScheduler: Sendable {
     }
 
     /// Just some fragments of a chunk: a loss costs those packets, not the whole chunk again.
-    public mutating func requestRepair(chunk c: Int, fragments: some Sequence<UInt16>) {
+    package mutating func requestRepair(chunk c: Int, fragments: some Sequence<UInt16>) {
         switch queued[c] {
         case nil:
             repairQueue.append(c)
@@ -65,12 +64,9 @@ public struct PassScheduler: Sendable {
         }
     }
 
-    /// Someone is restoring: the pass count toward suspension starts again.
-    public mutating func noteActivity() { idlePasses = 0 }
-
     /// The next chunk to send, the pass it belongs to, and which of its fragments (nil: all);
     /// nil when there is nothing at all.
-    public mutating func next() -> (chunk: Int, pass: UInt32, fragments: [UInt16]?)? {
+    package mutating func next() -> (chunk: Int, pass: UInt32, fragments: [UInt16]?)? {
         guard !sendable.isEmpty else { return nil }
         if repairHead < repairQueue.count {
             let c = repairQueue[repairHead]
@@ -87,7 +83,6 @@ public struct PassScheduler: Sendable {
         if cursor == sendable.count {
             cursor = 0
             pass &+= 1
-            idlePasses += 1
         }
         return sent
     }

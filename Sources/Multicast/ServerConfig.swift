@@ -23,45 +23,44 @@ public struct ServerConfig: Sendable, Equatable {
     /// The rate the server sends at: the data rate, capped by the slowest client's.
     public var effectiveRate: UInt64 { min(dataRate, clientDataRate ?? .max) }
 
-    public static func load(_ path: String) throws -> ServerConfig {
-        guard let bytes = try? FileIO.readSmallFile(path, limit: 1 << 20) else {
-            throw MulticastError("cannot read configuration \(path)")
-        }
-        guard bytes.count <= 1 << 20 else { throw MulticastError("configuration \(path) is too large to be a plist") }
+    public static func load(_ path: String) throws(MulticastError) -> ServerConfig {
+        guard let bytes = try? FileIO.readSmallFile(path, limit: 1 << 20) else { throw .unreadableConfig(path: path) }
+        guard bytes.count <= 1 << 20 else { throw .configTooLarge(path: path) }
         return try ServerConfig(plist: Data(bytes), name: path)
     }
 
-    public init(plist data: Data, name: String = "configuration") throws {
-        do { try PropertyListSafety.check([UInt8](data)) } catch { throw MulticastError("\(name) \(error.reason)") }
+    public init(plist data: Data, name: String = "configuration") throws(MulticastError) {
+        do { try PropertyListSafety.check([UInt8](data)) } catch { throw .configNotXML(name: name, reason: error.reason) }
         let raw: RawConfig
         do {
             raw = try PropertyListDecoder().decode(RawConfig.self, from: data)
-        } catch let error as MulticastError {
-            throw MulticastError("\(name): \(error.message)")
+        } catch let error as RawConfig.WrongType {
+            throw .configKey(name: name, key: error.key.rawValue, .wrongType(expected: error.expected))
         } catch {
-            throw MulticastError("\(name) is not a property list dictionary")
+            throw .configNotDictionary(name: name)
         }
-        guard let rate = raw.dataRate else { throw MulticastError("\(name): required key \"Data Rate\" is missing") }
-        guard rate > 0 else { throw MulticastError("\(name): \"Data Rate\" must be a positive integer (bytes per second)") }
-        guard let address = raw.multicastAddress else {
-            throw MulticastError("\(name): required key \"Multicast Address\" is missing")
+        func problem(_ key: RawConfig.CodingKeys, _ problem: MulticastError.ConfigProblem) -> MulticastError {
+            .configKey(name: name, key: key.rawValue, problem)
         }
+        guard let rate = raw.dataRate else { throw problem(.dataRate, .missing) }
+        guard rate > 0 else { throw problem(.dataRate, .notPositive) }
+        guard let address = raw.multicastAddress else { throw problem(.multicastAddress, .missing) }
         guard let octets = IPv4.parse(address), (224...239).contains(octets[0]) else {
-            throw MulticastError("\(name): \"Multicast Address\" \(displayable(address)) is not an IPv4 multicast address (224.0.0.0/4)")
+            throw problem(.multicastAddress, .notMulticast(address: address))
         }
         self.init(dataRate: rate, multicastAddress: address)
         if let r = raw.clientDataRate {
-            guard r > 0 else { throw MulticastError("\(name): \"Client Data Rate\" must be positive") }
+            guard r > 0 else { throw problem(.clientDataRate, .notPositive) }
             clientDataRate = r
         }
         dnsServiceDiscovery = raw.dnsServiceDiscovery ?? true
         loopSuspend = raw.loopSuspend ?? 0
         if let ttl = raw.multicastTTL {
-            guard (1...255).contains(ttl) else { throw MulticastError("\(name): \"Multicast TTL\" must be 1 to 255, not \(ttl)") }
+            guard (1...255).contains(ttl) else { throw problem(.multicastTTL, .outOfRange(ttl, 1...255)) }
             multicastTTL = UInt8(ttl)
         }
         if let p = raw.port {
-            guard (1...65535).contains(p) else { throw MulticastError("\(name): \"Port\" must be 1 to 65535, not \(p)") }
+            guard (1...65535).contains(p) else { throw problem(.port, .outOfRange(p, 1...65535)) }
             port = UInt16(p)
         }
     }
@@ -83,13 +82,17 @@ private struct RawConfig: Decodable {
         case multicastTTL = "Multicast TTL", port = "Port"
     }
 
+    /// A key present with the wrong type; `ServerConfig` names the file.
+    struct WrongType: Error {
+        let key: CodingKeys
+        let expected: String
+    }
+
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func value<T: Decodable>(_ key: CodingKeys, _ kind: String) throws -> T? {
             guard c.contains(key) else { return nil }
-            do { return try c.decode(T.self, forKey: key) } catch {
-                throw MulticastError("\"\(key.rawValue)\" must be \(kind)")
-            }
+            do { return try c.decode(T.self, forKey: key) } catch { throw WrongType(key: key, expected: kind) }
         }
         dataRate = try value(.dataRate, "a non-negative integer (bytes per second)")
         multicastAddress = try value(.multicastAddress, "a string")

@@ -5,7 +5,7 @@ import Synchronization
 /// DNS Service Discovery through Avahi (its D-Bus client library): a server announces its
 /// session as `_asr._tcp` on its control port; clients browse for sessions.
 public enum ServiceDiscovery {
-    public static let serviceType = "_asr._tcp"
+    package static let serviceType = "_asr._tcp"
 
     /// What a session's TXT record says, and where its server is.
     public struct Session: Codable, Sendable, Equatable {
@@ -51,6 +51,7 @@ public enum ServiceDiscovery {
 
 /// Keeps a session announced while it lives. Without a running avahi-daemon it announces
 /// nothing and says so once, through `log`.
+// Unchecked: owns Avahi handles; they are used on the poll thread, and by `stop()` only once it ended.
 public final class ServiceAnnouncer: @unchecked Sendable {
     private let poll: OpaquePointer
     private var client: OpaquePointer?
@@ -141,13 +142,14 @@ public final class ServiceAnnouncer: @unchecked Sendable {
 }
 
 /// Finds announced sessions: browses `_asr._tcp` and resolves each service found.
-public final class ServiceBrowser: @unchecked Sendable {
+/// Used on one thread: Avahi calls back from inside `browse`'s poll.
+public final class ServiceBrowser {
     private let poll: OpaquePointer
     private var client: OpaquePointer?
     private var sessions: [ServiceDiscovery.Session] = []
     private var pending = 0
     private var allForNow = false
-    private var failure: String?
+    private var failure: MulticastError?
 
     public init() { poll = avahi_simple_poll_new() }
 
@@ -161,7 +163,7 @@ public final class ServiceBrowser: @unchecked Sendable {
         var error: Int32 = 0
         client = avahi_client_new(avahi_simple_poll_get(poll), AvahiClientFlags(0), { _, _, _ in }, nil, &error)
         guard let client else {
-            throw MulticastError("cannot browse for asr servers: Avahi is not running (\(ServiceDiscovery.errorText(error)))")
+            throw MulticastError.avahiNotRunning(ServiceDiscovery.errorText(error))
         }
         let me = Unmanaged.passUnretained(self).toOpaque()
         guard avahi_service_browser_new(client, AvahiIfIndex(AVAHI_IF_UNSPEC), AvahiProtocol(AVAHI_PROTO_INET), ServiceDiscovery.serviceType, nil,
@@ -170,11 +172,11 @@ public final class ServiceBrowser: @unchecked Sendable {
             Unmanaged<ServiceBrowser>.fromOpaque(me).takeUnretainedValue()
                 .found(browser, interface, proto, event, name, type, domain)
         }, me) != nil else {
-            throw MulticastError("cannot browse for asr servers: \(ServiceDiscovery.errorText(avahi_client_errno(client)))")
+            throw MulticastError.cannotBrowse(ServiceDiscovery.errorText(avahi_client_errno(client)))
         }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let failure { throw MulticastError(failure) }
+            if let failure { throw failure }
             if let until, sessions.contains(where: until) { break }
             _ = avahi_simple_poll_iterate(poll, 100)
         }
@@ -212,7 +214,7 @@ public final class ServiceBrowser: @unchecked Sendable {
                 if !browser.sessions.contains(where: { $0.name == session.name }) { browser.sessions.append(session) }
             }, me)
         case AVAHI_BROWSER_FAILURE:
-            failure = "browsing for asr servers failed: \(ServiceDiscovery.errorText(avahi_client_errno(client)))"
+            failure = .browsingFailed(ServiceDiscovery.errorText(avahi_client_errno(client)))
         default:
             break
         }

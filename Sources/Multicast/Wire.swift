@@ -4,22 +4,22 @@ import UDIF
 /// checked against the bytes it has: every malformed input is a `nil` or a thrown error.
 
 /// A UDP data packet: one fragment of one compressed chunk.
-public struct DataPacket: Sendable, Equatable {
-    public static let magic: [UInt8] = Array("ASRD".utf8)
-    public static let version: UInt8 = 1
-    public static let headerSize = 32
+package struct DataPacket: Sendable, Equatable {
+    package static let magic: [UInt8] = Array("ASRD".utf8)
+    package static let version: UInt8 = 1
+    package static let headerSize = 32
     /// Payload per packet: 32 + 1400 bytes + IP and UDP headers fit a 1500-byte MTU.
-    public static let maxPayload = 1400
+    package static let maxPayload = 1400
 
-    public var fragmentCount: UInt16
-    public var sessionID: UInt64
-    public var pass: UInt32
-    public var chunk: UInt32
-    public var fragment: UInt16
-    public var storedLength: UInt32
-    public var payload: ArraySlice<UInt8>
+    package var fragmentCount: UInt16
+    package var sessionID: UInt64
+    package var pass: UInt32
+    package var chunk: UInt32
+    package var fragment: UInt16
+    package var storedLength: UInt32
+    package var payload: ArraySlice<UInt8>
 
-    public init(fragmentCount: UInt16, sessionID: UInt64, pass: UInt32, chunk: UInt32, fragment: UInt16,
+    package init(fragmentCount: UInt16, sessionID: UInt64, pass: UInt32, chunk: UInt32, fragment: UInt16,
                 storedLength: UInt32, payload: ArraySlice<UInt8>) {
         self.fragmentCount = fragmentCount
         self.sessionID = sessionID
@@ -30,7 +30,7 @@ public struct DataPacket: Sendable, Equatable {
         self.payload = payload
     }
 
-    public func encode(into out: inout [UInt8]) {
+    package func encode(into out: inout [UInt8]) {
         out.removeAll(keepingCapacity: true)
         out += Self.magic
         out.append(Self.version)
@@ -46,7 +46,7 @@ public struct DataPacket: Sendable, Equatable {
     }
 
     /// nil for anything that is not a well-formed packet of this version.
-    public static func decode(_ bytes: ArraySlice<UInt8>) -> DataPacket? {
+    package static func decode(_ bytes: ArraySlice<UInt8>) -> DataPacket? {
         guard bytes.count >= headerSize, bytes.prefix(4).elementsEqual(magic), bytes[bytes.startIndex + 4] == version else { return nil }
         var r = WireReader(bytes)
         r.skip(6)
@@ -60,17 +60,17 @@ public struct DataPacket: Sendable, Equatable {
 }
 
 /// One entry of the manifest: a chunk of the disk as the server sends it.
-public struct ManifestEntry: Sendable, Equatable {
-    public var diskOffset: UInt64
-    public var length: UInt64
+package struct ManifestEntry: Sendable, Equatable {
+    package var diskOffset: UInt64
+    package var length: UInt64
     /// Bytes on the wire; 0 for chunks the client fills with zeros itself.
-    public var storedLength: UInt32
+    package var storedLength: UInt32
     /// UDIF chunk type of the stored bytes (raw, zlib, ...).
-    public var codec: UInt32
+    package var codec: UInt32
     /// SHA-256 of the decoded bytes: checked before a chunk is written.
-    public var sha256: [UInt8]
+    package var sha256: [UInt8]
 
-    public init(diskOffset: UInt64, length: UInt64, storedLength: UInt32, codec: UInt32, sha256: [UInt8]) {
+    package init(diskOffset: UInt64, length: UInt64, storedLength: UInt32, codec: UInt32, sha256: [UInt8]) {
         self.diskOffset = diskOffset
         self.length = length
         self.storedLength = storedLength
@@ -78,27 +78,27 @@ public struct ManifestEntry: Sendable, Equatable {
         self.sha256 = sha256
     }
 
-    public var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
+    package var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
 
     /// A client's check of the server's manifest: chunks must tile the disk exactly, or the
     /// manifest cannot be trusted.
-    public static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws {
+    package static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws(MulticastError) {
         var at: UInt64 = 0
         for e in manifest {
             // Zero chunks may be long, so their sum may wrap: a wrapped sum is no tiling.
             let (end, wrapped) = at.addingReportingOverflow(e.length)
             guard e.diskOffset == at, !wrapped, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
                   e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
-                throw MulticastError("the server's manifest is malformed")
+                throw .malformedManifest
             }
             at = end
         }
-        guard at == diskBytes else { throw MulticastError("the server's manifest does not cover the disk") }
+        guard at == diskBytes else { throw .manifestShort }
     }
 }
 
 /// Messages on the TCP control connection, each framed as u32 length, u8 type, payload.
-public enum ControlMessage: Sendable, Equatable {
+package enum ControlMessage: Sendable, Equatable {
     case hello(version: UInt16, client: String)
     case welcome(Welcome)
     case manifest([ManifestEntry])
@@ -106,19 +106,19 @@ public enum ControlMessage: Sendable, Equatable {
     case done
     case drop(reason: String)
 
-    public static let protocolVersion: UInt16 = 1
-    public static let maxFrame = 64 << 20
-    public static let maxManifestEntries = (maxFrame - 8) / 56
+    package static let protocolVersion: UInt16 = 1
+    package static let maxFrame = 64 << 20
+    package static let maxManifestEntries = (maxFrame - 8) / 56
 
-    public struct Welcome: Sendable, Equatable {
-        public var version: UInt16
-        public var sessionID: UInt64
-        public var imageSHA256: [UInt8]
-        public var diskBytes: UInt64
-        public var group: [UInt8]  // IPv4, 4 bytes
-        public var dataPort: UInt16
-        public var dataRate: UInt64
-        public init(version: UInt16, sessionID: UInt64, imageSHA256: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
+    package struct Welcome: Sendable, Equatable {
+        package var version: UInt16
+        package var sessionID: UInt64
+        package var imageSHA256: [UInt8]
+        package var diskBytes: UInt64
+        package var group: [UInt8]  // IPv4, 4 bytes
+        package var dataPort: UInt16
+        package var dataRate: UInt64
+        package init(version: UInt16, sessionID: UInt64, imageSHA256: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
             self.version = version
             self.sessionID = sessionID
             self.imageSHA256 = imageSHA256
@@ -129,23 +129,23 @@ public enum ControlMessage: Sendable, Equatable {
         }
     }
 
-    public struct Report: Sendable, Equatable {
-        public var received: UInt32
+    package struct Report: Sendable, Equatable {
+        package var received: UInt32
         /// The client's measured write rate, bytes/s (0 if not yet known).
-        public var writeRate: UInt64
+        package var writeRate: UInt64
         /// Chunk ranges the client has nothing of, as (first, count).
-        public var missing: [(UInt32, UInt32)]
+        package var missing: [(UInt32, UInt32)]
         /// Chunks the client has in part: just the fragments it lacks.
-        public var fragments: [(chunk: UInt32, missing: [UInt16])]
-        public init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = []) {
+        package var fragments: [(chunk: UInt32, missing: [UInt16])]
+        package init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = []) {
             self.received = received
             self.writeRate = writeRate
             self.missing = missing
             self.fragments = fragments
         }
-        public static let maxRanges = 4096
-        public static let maxPartialChunks = 1024
-        public static func == (a: Report, b: Report) -> Bool {
+        package static let maxRanges = 4096
+        package static let maxPartialChunks = 1024
+        package static func == (a: Report, b: Report) -> Bool {
             a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
                 && a.fragments.elementsEqual(b.fragments) { $0.chunk == $1.chunk && $0.missing == $1.missing }
         }
@@ -163,7 +163,7 @@ public enum ControlMessage: Sendable, Equatable {
     }
 
     /// The framed bytes.
-    public func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var p: [UInt8] = []
         switch self {
         case .hello(let version, let client):
@@ -213,10 +213,10 @@ public enum ControlMessage: Sendable, Equatable {
     }
 
     /// Decodes one frame body (type byte and payload, without the length prefix).
-    public static func decode(_ body: ArraySlice<UInt8>) throws -> ControlMessage {
-        guard let type = body.first else { throw MulticastError("empty control message") }
+    package static func decode(_ body: ArraySlice<UInt8>) throws(MulticastError) -> ControlMessage {
+        guard let type = body.first else { throw .emptyMessage }
         var r = WireReader(body.dropFirst())
-        let bad = MulticastError("malformed control message (type \(type))")
+        let bad = MulticastError.malformedMessage(type: type)
         let message: ControlMessage
         switch type {
         case 1:
@@ -257,7 +257,7 @@ public enum ControlMessage: Sendable, Equatable {
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)
         default:
-            throw MulticastError("unknown control message type \(type)")
+            throw .unknownMessage(type: type)
         }
         guard r.remaining == 0 else { throw bad }
         return message

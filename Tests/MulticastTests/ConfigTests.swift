@@ -1,4 +1,5 @@
 import Foundation
+import FuzzTargets
 import Multicast
 import Testing
 
@@ -39,43 +40,44 @@ import Testing
         #expect(c.port == 7900)
     }
 
+    static let rateKind = "a non-negative integer (bytes per second)"
+
     @Test(arguments: [
-        ("<key>Multicast Address</key><string>239.1.2.3</string>", "\"Data Rate\" is missing"),
-        ("<key>Data Rate</key><integer>1</integer>", "\"Multicast Address\" is missing"),
-        ("<key>Data Rate</key><string>fast</string><key>Multicast Address</key><string>239.1.2.3</string>", "\"Data Rate\" must be"),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>10.0.0.1</string>", "224.0.0.0/4"),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>240.0.0.1</string>", "224.0.0.0/4"),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2</string>", "224.0.0.0/4"),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><integer>5</integer>", "\"Multicast Address\" must be"),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>Multicast TTL</key><integer>0</integer>", "\"Multicast TTL\""),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>Port</key><integer>70000</integer>", "\"Port\""),
-        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>DNS Service Discovery</key><string>yes</string>", "\"DNS Service Discovery\""),
-        ("<key>Data Rate</key><integer>0</integer><key>Multicast Address</key><string>239.1.2.3</string>", "\"Data Rate\" must be a positive"),
+        ("<key>Multicast Address</key><string>239.1.2.3</string>", "Data Rate", MulticastError.ConfigProblem.missing),
+        ("<key>Data Rate</key><integer>1</integer>", "Multicast Address", .missing),
+        ("<key>Data Rate</key><string>fast</string><key>Multicast Address</key><string>239.1.2.3</string>", "Data Rate", .wrongType(expected: rateKind)),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>10.0.0.1</string>", "Multicast Address", .notMulticast(address: "10.0.0.1")),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>240.0.0.1</string>", "Multicast Address", .notMulticast(address: "240.0.0.1")),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2</string>", "Multicast Address", .notMulticast(address: "239.1.2")),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><integer>5</integer>", "Multicast Address", .wrongType(expected: "a string")),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>Multicast TTL</key><integer>0</integer>", "Multicast TTL", .outOfRange(0, 1...255)),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>Port</key><integer>70000</integer>", "Port", .outOfRange(70000, 1...65535)),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>DNS Service Discovery</key><string>yes</string>", "DNS Service Discovery", .wrongType(expected: "a boolean")),
+        ("<key>Data Rate</key><integer>0</integer><key>Multicast Address</key><string>239.1.2.3</string>", "Data Rate", .notPositive),
+        ("<key>Data Rate</key><integer>1</integer><key>Multicast Address</key><string>239.1.2.3</string><key>Client Data Rate</key><integer>0</integer>", "Client Data Rate", .notPositive),
     ])
-    func badConfigsNameTheirKey(body: String, mention: String) {
-        do {
-            _ = try ServerConfig(plist: plist(body), name: "cfg.plist")
-            Issue.record("accepted: \(body)")
-        } catch let e as MulticastError {
-            #expect(e.message.contains(mention), "\(e.message)")
-            #expect(e.message.hasPrefix("cfg.plist"))
-            #expect(!e.message.contains("\n"))
-        } catch {
-            Issue.record("unexpected \(error)")
-        }
+    func badConfigsNameTheirKey(body: String, key: String, problem: MulticastError.ConfigProblem) {
+        let e = #expect(throws: MulticastError.self) { try ServerConfig(plist: plist(body), name: "cfg.plist") }
+        #expect(e == .configKey(name: "cfg.plist", key: key, problem), "\(body)")
+        #expect(e?.description.hasPrefix("cfg.plist: \"\(key)\"") == true || e?.description.hasPrefix("cfg.plist: required key \"\(key)\"") == true,
+                "\(e.map(String.init(describing:)) ?? "")")
+        #expect(e?.description.contains("\n") == false)
     }
 
     @Test func notAPlistAtAll() {
-        #expect(throws: MulticastError.self) { try ServerConfig(plist: Data("hello".utf8)) }
-        #expect(throws: MulticastError.self) { try ServerConfig(plist: Data("<plist><array/></plist>".utf8)) }
-        #expect(throws: MulticastError.self) { try ServerConfig.load("/nonexistent/cfg.plist") }
+        #expect(throws: MulticastError.configNotXML(name: "configuration", reason: "is not an XML property list")) {
+            try ServerConfig(plist: Data("hello".utf8))
+        }
+        #expect(throws: MulticastError.configNotDictionary(name: "configuration")) { try ServerConfig(plist: Data("<plist><array/></plist>".utf8)) }
+        #expect(throws: MulticastError.unreadableConfig(path: "/nonexistent/cfg.plist")) { try ServerConfig.load("/nonexistent/cfg.plist") }
     }
 }
 
 @Suite struct ConfigMutationTests {
     /// Randomized mutation of a valid plist: a clear error or a valid configuration, no crash.
     @Test func mutatedConfigsFailCleanly() {
-        var rng = SystemRandomNumberGenerator()
+        let seed = testSeed()
+        var rng = SplitMix(seed: seed)
         let original = Array("""
             <?xml version="1.0" encoding="UTF-8"?>
             <plist version="1.0"><dict><key>Data Rate</key><integer>6000000</integer>
@@ -88,13 +90,11 @@ import Testing
             for _ in 0..<Int.random(in: 1...4, using: &rng) {
                 bytes[Int.random(in: 0..<bytes.count, using: &rng)] = alphabet.randomElement(using: &rng)!
             }
-            do {
+            do throws(MulticastError) {
                 let c = try ServerConfig(plist: Data(bytes))
-                #expect(c.dataRate > 0 && c.multicastTTL > 0 && c.port > 0)
-            } catch let e as MulticastError {
-                #expect(!e.message.contains("\n"))
+                #expect(c.dataRate > 0 && c.multicastTTL > 0 && c.port > 0, "seed \(seed)")
             } catch {
-                Issue.record("unexpected \(error)")
+                #expect(!error.description.contains("\n"), "seed \(seed): \(error)")
             }
         }
     }
