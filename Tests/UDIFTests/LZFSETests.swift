@@ -359,7 +359,7 @@ import UDIF
             (stored(prefix) + v1(Block()) + end, handV1.count),
             (stored(prefix) + v2(Block()) + end, handV1.count),
         ]
-        var rng = SplitMix(seed: 20261127)
+        var rng = SplitMix64(seed: 20261127)
         var decoded = 0, thrown = 0
         for (stream, size) in corpus {
             for _ in 0..<1500 {
@@ -379,7 +379,7 @@ import UDIF
         #expect(thrown > decoded)
     }
 
-    func mutate(_ bytes: inout [UInt8], _ rng: inout SplitMix) {
+    func mutate(_ bytes: inout [UInt8], _ rng: inout SplitMix64) {
         guard !bytes.isEmpty else { return }
         let n = bytes.count
         // Headers matter most: aim half the edits at the first 64 bytes.

@@ -21,7 +21,7 @@ import UDIF
 
     @Test func zeroAndIncompressibleChunksAreStoredAsSuch() throws {
         let dir = TemporaryDirectory()
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var disk = [UInt8](repeating: 0, count: 3 << 20)
         for i in (1 << 20)..<(2 << 20) { disk[i] = UInt8(truncatingIfNeeded: rng.next()) }
         for i in (2 << 20)..<(3 << 20) { disk[i] = UInt8(i % 7) }
