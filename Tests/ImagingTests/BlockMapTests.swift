@@ -21,7 +21,8 @@ import Testing
 
     @Test func editedMapIsRefused() {
         let edited = Self.sample.xml().replacingOccurrences(of: "> 5 <", with: "> 6 <")
-        #expect(throws: ImagingError.self) { try BlockMap(parsing: edited) }
+        let e = #expect(throws: ImagingError.self) { try BlockMap(parsing: edited) }
+        guard case .badBlockMap? = e else { Issue.record("wrong error: \(String(describing: e))"); return }
     }
 
     /// Randomized mutation of a valid map: parsing yields a consistent map or throws
