@@ -3,7 +3,6 @@ import Foundation
 import Imaging
 import SystemSupport
 import TestSupport
-import Testing
 import UDIF
 
 /// A disk held in memory.
@@ -99,10 +98,4 @@ func endsAreZero(_ path: String) throws -> Bool {
     let bytes = try contents(path)
     guard bytes.count >= 2 * mib else { return bytes.allSatisfy { $0 == 0 } }
     return bytes[..<mib].allSatisfy { $0 == 0 } && bytes[(bytes.count - mib)...].allSatisfy { $0 == 0 }
-}
-
-/// What a failed restore gave as the reason it erased the target.
-func erasedCause(_ error: (any Error)?) -> (any Error)? {
-    guard case .targetErased(_, let cause)? = error as? ImagingError else { return nil }
-    return cause
 }
