@@ -7,6 +7,8 @@ public enum Interruption {
     private static let flag = Atomic<Bool>(false)
     public static var requested: Bool { flag.load(ordering: .relaxed) }
     public static func request() { flag.store(true, ordering: .relaxed) }
+    /// For tests, which interrupt an operation and then run another in the same process.
+    package static func clear() { flag.store(false, ordering: .relaxed) }
 }
 
 /// Runs `produce` for 0..<count on all cores and hands the results to `consume` on the

@@ -14,7 +14,8 @@ import Testing
 
     @Test(arguments: ["", "0", "-5", "abc", "12Q", "1.5G", "99999999999999999999", "16777216T"])
     func rejectsNonsense(_ text: String) {
-        #expect(throws: ImagingError.self) { try ByteSize.parse(text) }
+        let e = #expect(throws: ImagingError.self) { try ByteSize.parse(text) }
+        guard case .invalidSize(text, _)? = e else { Issue.record("wrong error: \(String(describing: e))"); return }
     }
 }
 

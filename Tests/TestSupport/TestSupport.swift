@@ -51,3 +51,23 @@ public struct TestFailure: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+/// SplitMix64: a small generator with a fixed sequence per seed, so a randomized test can be
+/// replayed. Tests print or attach the seed to their failures.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public private(set) var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// The seed a randomized test starts from: $ASR_TEST_SEED when set (to replay a failure),
+    /// else the test's own fixed default.
+    public static func seed(default value: UInt64) -> UInt64 {
+        ProcessInfo.processInfo.environment["ASR_TEST_SEED"].flatMap { UInt64($0) } ?? value
+    }
+}

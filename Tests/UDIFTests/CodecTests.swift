@@ -38,7 +38,7 @@ import TestSupport
     }
 
     @Test func incompressibleDataIsNotCompressed() {
-        var rng = SplitMix(seed: 9)
+        var rng = SplitMix64(seed: 9)
         let noise = (0..<65536).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         #expect(noise.withUnsafeBytes { Codec.compressZlib($0, level: 6) } == nil)
     }

@@ -42,7 +42,7 @@ import UDIF
         try await withThrowingTaskGroup(of: Void.self) { group in
             for t in 0..<8 {
                 group.addTask {
-                    var rng = SplitMix(seed: UInt64(t))
+                    var rng = SplitMix64(seed: UInt64(t))
                     for _ in 0..<200 {
                         let at = Int(rng.next() % UInt64(reference.count))
                         let n = Int(rng.next() % UInt64(min(70_000, reference.count - at))) + 1

@@ -58,7 +58,8 @@ import Testing
     /// chunk and in its CRC (found by review; the blkx harness replays it as a crash).
     @Test func diskLargerThanAnIntIsRefused() throws {
         for sectors in [UInt64.max / 512, UInt64(Int64.max) / 512 + 1] {
-            #expect(throws: UDIFError.self) { try image(table: zeroTable(sectors: sectors), sectors: sectors) }
+            let e = #expect(throws: UDIFError.self) { try image(table: zeroTable(sectors: sectors), sectors: sectors) }
+            guard case .notAnImage? = e else { Issue.record("\(sectors) sectors: wrong error \(String(describing: e))"); continue }
         }
         let sectors = UInt64(Int64.max) / 512
         let largest = try image(table: zeroTable(sectors: sectors), sectors: sectors)
@@ -72,6 +73,8 @@ import Testing
         var table = zeroTable(sectors: 8)
         table[0] = UInt8(ascii: "M")  // no mish signature
         let e = #expect(throws: UDIFError.self) { try image(table: table, id: "-1\n2", sectors: 8) }
+        guard case .badBlockTable? = e else { Issue.record("wrong error: \(String(describing: e))"); return }
+        // The whole line, because the quoting of the ID is what is under test.
         #expect(e?.description == "blkx \"-1\\n2\": block table has no mish signature")
         let plain = try image(table: zeroTable(sectors: 8), id: "-1", sectors: 8)
         #expect(plain.describe(chunk: 0) == "chunk 0 (bytes 0-4095, blkx -1)", "plain IDs stay unquoted")

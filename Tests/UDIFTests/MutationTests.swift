@@ -1,44 +1,82 @@
+import SystemSupport
 import Foundation
 import TestSupport
 import Testing
 import UDIF
 
 /// Randomized mutation of real images: whatever the bytes, opening and decoding must either
-/// work or throw UDIFError: no crash, no hang, no huge allocation. Runs for a bounded time
-/// (ASR_FUZZ_SECONDS, default 20) from a fixed seed, so a failure can be replayed.
+/// work or throw UDIFError (or SystemError, from reading the file) of one line: no other
+/// error, no crash, no hang, no huge allocation. Runs for a bounded time (ASR_FUZZ_SECONDS,
+/// default 20) from a fixed seed (ASR_FUZZ_SEED); mutant i draws from its own generator, so
+/// ASR_FUZZ_SEED=S ASR_FUZZ_MUTANT=i replays one mutant a failure names.
 @Suite struct MutationTests {
     @Test func mutatedImagesFailCleanly() throws {
-        let seconds = Double(ProcessInfo.processInfo.environment["ASR_FUZZ_SECONDS"] ?? "") ?? 20
-        let seed = UInt64(ProcessInfo.processInfo.environment["ASR_FUZZ_SEED"] ?? "") ?? 20261127
+        let environment = ProcessInfo.processInfo.environment
+        let seconds = Double(environment["ASR_FUZZ_SECONDS"] ?? "") ?? 20
+        let seed = UInt64(environment["ASR_FUZZ_SEED"] ?? "") ?? 20261127
+        let only = environment["ASR_FUZZ_MUTANT"].flatMap { Int($0) }
         var corpus = try Fixtures.decodable.map { try [UInt8](Data(contentsOf: URL(fileURLWithPath: $0.path))) }
+        #expect(corpus.count == Fixtures.all.count && !corpus.isEmpty, "fixtures missing")
         let dir = TemporaryDirectory()
         try ImageWriter().write(from: MemorySource(bytes: sampleDisk(sectors: 3000)), to: dir.file("ours.dmg"))
         corpus.append(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir.file("ours.dmg")))))
 
-        var rng = SplitMix(seed: seed)
         let deadline = Date().addingTimeInterval(seconds)
-        var runs = 0
-        var opened = 0
+        var runs = 0, opened = 0, refused = 0, failures = 0
         let path = dir.file("mutant.dmg")
-        while Date() < deadline {
+        var index = only ?? 0
+        while only == nil ? Date() < deadline : runs == 0 {
+            defer { index += 1 }
+            var rng = SplitMix64(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             var bytes = corpus[Int(rng.next() % UInt64(corpus.count))]
             mutate(&bytes, &rng)
             FileManager.default.createFile(atPath: path, contents: Data(bytes))
             runs += 1
-            guard let image = try? UDIFImage(path: path) else { continue }
-            opened += 1
-            for i in image.chunks.indices where image.chunks[i].type.hasStoredData {
-                _ = try? image.decodeChunk(i)
+            let finding: String?
+            do {
+                let image = try UDIFImage(path: path)
+                opened += 1
+                finding = exercise(image)
+            } catch {
+                refused += 1
+                finding = Self.unexpected(error, while: "opening")
             }
-            _ = try? image.computeRegionCRCs()
+            if let finding {
+                failures += 1
+                if failures <= 5 { Issue.record("seed \(seed) mutant \(index): \(finding) (replay: ASR_FUZZ_SEED=\(seed) ASR_FUZZ_MUTANT=\(index))") }
+            }
         }
-        print("mutation test: \(runs) mutants, \(opened) still parsed, seed \(seed)")
-        #expect(runs > 100)
+        print("mutation test: \(runs) mutants, \(opened) still parsed, \(refused) refused, seed \(seed)")
+        #expect(failures == 0, "seed \(seed): \(failures) mutants failed")
+        #expect(only != nil || runs > 100, "seed \(seed): only \(runs) mutants in \(seconds) s")
+        #expect(only != nil || refused > 0, "seed \(seed): no mutant was refused, so the mutations reach nothing")
+    }
+
+    /// Decodes every chunk, the region CRCs and the scan data; the first unexpected error.
+    func exercise(_ image: UDIFImage) -> String? {
+        for i in image.chunks.indices where image.chunks[i].type.hasStoredData {
+            do { _ = try image.decodeChunk(i) } catch { if let f = Self.unexpected(error, while: "decoding chunk \(i)") { return f } }
+        }
+        do { _ = try image.computeRegionCRCs() } catch { if let f = Self.unexpected(error, while: "computing CRCs") { return f } }
+        do { _ = try ScanData.stored(in: image) } catch { if let f = Self.unexpected(error, while: "reading scan data") { return f } }
+        return nil
+    }
+
+    /// nil for an error a mutant may cause: UDIFError or SystemError, described in one line.
+    static func unexpected(_ error: any Error, while doing: String) -> String? {
+        let text: String
+        switch error {
+        case let e as UDIFError: text = e.description
+        case let e as SystemError: text = e.description
+        default: return "\(doing) threw \(type(of: error)): \(error)"
+        }
+        if text.isEmpty || text.contains("\n") { return "\(doing) threw an error that is not one line: \(text.debugDescription)" }
+        return nil
     }
 
     /// Byte flips aimed at the structures (trailer, plist, block tables) as well as the data,
     /// plus truncation and splicing.
-    func mutate(_ bytes: inout [UInt8], _ rng: inout SplitMix) {
+    func mutate(_ bytes: inout [UInt8], _ rng: inout SplitMix64) {
         let n = bytes.count
         switch rng.next() % 6 {
         case 0:  // trailer field

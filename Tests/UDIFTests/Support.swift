@@ -33,7 +33,7 @@ func readAll(_ source: some ByteSource, piece: Int = 300_007) throws -> [UInt8] 
 
 /// Deterministic test data: text-like runs, zero runs and noise, so every chunk kind appears.
 func sampleDisk(sectors: Int, seed: UInt64 = 1) -> [UInt8] {
-    var rng = SplitMix(seed: seed)
+    var rng = SplitMix64(seed: seed)
     var bytes = [UInt8](repeating: 0, count: sectors * 512)
     var i = 0
     while i < bytes.count {
@@ -50,16 +50,4 @@ func sampleDisk(sectors: Int, seed: UInt64 = 1) -> [UInt8] {
         i += run
     }
     return bytes
-}
-
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }

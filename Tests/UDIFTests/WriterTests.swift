@@ -21,7 +21,7 @@ import UDIF
 
     @Test func zeroAndIncompressibleChunksAreStoredAsSuch() throws {
         let dir = TemporaryDirectory()
-        var rng = SplitMix(seed: 3)
+        var rng = SplitMix64(seed: 3)
         var disk = [UInt8](repeating: 0, count: 3 << 20)
         for i in (1 << 20)..<(2 << 20) { disk[i] = UInt8(truncatingIfNeeded: rng.next()) }
         for i in (2 << 20)..<(3 << 20) { disk[i] = UInt8(i % 7) }
@@ -45,7 +45,8 @@ import UDIF
 
     @Test func nonSectorSizedSourceIsRefused() {
         let dir = TemporaryDirectory()
-        #expect(throws: UDIFError.self) { try ImageWriter().write(from: MemorySource(bytes: [1, 2, 3]), to: dir.file("a.dmg")) }
+        let e = #expect(throws: UDIFError.self) { try ImageWriter().write(from: MemorySource(bytes: [1, 2, 3]), to: dir.file("a.dmg")) }
+        guard case .unusableSource? = e else { Issue.record("wrong error: \(String(describing: e))"); return }
         #expect(!FileManager.default.fileExists(atPath: dir.file("a.dmg")))
     }
 
@@ -58,7 +59,8 @@ import UDIF
             }
         }
         let dir = TemporaryDirectory()
-        #expect(throws: UDIFError.self) { try ImageWriter().write(from: FailingSource(), to: dir.file("a.dmg")) }
+        let e = #expect(throws: UDIFError.self) { try ImageWriter().write(from: FailingSource(), to: dir.file("a.dmg")) }
+        #expect(e == .system(.read(path: "device", offset: 5 << 20, .ioError)), "the source's own error, unchanged")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
     }
 }
