@@ -1,5 +1,5 @@
 import Foundation
-import FuzzTargets
+import TestSupport
 import Multicast
 import Testing
 
@@ -76,8 +76,8 @@ import Testing
 @Suite struct ConfigMutationTests {
     /// Randomized mutation of a valid plist: a clear error or a valid configuration, no crash.
     @Test func mutatedConfigsFailCleanly() {
-        let seed = testSeed()
-        var rng = SplitMix(seed: seed)
+        let seed = SplitMix64.seed(default: 0x5EED_0F_C0F1)
+        var rng = SplitMix64(seed: seed)
         let original = Array("""
             <?xml version="1.0" encoding="UTF-8"?>
             <plist version="1.0"><dict><key>Data Rate</key><integer>6000000</integer>
