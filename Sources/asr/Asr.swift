@@ -3,6 +3,7 @@
 
 import SystemSupport
 import ArgumentParser
+import CommandSupport
 import Foundation
 import ImageFS
 import Imaging
