@@ -38,6 +38,7 @@ let package = Package(
         ]),
         .target(name: "ImageFS", dependencies: [
             "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // What the command line does before parsing: Apple's single-dash syntax.
         .target(name: "CommandSupport"),
