@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
         .testTarget(name: "CommandSupportTests", dependencies: ["CommandSupport"]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
-            "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "ImageFS", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]
