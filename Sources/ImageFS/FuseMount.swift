@@ -7,7 +7,7 @@ import SystemPackage
 /// Serves a `FileSystem` at a mount point through libfuse3's low-level API, on several
 /// threads. libfuse's signal handlers end the loop on SIGINT, SIGTERM and SIGHUP, after
 /// which the mount point is released.
-public final class FuseMount: @unchecked Sendable {  // owns the fuse session and its argv; libfuse serialises their use
+public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the fuse session and its argv
     let fileSystem: any FileSystem
     public let mountPoint: String
     /// Set once in init; nil only if libfuse refused the options.

@@ -1,5 +1,6 @@
 import Foundation
 @testable import ImageFS
+import Imaging
 import TestSupport
 import Testing
 
@@ -119,6 +120,9 @@ struct ReadyPipeTests {
             == ["asr", "mount", "--foreground", "--ready-fd", "3", "-o", "ro", "--", "a", "b"])
     }
 
+}
+
+struct UnmounterTests {
     @Test func fusermountsNameIsDroppedFromItsReason() {
         #expect(Unmounter.reason(fusermountSaid: "fusermount3: entry for /x not found in /etc/mtab\nmore\n")
             == "entry for /x not found in /etc/mtab")
@@ -127,6 +131,10 @@ struct ReadyPipeTests {
         #expect(ImageFSError.unmount(point: "/m", reason: nil).description == "cannot unmount /m: fusermount3 failed")
     }
 
+}
+
+/// Where a mount's disk.img has its block map, and how Imaging finds it.
+struct MountedDiskTests {
     @Test func aMountsDiskFindsItsBlockMap() throws {
         let dir = TemporaryDirectory()
         #expect(MountedDisk.blockMap(for: dir.file("disk.img")) == nil)
@@ -135,5 +143,20 @@ struct ReadyPipeTests {
         try Data().write(to: URL(fileURLWithPath: dir.file("blockmap.bmap")))
         #expect(MountedDisk.blockMap(for: dir.file("disk.img")) == dir.file("blockmap.bmap"))
         #expect(MountedDisk.blockMap(for: dir.file("other.img")) == nil)
+    }
+
+    /// Imaging knows no mount's file names: the lookup the program installs finds them.
+    @Test func imagingAsksTheLookupForAMountsBlockMap() throws {
+        BlockMap.setServedSidecarLookup(MountedDisk.blockMap)
+        let dir = TemporaryDirectory()
+        let disk = dir.file("disk.img")
+        #expect(BlockMap.sidecar(for: disk) == nil)
+        try Data().write(to: URL(fileURLWithPath: dir.file("blockmap.bmap")))
+        #expect(BlockMap.sidecar(for: disk) == dir.file("blockmap.bmap"))
+        #expect(BlockMap.servedSidecar(for: disk) == dir.file("blockmap.bmap"))
+        // An image's own .bmap comes first; only the served one counts as kept current.
+        try Data().write(to: URL(fileURLWithPath: disk + ".bmap"))
+        #expect(BlockMap.sidecar(for: disk) == disk + ".bmap")
+        #expect(BlockMap.servedSidecar(for: dir.file("other.img")) == nil)
     }
 }
