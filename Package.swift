@@ -39,9 +39,12 @@ let package = Package(
         ]),
         .target(name: "ImageFS", dependencies: [
             "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // What the command line does before parsing: Apple's single-dash syntax.
+        .target(name: "CommandSupport"),
         .executableTarget(name: "asr", dependencies: [
-            "Imaging", "UDIF", "SystemSupport", "Multicast", "ImageFS",
+            "Imaging", "UDIF", "SystemSupport", "Multicast", "ImageFS", "CommandSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
@@ -59,8 +62,9 @@ let package = Package(
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
+        .testTarget(name: "CommandSupportTests", dependencies: ["CommandSupport"]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
-            "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "ImageFS", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]

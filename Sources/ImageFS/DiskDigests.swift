@@ -1,6 +1,7 @@
 import SystemSupport
 import Crypto
 import Foundation
+import Synchronization
 import UDIF
 
 /// SHA-256 of the whole disk, of each partition and of each block-map range, made in one
@@ -37,7 +38,7 @@ struct DiskDigests: Sendable, Equatable {
                 guard c.type.hasStoredData else { return nil }
                 let bytes = try udif.decodeChunk(i)
                 if let expected = scan?.chunks[i].sha256, Array(SHA256.hash(data: bytes)) != expected {
-                    throw ImageFSError("\(udif.describe(chunk: i)) does not match the SHA-256 stored by imagescan")
+                    throw ImageFSError.chunkSHA256Mismatch(index: i, chunk: udif.describe(chunk: i))
                 }
                 return bytes
             } consume: { i, bytes in
@@ -47,7 +48,7 @@ struct DiskDigests: Sendable, Equatable {
             var result = sink.finish()
             result.regionCRCs = crcs
             if let scan, result.disk != scan.diskSHA256 {
-                throw ImageFSError("the disk's SHA-256 does not match the one stored by imagescan")
+                throw ImageFSError.diskSHA256Mismatch
             }
             return result
         }
@@ -133,22 +134,25 @@ struct RangeHashers {
 }
 
 /// A value computed once, on first use, by whichever thread asks first; others wait.
-final class Once<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var result: Result<Value, any Error>?
+final class Once<Value: Sendable>: Sendable {
+    /// Held while computing, so the others wait for the one result.
+    private let result: Mutex<Result<Value, any Error>?>
     private let make: @Sendable () throws -> Value
 
-    init(_ make: @escaping @Sendable () throws -> Value) { self.make = make }
+    init(_ make: @escaping @Sendable () throws -> Value) {
+        self.make = make
+        result = Mutex(nil)
+    }
 
     init(ready value: Value) {
         make = { value }
-        result = .success(value)
+        result = Mutex(.success(value))
     }
 
     func value() throws -> Value {
-        lock.lock()
-        defer { lock.unlock() }
-        if result == nil { result = Result { try make() } }
-        return try result!.get()
+        try result.withLock { slot in
+            if slot == nil { slot = Result { try make() } }
+            return slot!
+        }.get()
     }
 }

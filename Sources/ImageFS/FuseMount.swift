@@ -2,24 +2,29 @@ import CFuse3
 import Glibc
 import Imaging
 import Synchronization
+import SystemPackage
 
 /// Serves a `FileSystem` at a mount point through libfuse3's low-level API, on several
 /// threads. libfuse's signal handlers end the loop on SIGINT, SIGTERM and SIGHUP, after
 /// which the mount point is released.
-public final class FuseMount: @unchecked Sendable {
+public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the fuse session and its argv
     let fileSystem: any FileSystem
     public let mountPoint: String
-    private var session: OpaquePointer!
+    /// Set once in init; nil only if libfuse refused the options.
+    private var session: OpaquePointer?
     private let argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     private let argc: Int
-    private var mounted = false
+    /// Read-ahead the kernel does on this mount, when we may set it (root): a sequential
+    /// reader then sends 1 MiB requests instead of 128 KiB ones.
+    public let readAheadKiB: Int
     /// Kernel cache lifetime of attributes and names that cannot change.
     static let stableTimeout = 86400.0
 
     /// Creates the session; `options` are FUSE `-o` options (`allow_other`, `fsname=...`).
-    public init(fileSystem: any FileSystem, mountPoint: String, options: [String]) throws(ImageFSError) {
+    public init(fileSystem: any FileSystem, mountPoint: String, options: [String], readAheadKiB: Int = 1024) throws(ImageFSError) {
         self.fileSystem = fileSystem
         self.mountPoint = mountPoint
+        self.readAheadKiB = readAheadKiB
         FuseLog.install()
         let words = ["asr"] + (options.isEmpty ? [] : ["-o", options.joined(separator: ",")])
         argc = words.count
@@ -31,7 +36,7 @@ public final class FuseMount: @unchecked Sendable {
         let me = Unmanaged.passUnretained(self).toOpaque()
         FuseLog.reset()
         guard let session = fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, me) else {
-            throw ImageFSError("cannot start FUSE: \(FuseLog.last ?? "bad mount options \(options.joined(separator: ","))")")
+            throw .badFuseOptions(options: options, log: FuseLog.last)
         }
         self.session = session
     }
@@ -42,21 +47,16 @@ public final class FuseMount: @unchecked Sendable {
         argv.deallocate()
     }
 
-    /// Read-ahead the kernel does on this mount, when we may set it (root): a sequential
-    /// reader then sends 1 MiB requests instead of 128 KiB ones.
-    public var readAheadKiB = 1024
-
     /// Mounts, calls `onMounted`, and serves requests until unmounted or signalled.
     public func run(threads: Int = 16, onMounted: () -> Void = {}) throws(ImageFSError) {
         // libfuse installs its handlers only over the default action.
         for stop in [SIGINT, SIGTERM, SIGHUP] { signal(stop, SIG_DFL) }
-        guard fuse_set_signal_handlers(session) == 0 else { throw ImageFSError("cannot install signal handlers for FUSE") }
+        guard fuse_set_signal_handlers(session) == 0 else { throw .signalHandlers }
         defer { fuse_remove_signal_handlers(session) }
         FuseLog.reset()
         guard fuse_session_mount(session, mountPoint) == 0 else {
-            throw ImageFSError("cannot mount on \(mountPoint): \(FuseLog.last ?? "fuse_session_mount failed")")
+            throw .mount(point: mountPoint, log: FuseLog.last)
         }
-        mounted = true
         setReadAhead()
         onMounted()
         let config = fuse_loop_cfg_create()
@@ -66,9 +66,8 @@ public final class FuseMount: @unchecked Sendable {
         fuse_loop_cfg_destroy(config)
         fileSystem.unmounting()
         fuse_session_unmount(session)
-        mounted = false
         // Negative is an error; positive is the signal that ended the loop, which is normal.
-        if status < 0 { throw ImageFSError("FUSE session for \(mountPoint) failed: \(String(cString: strerror(-status)))") }
+        if status < 0 { throw .session(point: mountPoint, Errno(rawValue: -status)) }
     }
 
     /// The mount's backing device number comes from mountinfo: a stat of the mount point

@@ -1,14 +1,18 @@
-// ImageFS: images as FUSE filesystems.
+// ImageFS: images as FUSE filesystems, and the plumbing of `asr mount`.
 //
 // This module owns what `asr mount` shows: the read-only view of an image (`ImageView`: the
 // raw disk, each partition, the block map, checksums and info as files), writable disks
 // (`WritableDisk`: a target kept in a sparse file, or a copy-on-write overlay of an image)
-// and the libfuse3 low-level binding that serves any `FileSystem` (`FuseMount`). File systems here are plain
-// state machines over inode numbers that do no FUSE calls themselves, so they are unit-tested
-// without a mount; only `FuseMount` talks to libfuse.
+// and the libfuse3 low-level binding that serves any `FileSystem` (`FuseMount`). File systems
+// here are plain state machines over inode numbers that do no FUSE calls themselves, so they
+// are unit-tested without a mount; only `FuseMount` talks to libfuse. It also owns how a mount
+// lives (MountService.swift): `-o` options, the background process and its ready pipe, the pid
+// record `asr unmount` waits on, unmounting, and where a mount's block map is (`MountedDisk`).
 
 import Glibc
+import SystemPackage
 import SystemSupport
+import UDIF
 
 /// A failure that becomes an errno reply to the kernel.
 public struct FSError: Error, Sendable, Equatable {
@@ -107,9 +111,77 @@ extension FileSystem {
     public func unmounting() {}
 }
 
-/// Every failure of this module that reaches a user: one line.
-public struct ImageFSError: UserFacingError {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+/// Every failure of this module that reaches a user; `description` is its one line.
+public enum ImageFSError: UserFacingError {
+    // The read-only view of an image.
+    /// Decoding failed while checking the image before mounting.
+    case corrupt(path: String, UDIFError)
+    /// A region's (blkx) CRC-32 does not match its decoded data.
+    case regionChecksumMismatch(path: String, id: String, name: String)
+    case masterChecksumMismatch(path: String)
+    /// A chunk's data does not match the SHA-256 imagescan stored; `chunk` is its description.
+    case chunkSHA256Mismatch(index: Int, chunk: String)
+    case diskSHA256Mismatch
+    case blockMapSizeMismatch(map: String, mapBytes: UInt64, image: String, imageBytes: UInt64)
+
+    // Writable disks.
+    case backingNotRegularFile(path: String)
+    case backingMissing(path: String)
+    case backingSizeMismatch(path: String, bytes: UInt64, requested: UInt64)
+    case badDiskSize(UInt64)
+    case changesAreTheImage(path: String)
+    case changesSizeMismatch(path: String, bytes: UInt64, imageBytes: UInt64)
+    case readPastEnd(diskBytes: UInt64)
+
+    // FUSE.
+    /// libfuse refused the options; `log` is what it said, when it did.
+    case badFuseOptions(options: [String], log: String?)
+    case signalHandlers
+    /// fuse_session_mount failed; `log` is what libfuse said.
+    case mount(point: String, log: String?)
+    case session(point: String, Errno)
+
+    // `asr mount` and `asr unmount`.
+    /// An option the mount cannot honour (`rw` on a read-only image).
+    case readOnlyOption(String)
+    case startMountProcess(Errno)
+    /// The background mount process sent this error line instead of "ready".
+    case mountProcessFailed(String)
+    case mountProcessEnded
+    case runFusermount(String)
+    /// fusermount3 failed; `reason` is its first line without its name.
+    case unmount(point: String, reason: String?)
+    case stoppedWaiting(pid: Int32)
+
+    public var description: String {
+        switch self {
+        case .corrupt(let path, let error): "\(path) is corrupt: \(error)"
+        case .regionChecksumMismatch(let path, let id, let name):
+            "\(path) is corrupt: the checksum of blkx \(id) (\(name)) does not match its data"
+        case .masterChecksumMismatch(let path): "\(path) is corrupt: its master checksum does not match"
+        case .chunkSHA256Mismatch(_, let chunk): "\(chunk) does not match the SHA-256 stored by imagescan"
+        case .diskSHA256Mismatch: "the disk's SHA-256 does not match the one stored by imagescan"
+        case .blockMapSizeMismatch(let map, let mapBytes, let image, let imageBytes):
+            "block map \(map) describes \(mapBytes) bytes but \(image) has \(imageBytes)"
+        case .backingNotRegularFile(let path): "backing \(path) is not a regular file"
+        case .backingMissing(let path): "backing \(path) does not exist; give --size to create it"
+        case .backingSizeMismatch(let path, let bytes, let requested): "backing \(path) holds \(bytes) bytes but --size says \(requested)"
+        case .badDiskSize: "the disk size must be a positive multiple of 512 bytes"
+        case .changesAreTheImage(let path): "the copy-on-write file \(path) is the image itself"
+        case .changesSizeMismatch(let path, let bytes, let imageBytes):
+            "copy-on-write file \(path) is \(bytes) bytes, not the image's \(imageBytes): it belongs to another image"
+        case .readPastEnd(let diskBytes): "read past the end of the \(diskBytes)-byte disk"
+        case .badFuseOptions(let options, let log): "cannot start FUSE: \(log ?? "bad mount options \(options.joined(separator: ","))")"
+        case .signalHandlers: "cannot install signal handlers for FUSE"
+        case .mount(let point, let log): "cannot mount on \(point): \(log ?? "fuse_session_mount failed")"
+        case .session(let point, let e): "FUSE session for \(point) failed: \(e)"
+        case .readOnlyOption(let option): "asr mount of an image is read-only; -o \(option) is not possible (see --overlay)"
+        case .startMountProcess(let e): "cannot start the mount process: \(e)"
+        case .mountProcessFailed(let line): line
+        case .mountProcessEnded: "the mount process ended without mounting"
+        case .runFusermount(let why): "cannot run fusermount3: \(why)"
+        case .unmount(let point, let reason): "cannot unmount \(point): \(reason ?? "fusermount3 failed")"
+        case .stoppedWaiting(let pid): "stopped waiting; the mount process \(pid) still runs"
+        }
+    }
 }

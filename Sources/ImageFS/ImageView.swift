@@ -14,7 +14,7 @@ import UDIF
 ///
 /// Digests are computed in one pass over the disk: at open time for a UDIF image (which also
 /// checks every CRC-32, as hdiutil does before attaching), on first use otherwise.
-public final class ImageView: FileSystem, @unchecked Sendable {
+public final class ImageView: FileSystem, Sendable {
     enum Content {
         case directory([UInt64])
         /// A span of the disk.
@@ -34,17 +34,21 @@ public final class ImageView: FileSystem, @unchecked Sendable {
     let source: ImageSource
     let modified: timespec
     private let readAhead: ReadAhead?
-    /// Where read errors are told (they reach readers only as EIO). Set before mounting.
-    public nonisolated(unsafe) var log: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
+    /// Where read errors are told (they reach readers only as EIO).
+    let log: @Sendable (String) -> Void
+
+    /// Read errors go to standard error unless told otherwise (a background mount: syslog).
+    public static let standardErrorLog: @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
 
     /// Opens `path` (UDIF, raw image or block device) and builds the view. With `verify`, a
     /// UDIF image's chunks are all decoded now and checked against its checksums.
-    public convenience init(path: String, verify: Bool = true) throws {
-        try self.init(source: ImageSource.open(path, cacheChunks: 64), verify: verify)
+    public convenience init(path: String, verify: Bool = true, log: @escaping @Sendable (String) -> Void = standardErrorLog) throws {
+        try self.init(source: ImageSource.open(path, cacheChunks: 64), verify: verify, log: log)
     }
 
-    public init(source: ImageSource, verify: Bool = true) throws {
+    public init(source: ImageSource, verify: Bool = true, log: @escaping @Sendable (String) -> Void = standardErrorLog) throws {
         self.source = source
+        self.log = log
         modified = Self.modificationTime(of: source.path)
         let disk = source.bytes
         let udif = source.udif
@@ -59,13 +63,13 @@ public final class ImageView: FileSystem, @unchecked Sendable {
         if let udif, verify {
             let computed: DiskDigests
             do { computed = try DiskDigests.compute(plan, disk: disk, udif: udif, scan: scan) } catch let error as UDIFError {
-                throw ImageFSError("\(source.path) is corrupt: \(error)")
+                throw ImageFSError.corrupt(path: source.path, error)
             }
             info = try ImageInfo.describe(source, computedCRCs: computed.regionCRCs)
             if let bad = info.regions.first(where: { $0.checksumValid == false }) {
-                throw ImageFSError("\(source.path) is corrupt: the checksum of blkx \(bad.id) (\(bad.name)) does not match its data")
+                throw ImageFSError.regionChecksumMismatch(path: source.path, id: bad.id, name: bad.name)
             }
-            if info.masterChecksumValid == false { throw ImageFSError("\(source.path) is corrupt: its master checksum does not match") }
+            if info.masterChecksumValid == false { throw ImageFSError.masterChecksumMismatch(path: source.path) }
             digests = Once(ready: computed)
         } else {
             info = try ImageInfo.describe(source, computedCRCs: nil)
@@ -139,7 +143,7 @@ public final class ImageView: FileSystem, @unchecked Sendable {
         if source.kind == .raw, let sidecar = BlockMap.sidecar(for: source.path) {
             let map = try BlockMap.load(sidecar)
             guard map.imageSize == size else {
-                throw ImageFSError("block map \(sidecar) describes \(map.imageSize) bytes but \(source.path) has \(size)")
+                throw ImageFSError.blockMapSizeMismatch(map: sidecar, mapBytes: map.imageSize, image: source.path, imageBytes: size)
             }
             return map
         }

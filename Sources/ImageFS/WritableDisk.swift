@@ -16,7 +16,7 @@ import UDIF
 /// (`asr mount --overlay`), where the disk is an image's and every written 4 KiB block is kept
 /// in the copy-on-write store, which is never the image. Which blocks the store holds is
 /// read back from its allocation (SEEK_DATA) when mounted again.
-public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
+public final class WritableDisk: FileSystem, ByteSource, Sendable {
     public static let blockSize: UInt64 = 4096
     public let byteCount: UInt64
     public let storePath: String
@@ -37,7 +37,7 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
     }
     private let state: Mutex<State>
     /// Writes are read-modify-write at their edges; one at a time keeps blocks whole.
-    private let writeLock = NSLock()
+    private let writeLock = Mutex(())
     private let nextHandle = Atomic<UInt64>(1)
 
     static let diskInode: UInt64 = 2
@@ -50,15 +50,15 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
     public static func target(backing: String, size: UInt64?) throws -> WritableDisk {
         var st = stat()
         let exists = stat(backing, &st) == 0
-        if exists, st.st_mode & S_IFMT != S_IFREG { throw ImageFSError("backing \(backing) is not a regular file") }
+        if exists, st.st_mode & S_IFMT != S_IFREG { throw ImageFSError.backingNotRegularFile(path: backing) }
         let current = exists ? UInt64(st.st_size) : 0
         guard let bytes = size ?? (exists ? current : nil) else {
-            throw ImageFSError("backing \(backing) does not exist; give --size to create it")
+            throw ImageFSError.backingMissing(path: backing)
         }
         if exists, current != 0, current != bytes {
-            throw ImageFSError("backing \(backing) holds \(current) bytes but --size says \(bytes)")
+            throw ImageFSError.backingSizeMismatch(path: backing, bytes: current, requested: bytes)
         }
-        guard bytes > 0, bytes % sectorSize == 0 else { throw ImageFSError("the disk size must be a positive multiple of 512 bytes") }
+        guard bytes > 0, bytes % sectorSize == 0 else { throw ImageFSError.badDiskSize(bytes) }
         let file = try FileIO(path: backing, flags: O_RDWR | O_CREAT)
         try file.truncate(to: bytes)
         return try WritableDisk(store: file, byteCount: bytes, base: nil)
@@ -72,10 +72,10 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         if stat(changes, &st) == 0 {
             var imageStat = stat()
             if stat(image, &imageStat) == 0, imageStat.st_dev == st.st_dev, imageStat.st_ino == st.st_ino {
-                throw ImageFSError("the copy-on-write file \(changes) is the image itself")
+                throw ImageFSError.changesAreTheImage(path: changes)
             }
             guard UInt64(st.st_size) == bytes else {
-                throw ImageFSError("copy-on-write file \(changes) is \(st.st_size) bytes, not the image's \(bytes): it belongs to another image")
+                throw ImageFSError.changesSizeMismatch(path: changes, bytes: UInt64(st.st_size), imageBytes: bytes)
             }
         }
         let file = try FileIO(path: changes, flags: O_RDWR | O_CREAT)
@@ -108,7 +108,7 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
     /// zeros: reading a sparse file's holes would make the kernel allocate and clear pages.
     public func withBytes(at offset: UInt64, count: Int, _ body: ([UnsafeRawBufferPointer]) -> Void) throws {
         guard offset <= byteCount, UInt64(count) <= byteCount - offset else {
-            throw ImageFSError("read past the end of the \(byteCount)-byte disk")
+            throw ImageFSError.readPastEnd(diskBytes: byteCount)
         }
         guard count > 0 else { return body([]) }
         let b = Self.blockSize
@@ -139,9 +139,9 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         let n = Int(min(UInt64(data.count), byteCount - offset))
         guard n > 0 else { return 0 }
         let data = UnsafeRawBufferPointer(rebasing: data[0..<n])
-        writeLock.lock()
-        defer { writeLock.unlock() }
-        if base != nil { try writeOverlay(data, at: offset) } else { try writeTarget(data, at: offset) }
+        try writeLock.withLock { _ in
+            if base != nil { try writeOverlay(data, at: offset) } else { try writeTarget(data, at: offset) }
+        }
         state.withLock { s in
             s.bytesWritten += UInt64(n)
             s.generation += 1
@@ -364,12 +364,11 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
     /// space inside the disk is a no-op, past its end impossible.
     public func allocate(_ inode: UInt64, mode: Int32, at offset: UInt64, length: UInt64) throws(FSError) {
         guard inode == Self.diskInode else { throw .readOnly }
-        let punch: Int32 = 0x03  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-        if mode == 0 || mode == 0x01 {
-            guard offset.addingReportingOverflow(length).partialValue <= byteCount || mode == 0x01 else { throw FSError(ENOSPC) }
+        if mode == 0 || mode == Kernel.keepSize {
+            guard offset.addingReportingOverflow(length).partialValue <= byteCount || mode == Kernel.keepSize else { throw FSError(ENOSPC) }
             return
         }
-        guard mode == punch else { throw FSError(EOPNOTSUPP) }
+        guard mode == Kernel.punchHoleKeepSize else { throw FSError(EOPNOTSUPP) }
         guard offset < byteCount else { return }
         let end = min(byteCount, offset + length)
         // A target frees whole blocks at once (a restore empties the disk this way first);
@@ -381,10 +380,11 @@ public final class WritableDisk: FileSystem, ByteSource, @unchecked Sendable {
         if base == nil, firstWhole < endWhole {
             let start = firstWhole * b
             let stop = min(endWhole * b, byteCount)
-            writeLock.lock()
-            let freed = store.punchHole(at: start, length: stop - start)
-            if freed { state.withLock { $0.stored.remove(firstWhole...(endWhole - 1)); $0.generation += 1 } }
-            writeLock.unlock()
+            let freed = writeLock.withLock { _ in
+                let freed = store.punchHole(at: start, length: stop - start)
+                if freed { state.withLock { $0.stored.remove(firstWhole...(endWhole - 1)); $0.generation += 1 } }
+                return freed
+            }
             if freed { zeroSpans = [(offset, start), (stop, end)] }
         }
         for (from, to) in zeroSpans {

@@ -1,6 +1,7 @@
 import SystemSupport
 import Crypto
 import Foundation
+import Synchronization
 import UDIF
 
 /// A bmaptool block map (format 2.0): which blocks of a raw image hold data, with a SHA-256
@@ -146,15 +147,26 @@ public struct BlockMap: Sendable, Equatable {
         guard try number("MappedBlocksCount") == mappedBlocks else { throw fail("MappedBlocksCount does not match the ranges") }
     }
 
-    /// Where a raw image's block map lives: IMAGE.bmap, or IMAGE with its extension replaced;
-    /// for the disk.img of an `asr mount`, the mount's blockmap.bmap or written.bmap.
+    /// Where a raw image's block map lives: IMAGE.bmap, IMAGE with its extension replaced, or
+    /// what the served-block-map lookup says (an `asr mount`'s disk.img has its mount's).
     public static func sidecar(for imagePath: String) -> String? {
-        var candidates = [imagePath + ".bmap", (imagePath as NSString).deletingPathExtension + ".bmap"]
-        if (imagePath as NSString).lastPathComponent == "disk.img" {
-            let dir = (imagePath as NSString).deletingLastPathComponent
-            candidates += ["blockmap.bmap", "written.bmap"].map { dir.isEmpty ? $0 : dir + "/" + $0 }
-        }
-        return candidates.first { FileManager.default.fileExists(atPath: $0) }
+        let candidates = [imagePath + ".bmap", (imagePath as NSString).deletingPathExtension + ".bmap"]
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? servedSidecar(for: imagePath)
+    }
+
+    /// Finds the block map that whatever serves an image keeps current beside it, or nil.
+    public typealias SidecarLookup = @Sendable (_ imagePath: String) -> String?
+
+    /// Imaging knows no mount's file names; the program sets the lookup once at start-up.
+    private static let servedLookup = Mutex<SidecarLookup?>(nil)
+
+    public static func setServedSidecarLookup(_ lookup: SidecarLookup?) {
+        servedLookup.withLock { $0 = lookup }
+    }
+
+    /// The block map kept current by what serves `imagePath` (it needs no scan of its own).
+    public static func servedSidecar(for imagePath: String) -> String? {
+        servedLookup.withLock { $0 }?(imagePath)
     }
 
     public static func load(_ path: String) throws -> BlockMap {

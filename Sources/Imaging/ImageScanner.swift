@@ -29,7 +29,7 @@ public struct ImageScanner {
         let source = try ImageSource.open(path)
         guard let image = source.udif else {
             // An `asr mount`'s disk.img comes with its block map, kept up to date by the mount.
-            if blockMapPath == nil, let map = BlockMap.sidecar(for: path), map.hasSuffix("/blockmap.bmap") || map.hasSuffix("/written.bmap"),
+            if blockMapPath == nil, let map = BlockMap.servedSidecar(for: path),
                (try? BlockMap.load(map))?.imageSize == source.bytes.byteCount {
                 return .alreadyScanned
             }

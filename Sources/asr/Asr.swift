@@ -3,6 +3,7 @@
 
 import SystemSupport
 import ArgumentParser
+import CommandSupport
 import Foundation
 import ImageFS
 import Imaging
@@ -26,6 +27,8 @@ struct Asr: ParsableCommand {
         pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         signal(SIGINT) { _ in Interruption.request() }
         signal(SIGTERM) { _ in Interruption.request() }
+        // A mount's disk.img has its block map in the mount: imagescan, verify, restore, server find it.
+        BlockMap.setServedSidecarLookup(MountedDisk.blockMap)
         do {
             var command = try parseAsRoot(LegacySyntax.modernize(Array(CommandLine.arguments.dropFirst())))
             try command.run()

@@ -1,6 +1,7 @@
 import SystemSupport
 import Crypto
 import Foundation
+import Synchronization
 @testable import ImageFS
 import Imaging
 import TestSupport
@@ -89,12 +90,14 @@ struct ImageViewTests {
         var bytes = try Data(contentsOf: URL(fileURLWithPath: original))
         bytes[Int(largest.fileOffset + largest.storedLength / 2)] ^= 0x55
         try bytes.write(to: URL(fileURLWithPath: path))
-        #expect { try ImageView(path: path) } throws: { "\($0)".hasPrefix("\(path) is corrupt: ") }
+        #expect { try ImageView(path: path) } throws: { error in
+            guard case .corrupt(path, _)? = error as? ImageFSError else { return false }
+            return "\(error)".hasPrefix("\(path) is corrupt: ")
+        }
         // Without the check it mounts; reading the bad chunk is an I/O error.
-        let view = try ImageView(path: path, verify: false)
-        let disk = try view.lookup(parent: ImageView.rootInode, name: "disk.img")
         let messages = LogLines()
-        view.log = { messages.add($0) }
+        let view = try ImageView(path: path, verify: false, log: { messages.add($0) })
+        let disk = try view.lookup(parent: ImageView.rootInode, name: "disk.img")
         #expect(throws: FSError.ioError) { _ = try readAll(view, disk.inode) }
         #expect(messages.lines.first?.contains(path) == true)
     }
@@ -146,9 +149,8 @@ struct ImageViewTests {
     }
 }
 
-final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: [String] = []
-    func add(_ line: String) { lock.withLock { stored.append(line) } }
-    var lines: [String] { lock.withLock { stored } }
+final class LogLines: Sendable {
+    private let stored = Mutex<[String]>([])
+    func add(_ line: String) { stored.withLock { $0.append(line) } }
+    var lines: [String] { stored.withLock { $0 } }
 }

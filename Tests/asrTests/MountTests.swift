@@ -1,5 +1,6 @@
 import SystemSupport
 import Foundation
+import enum ImageFS.MountRecord
 import Synchronization
 import TestSupport
 import Testing
@@ -40,11 +41,8 @@ final class Mounted {
         guard out.status == 0 else { throw TestFailure("asr unmount failed: \(out.stderr)") }
     }
 
-    /// The background process serving this mount.
-    var processID: pid_t? {
-        let out = try? Run.process("/usr/bin/pgrep", ["-f", "asr mount .*\(point)"])
-        return out.flatMap { pid_t($0.stdout.split(separator: "\n").first ?? "") }
-    }
+    /// The background process serving this mount, from the pid record it keeps.
+    var processID: pid_t? { MountRecord.read(MountRecord.path(for: point)) }
 
     static func isMounted(_ path: String) -> Bool {
         let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
@@ -62,11 +60,7 @@ final class Mounted {
 }
 
 /// A background mount's process is reaped by init, perhaps late: a zombie has ended.
-func isRunning(_ pid: pid_t) -> Bool {
-    guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = stat.lastIndex(of: ")") else { return false }
-    return stat[stat.index(close, offsetBy: 2)] != "Z"
-}
+func isRunning(_ pid: pid_t) -> Bool { MountRecord.isRunning(pid) }
 
 func waitForExit(_ pid: pid_t, seconds: Double = 10) {
     let deadline = Date().addingTimeInterval(seconds)
@@ -283,7 +277,8 @@ struct MountTests {
         let before = try Run.shell("losetup -a | wc -l")
         let out = try Run.process("/usr/bin/env", ["ASR=\(CLI.binary)", helper, image, fs], timeout: 120)
         #expect(out.status == 0, "\(out.stderr)")
-        let pid = try Run.shell("pgrep -f 'asr mount .*asr-mount-fs' || true").split(separator: "\n").first.flatMap { pid_t($0) }
+        // The helper's image mount is at a mktemp directory named asr-mount-fs.XXXXXX.
+        let pid = MountRecord.running(mountPointContaining: "/asr-mount-fs.").first
         do {
             defer { _ = try? Run.shell("umount '\(fs)'") }
             let diff = try Run.process("/usr/bin/diff", ["-r", "--no-dereference", "--exclude=lost+found", tree, fs])
