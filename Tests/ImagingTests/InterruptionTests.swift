@@ -13,7 +13,7 @@ import UDIF
 
     @Test(.enabled(if: !isChild)) func interruptedOperationsCleanUpInAProcessOfTheirOwn() throws {
         let dir = TemporaryDirectory()
-        FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
+        _ = FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         p.arguments = ["--testing-library", "swift-testing", "--filter", "InterruptedOperations"]

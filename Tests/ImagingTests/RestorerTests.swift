@@ -17,7 +17,7 @@ import UDIF
         try Restorer(reporter: reporter).restore(source: image, target: dir.file("target.raw"))
         #expect(try contents(dir.file("target.raw")) == disk)
         // Over a longer file of other bytes: replaced, not overlaid.
-        FileManager.default.createFile(atPath: dir.file("old.raw"), contents: Data(repeating: 0xA5, count: 9 * mib))
+        _ = FileManager.default.createFile(atPath: dir.file("old.raw"), contents: Data(repeating: 0xA5, count: 9 * mib))
         try Restorer(reporter: reporter).restore(source: image, target: dir.file("old.raw"))
         #expect(try contents(dir.file("old.raw")) == disk)
         #expect(try partialFiles(in: dir).isEmpty)
@@ -36,7 +36,7 @@ import UDIF
     @Test func rawImageWithItsBlockMapRestores() throws {
         let dir = TemporaryDirectory()
         let disk = sampleDisk(mebibytes: 4, seed: 2, textAtEnd: true)
-        FileManager.default.createFile(atPath: dir.file("disk.img"), contents: Data(disk))
+        _ = FileManager.default.createFile(atPath: dir.file("disk.img"), contents: Data(disk))
         #expect(try ImageScanner(reporter: reporter).scan(dir.file("disk.img")) == .wroteBlockMap(dir.file("disk.img.bmap")))
         try Restorer(reporter: reporter).restore(source: dir.file("disk.img"), target: dir.file("target.raw"))
         #expect(try contents(dir.file("target.raw")) == disk)
@@ -93,7 +93,7 @@ import UDIF
     @Test(.enabled(if: LoopDevice.available)) func loopDeviceTooSmallIsRefused() throws {
         let dir = TemporaryDirectory()
         let image = try scannedImage(sampleDisk(mebibytes: 2), in: dir)
-        FileManager.default.createFile(atPath: dir.file("backing"), contents: Data(repeating: 0x5A, count: mib))
+        _ = FileManager.default.createFile(atPath: dir.file("backing"), contents: Data(repeating: 0x5A, count: mib))
         let loop = try LoopDevice(backing: dir.file("backing"))
         defer { loop.detach() }
         let e = #expect(throws: ImagingError.self) { try Restorer(reporter: reporter).restore(source: image, target: loop.path) }

@@ -85,7 +85,7 @@ import UDIF
         var disk = sampleDisk(mebibytes: 3, textAtEnd: true)
         let zeroMiB = mib  // MiB 1, noise in the sample, made zeros: unmapped in the block map
         for i in zeroMiB..<(zeroMiB + mib) { disk[i] = 0 }
-        FileManager.default.createFile(atPath: dir.file("disk.img"), contents: Data(disk))
+        _ = FileManager.default.createFile(atPath: dir.file("disk.img"), contents: Data(disk))
         #expect(try ImageScanner(reporter: reporter).scan(dir.file("disk.img")) == .wroteBlockMap(dir.file("disk.img.bmap")))
         try ImageVerifier(reporter: reporter).verify(dir.file("disk.img"))
 

@@ -43,7 +43,7 @@ import Testing
         trailer.xmlLength = UInt64(xml.count)
         trailer.sectorCount = sectors
         let dir = TemporaryDirectory()
-        FileManager.default.createFile(atPath: dir.file("test.dmg"), contents: Data(xml + trailer.serialized()))
+        _ = FileManager.default.createFile(atPath: dir.file("test.dmg"), contents: Data(xml + trailer.serialized()))
         return try UDIFImage(path: dir.file("test.dmg"))
     }
 

@@ -30,7 +30,7 @@ import UDIF
             var rng = SplitMix64(seed: seed &+ UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             var bytes = corpus[Int(rng.next() % UInt64(corpus.count))]
             mutate(&bytes, &rng)
-            FileManager.default.createFile(atPath: path, contents: Data(bytes))
+            _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
             runs += 1
             let finding: String?
             do {

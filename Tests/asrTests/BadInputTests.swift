@@ -35,7 +35,7 @@ import UDIF
         t.dataForkLength = UInt64(dataFork.count)
         t.xmlOffset = UInt64(dataFork.count)
         t.xmlLength = UInt64(xml.count)
-        FileManager.default.createFile(atPath: path, contents: Data(dataFork + xml + t.serialized()))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(dataFork + xml + t.serialized()))
     }
 
     /// One zlib chunk holding `payload` that claims `sectors` sectors.
@@ -80,12 +80,12 @@ import UDIF
         let good = try Self.goodImage(in: dir)
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: good)))
         bytes[bytes.count - 512 + 8] = 9  // header size no longer 512
-        FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
         try Self.expectCleanFailure(dir.file("bad.dmg"), mentions: "koly", in: dir)
 
         bytes[bytes.count - 512 + 8] = 0
         bytes[bytes.count - 512 + 216] = 0x7F  // XML offset far past the end
-        FileManager.default.createFile(atPath: dir.file("bad2.dmg"), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: dir.file("bad2.dmg"), contents: Data(bytes))
         try Self.expectCleanFailure(dir.file("bad2.dmg"), mentions: "past the end", in: dir)
     }
 
@@ -118,7 +118,7 @@ import UDIF
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: good)))
         let start = Int(image.trailer.xmlOffset) + 300
         for i in start..<(start + 40) { bytes[i] = UInt8(ascii: "<") }
-        FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
         try Self.expectCleanFailure(dir.file("bad.dmg"), mentions: "resource plist is malformed", in: dir)
     }
 
@@ -136,7 +136,7 @@ import UDIF
         let chunk = try #require(image.chunks.first { $0.type == .zlib })
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: good)))
         for i in 0..<64 { bytes[Int(chunk.fileOffset) + 10 + i] ^= 0x5A }
-        FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: dir.file("bad.dmg"), contents: Data(bytes))
         try Self.expectCleanFailure(dir.file("bad.dmg"), mentions: "chunk 0", in: dir)
     }
 

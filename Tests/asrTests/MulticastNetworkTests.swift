@@ -52,7 +52,7 @@ final class Testbed {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
         p.arguments = ["netns", "exec", "\(prefix)-\(host)"] + args
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)
         p.standardOutput = handle
         p.standardError = handle
@@ -120,7 +120,7 @@ final class Testbed {
                 <key>Port</key><integer>\(port)</integer>\(extra)
                 </dict></plist>
                 """
-            FileManager.default.createFile(atPath: config, contents: Data(plist.utf8))
+            _ = FileManager.default.createFile(atPath: config, contents: Data(plist.utf8))
         }
     }
 

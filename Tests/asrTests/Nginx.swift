@@ -41,7 +41,7 @@ final class Nginx {
                 }
             }
             """
-        FileManager.default.createFile(atPath: dir.file("nginx.conf"), contents: Data(conf.utf8))
+        _ = FileManager.default.createFile(atPath: dir.file("nginx.conf"), contents: Data(conf.utf8))
         process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/sbin/nginx")
         process.arguments = ["-c", dir.file("nginx.conf")]

@@ -68,7 +68,7 @@ import UDIF
         let chunk = parsed.chunks[index]
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
         bytes[Int(chunk.fileOffset) + 1000] ^= 0x01
-        FileManager.default.createFile(atPath: image, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: image, contents: Data(bytes))
         let out = try CLI.run(["verify", "--source", image])
         #expect(out.status == 1)
         #expect(out.stderrLines.count == 1, "\(out.stderr)")
@@ -193,7 +193,7 @@ import UDIF
         let chunk = try #require(parsed.chunks.last { $0.type == .raw && $0.length >= 4096 })
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
         bytes[Int(chunk.fileOffset) + 7] ^= 0x80
-        FileManager.default.createFile(atPath: image, contents: Data(bytes))
+        _ = FileManager.default.createFile(atPath: image, contents: Data(bytes))
         let target = dir.file("target.raw")
         let out = try CLI.run(["restore", "--source", image, "--target", target, "--erase", "--noprompt"])
         #expect(out.status == 1)

@@ -30,8 +30,8 @@ enum Run {
     /// kills it after `timeout`: a hang is a failure, never a stuck test run.
     static func process(_ program: String, _ args: [String], timeout: TimeInterval = 300) throws -> CLI.Output {
         let dir = TemporaryDirectory()
-        FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
-        FileManager.default.createFile(atPath: dir.file("err"), contents: nil)
+        _ = FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
+        _ = FileManager.default.createFile(atPath: dir.file("err"), contents: nil)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
