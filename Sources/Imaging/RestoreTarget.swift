@@ -109,7 +109,7 @@ public struct RestoreTarget: Sendable {
         do {
             try write(file)
             try file.sync()
-            _ = posix_fadvise(file.fd, 0, 0, 4)  // POSIX_FADV_DONTNEED: verify what the disk holds, not the cache
+            _ = posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED)  // verify what the disk holds, not the cache
             if let check {
                 reporter.begin("\tVerifying  ", key: "verify")
                 defer { reporter.abandon() }
