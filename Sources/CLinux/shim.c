@@ -28,3 +28,15 @@ int asr_start_writeback(int fd, long long offset, long long length) {
 int asr_punch_hole(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
+
+// Weak: present only when the ThreadSanitizer runtime is linked in.
+void __tsan_acquire(void *address) __attribute__((weak));
+void __tsan_release(void *address) __attribute__((weak));
+
+void asr_tsan_acquire(void *address) {
+    if (__tsan_acquire) __tsan_acquire(address);
+}
+
+void asr_tsan_release(void *address) {
+    if (__tsan_release) __tsan_release(address);
+}

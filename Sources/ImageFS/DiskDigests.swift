@@ -136,17 +136,17 @@ struct RangeHashers {
 /// A value computed once, on first use, by whichever thread asks first; others wait.
 final class Once<Value: Sendable>: Sendable {
     /// Held while computing, so the others wait for the one result.
-    private let result: Mutex<Result<Value, any Error>?>
+    private let result: Locked<Result<Value, any Error>?>
     private let make: @Sendable () throws -> Value
 
     init(_ make: @escaping @Sendable () throws -> Value) {
         self.make = make
-        result = Mutex(nil)
+        result = Locked(nil)
     }
 
     init(ready value: Value) {
         make = { value }
-        result = Mutex(.success(value))
+        result = Locked(.success(value))
     }
 
     func value() throws -> Value {

@@ -1,3 +1,4 @@
+import SystemSupport
 import CFuse3
 import Glibc
 import Imaging
@@ -240,8 +241,8 @@ extension FuseMount {
 
 /// libfuse reports errors through its log; keep the last line for our own one-line error.
 enum FuseLog {
-    private static let lastLine = Mutex<String?>(nil)
-    private static let installed = Mutex(false)
+    private static let lastLine = Locked<String?>(nil)
+    private static let installed = Locked(false)
 
     static func install() {
         installed.withLock { done in

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Synchronization
 import UDIF
@@ -10,7 +11,7 @@ final class ReadAhead: Sendable {
     /// Chunks decoded ahead of a sequential reader.
     let depth: Int
     /// Where each open handle's last read ended, in disk bytes.
-    private let lastEnd = Mutex<[UInt64: UInt64]>([:])
+    private let lastEnd = Locked<[UInt64: UInt64]>([:])
     /// The kernel runs read-ahead requests of one reader on several threads, so they arrive
     /// a little out of order; this much slack still counts as sequential.
     static let slack: UInt64 = 4 << 20

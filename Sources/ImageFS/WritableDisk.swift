@@ -35,9 +35,9 @@ public final class WritableDisk: FileSystem, ByteSource, Sendable {
         var rendered: [UInt64: (generation: UInt64, bytes: [UInt8])] = [:]
         var snapshots: [UInt64: [UInt8]] = [:]
     }
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Writes are read-modify-write at their edges; one at a time keeps blocks whole.
-    private let writeLock = Mutex(())
+    private let writeLock = Locked(())
     private let nextHandle = Atomic<UInt64>(1)
 
     static let diskInode: UInt64 = 2
@@ -90,7 +90,7 @@ public final class WritableDisk: FileSystem, ByteSource, Sendable {
         self.base = base
         var st = stat()
         modified = fstat(store.fd, &st) == 0 ? st.st_mtim : timespec(tv_sec: time(nil), tv_nsec: 0)
-        state = Mutex(State(stored: Self.allocatedBlocks(of: store, size: byteCount)))
+        state = Locked(State(stored: Self.allocatedBlocks(of: store, size: byteCount)))
     }
 
     /// Blocks the store file has allocated: what earlier mounts wrote.

@@ -158,7 +158,7 @@ public struct BlockMap: Sendable, Equatable {
     public typealias SidecarLookup = @Sendable (_ imagePath: String) -> String?
 
     /// Imaging knows no mount's file names; the program sets the lookup once at start-up.
-    private static let servedLookup = Mutex<SidecarLookup?>(nil)
+    private static let servedLookup = Locked<SidecarLookup?>(nil)
 
     public static func setServedSidecarLookup(_ lookup: SidecarLookup?) {
         servedLookup.withLock { $0 = lookup }

@@ -1,3 +1,4 @@
+import SystemSupport
 import CCurl
 import Foundation
 import Synchronization
@@ -10,7 +11,7 @@ public final class HTTPFile: RandomAccessFile, Sendable {
     public let path: String
     private let knownLength = Atomic<UInt64>(0)  // set once by init, then only read
     private var length: UInt64 { knownLength.load(ordering: .relaxed) }
-    private let handles = Mutex<[CurlHandle]>([])
+    private let handles = Locked<[CurlHandle]>([])
     static let attempts = 6
 
     private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()

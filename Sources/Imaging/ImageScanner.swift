@@ -174,7 +174,7 @@ public struct ImageScanner {
 
 /// SHA-256 of runs of zeros, remembered by length: images have many equal zero chunks.
 final class ZeroDigests: Sendable {
-    private let known = Mutex<[UInt64: [UInt8]]>([:])
+    private let known = Locked<[UInt64: [UInt8]]>([:])
 
     func sha256(of length: UInt64) -> [UInt8] {
         if let d = known.withLock({ $0[length] }) { return d }
@@ -190,7 +190,7 @@ final class ZeroDigests: Sendable {
 /// digests of the same stream (SHA-256 and SHA-1) run side by side. At most 16 buffers wait.
 final class BackgroundHasher<H: HashFunction & SendableMetatype>: Sendable {
     /// Touched only on `queue`; the lock makes that checked.
-    private let hasher = Mutex(H())
+    private let hasher = Locked(H())
     private let queue = DispatchQueue(label: "asr.hash")
     private let slots = DispatchSemaphore(value: 16)
 

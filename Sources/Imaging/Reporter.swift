@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 import Synchronization
 
@@ -11,7 +12,7 @@ public final class Reporter: Sendable {
 
     public let style: Style
     /// The progress phase under way; held while emitting, so lines from threads never interleave.
-    private let phase = Mutex<(key: String, shown: Int)?>(nil)
+    private let phase = Locked<(key: String, shown: Int)?>(nil)
 
     public init(_ style: Style) { self.style = style }
 

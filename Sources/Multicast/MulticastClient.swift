@@ -218,7 +218,7 @@ final class ChunkWriters: Sendable {
         var bytesWritten: UInt64 = 0
     }
 
-    private let outcome = Mutex(Outcome())
+    private let outcome = Locked(Outcome())
     private let file: FileIO
     private let queue = DispatchQueue(label: "asr.client.decode", attributes: .concurrent)
     /// Bounds the chunks in flight, and so the memory they hold.

@@ -71,7 +71,7 @@ final class ControlConnection: Sendable {
     let fd: Int32
     let peer: String
     /// Whole frames only: two senders must not interleave their bytes.
-    private let writeLock = Mutex(())
+    private let writeLock = Locked(())
 
     init(fd: Int32, peer: String) {
         self.fd = fd

@@ -1,6 +1,6 @@
 import Foundation
 
-/// State behind a lock with a condition to wait on: what `Mutex` is, plus waiting. Every
+/// State behind a lock with a condition to wait on: what `Locked` is, plus waiting. Every
 /// type that must block until another thread changes shared state builds on this one.
 package final class Monitor<State>: @unchecked Sendable {  // `state` is touched only under the condition's lock
     private let condition = NSCondition()

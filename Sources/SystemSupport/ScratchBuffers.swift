@@ -5,7 +5,7 @@ import Synchronization
 public enum ScratchBuffers {
     /// A buffer handed between threads; only one borrower holds it at a time.
     private struct Buffer: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }  // a raw buffer lent to one borrower at a time
-    private static let spare = Mutex<[Buffer]>([])
+    private static let spare = Locked<[Buffer]>([])
     private static let capacity = 1 << 20
     private static let spareLimit = 32
 

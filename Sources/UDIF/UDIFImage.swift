@@ -322,7 +322,7 @@ public final class DecodedChunk: @unchecked Sendable {  // owns its buffer; writ
     let storage: UnsafeMutableRawBufferPointer
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
 
-    private static let spare = Mutex<[UnsafeMutableRawBufferPointer]>([])
+    private static let spare = Locked<[UnsafeMutableRawBufferPointer]>([])
     private static let spareLimit = 16
 
     init(count: Int) {

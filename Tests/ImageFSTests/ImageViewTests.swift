@@ -152,7 +152,7 @@ struct ImageViewTests {
 }
 
 final class LogLines: Sendable {
-    private let stored = Mutex<[String]>([])
+    private let stored = Locked<[String]>([])
     func add(_ line: String) { stored.withLock { $0.append(line) } }
     var lines: [String] { stored.withLock { $0 } }
 }

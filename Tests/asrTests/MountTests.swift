@@ -194,8 +194,8 @@ struct MountTests {
         let expected = [UInt8](try Data(contentsOf: URL(fileURLWithPath: raw)))
         let size = expected.count
         let disk = m.file("disk.img")
-        let mismatches = Mutex(0)
-        let reads = Mutex(0)
+        let mismatches = Locked(0)
+        let reads = Locked(0)
         DispatchQueue.concurrentPerform(iterations: 16) { (reader: Int) -> Void in
             var rng = SeededRandom(seed: UInt64(reader) + 1)
             let fd = open(disk, O_RDONLY)

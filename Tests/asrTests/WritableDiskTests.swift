@@ -169,7 +169,7 @@ struct WritableDiskTests {
         let pid = try #require(disk.processID)
         let fd = open(disk.file("disk.img"), O_WRONLY)
         defer { close(fd) }
-        let acknowledged = Mutex(0)
+        let acknowledged = Locked(0)
         let killer = Thread { usleep(300_000); kill(pid, SIGKILL) }
         killer.start()
         var block = [UInt8](repeating: 0, count: 65536)

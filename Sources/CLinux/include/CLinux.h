@@ -20,3 +20,7 @@ extern const unsigned long asr_BLKDISCARD;
 int asr_start_writeback(int fd, long long offset, long long length);
 /// Frees a range of a file so it reads as zeros, keeping the file's size.
 int asr_punch_hole(int fd, long long offset, long long length);
+
+/// ThreadSanitizer's happens-before annotations; nothing unless the program runs under TSan.
+void asr_tsan_acquire(void *address);
+void asr_tsan_release(void *address);
