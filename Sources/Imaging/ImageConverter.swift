@@ -84,7 +84,11 @@ public struct RawWriter {
         var writeback = writeback
         let total = source.bytes.byteCount
         if let image = source.udif {
-            try orderedParallelMap(count: image.chunks.count) { i -> DecodedChunk? in
+            // Decoded chunks wait in the window: large chunks (up to 64 MiB) mean fewer of them.
+            let largest = image.chunks.lazy.filter { $0.type != .zeroFill && $0.type != .ignore }.map(\.length).max() ?? 1
+            let workers = ProcessInfo.processInfo.activeProcessorCount
+            let window = max(workers, min(workers * 3, Int((256 << 20) / max(largest, 1))))
+            try orderedParallelMap(count: image.chunks.count, workers: workers, window: window) { i -> DecodedChunk? in
                 let c = image.chunks[i]
                 if c.type == .zeroFill || c.type == .ignore { return nil }
                 return try image.decodedChunk(i)
