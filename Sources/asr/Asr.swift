@@ -92,8 +92,8 @@ struct Create: ParsableCommand {
     @Option(help: "Raw image, block device or mount point to image.") var source: String?
     @Option(help: "Folder tree to build a filesystem image from.") var srcfolder: String?
     @Option(help: "The image to write.") var output: String
-    @Option(help: "UDZO (zlib, default), UDBZ (bzip2), ULMO (XZ, densest) or UDRO (uncompressed).") var format = "UDZO"
-    @Option(help: "Bytes per chunk: 1M (default, as hdiutil) up to 64M, a multiple of 512; larger is denser.")
+    @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest) or UDRO (uncompressed).") var format = "UDZO"
+    @Option(help: "Bytes per chunk, a multiple of 512 from 1M (what hdiutil writes) to 64M; larger is denser.")
     var chunkSize = "1M"
     @Option(help: "Filesystem for --srcfolder: ext4 or fat32.") var fs: FolderFilesystem = .ext4
     @Option(help: "Volume label for --srcfolder.") var volname: String?
@@ -161,7 +161,7 @@ struct Convert: ParsableCommand {
 
     @Option(help: "UDIF image, raw image or block device.") var source: String
     @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest), UDRO (uncompressed) or RAW.") var format: String
-    @Option(help: "Bytes per chunk of a UDIF output: 1M (default, as hdiutil) up to 64M, a multiple of 512.")
+    @Option(help: "Bytes per chunk of a UDIF output, a multiple of 512 from 1M (what hdiutil writes) to 64M.")
     var chunkSize = "1M"
     @Option(help: "The file (or device, for RAW) to write.") var output: String
     @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
