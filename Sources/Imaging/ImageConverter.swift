@@ -3,13 +3,26 @@ import SystemSupport
 import Foundation
 import UDIF
 
-/// `asr convert`: any source to UDZO, UDRO or a raw disk image.
+/// `asr convert`: any source to UDZO, UDBZ, ULMO, UDRO or a raw disk image.
 public struct ImageConverter {
     public enum Target: String, Sendable, CaseIterable {
-        case udzo = "UDZO", udro = "UDRO", raw = "RAW"
+        case udzo = "UDZO", udbz = "UDBZ", ulmo = "ULMO", udro = "UDRO", raw = "RAW"
+
+        /// A `--format` value, in any case.
+        public init(parsing text: String) throws(ImagingError) {
+            guard let target = Target(rawValue: text.uppercased()) else {
+                throw .unknownFormat(text, allowed: Self.allCases.map(\.rawValue))
+            }
+            self = target
+        }
+
+        /// The image format written; nil for a raw disk.
+        public var imageFormat: ImageFormat? { ImageFormat(rawValue: rawValue) }
     }
 
     public var overwrite = false
+    /// Chunk size of UDIF output (see `ImageCreator.chunkSizes`).
+    public var chunkSize: UInt64 = 1 << 20
     public var reporter = Reporter(.quiet)
 
     public init() {}
@@ -19,12 +32,12 @@ public struct ImageConverter {
         creator.overwrite = overwrite
         try creator.checkOutput(output, source: path, allowStreams: target == .raw)
         let source = try ImageSource.open(path)
-        switch target {
-        case .udzo, .udro:
-            creator.format = target == .udzo ? .udzo : .udro
+        if let format = target.imageFormat {
+            creator.format = format
+            creator.chunkSize = chunkSize
             creator.reporter = reporter
             _ = try creator.write(source.bytes, to: output)
-        case .raw:
+        } else {
             reporter.begin("\tConverting  ", key: "convert")
             defer { reporter.abandon() }
             try RawWriter(reporter: reporter).write(source, to: output)
@@ -71,7 +84,11 @@ public struct RawWriter {
         var writeback = writeback
         let total = source.bytes.byteCount
         if let image = source.udif {
-            try orderedParallelMap(count: image.chunks.count) { i -> DecodedChunk? in
+            // Decoded chunks wait in the window: large chunks (up to 64 MiB) mean fewer of them.
+            let largest = image.chunks.lazy.filter { $0.type != .zeroFill && $0.type != .ignore }.map(\.length).max() ?? 1
+            let workers = ProcessInfo.processInfo.activeProcessorCount
+            let window = max(workers, min(workers * 3, Int((256 << 20) / max(largest, 1))))
+            try orderedParallelMap(count: image.chunks.count, workers: workers, window: window) { i -> DecodedChunk? in
                 let c = image.chunks[i]
                 if c.type == .zeroFill || c.type == .ignore { return nil }
                 return try image.decodedChunk(i)

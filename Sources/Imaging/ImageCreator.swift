@@ -6,6 +6,8 @@ import UDIF
 /// device) or a folder tree (through a real filesystem made by mke2fs or mkfs.vfat).
 public struct ImageCreator {
     public var format: ImageFormat = .udzo
+    /// Decoded bytes per chunk; hdiutil writes 1 MiB. See `chunkSizes`.
+    public var chunkSize: UInt64 = 1 << 20
     public var overwrite = false
     /// Image a read-write mounted filesystem anyway (its contents may change under us).
     public var force = false
@@ -37,8 +39,22 @@ public struct ImageCreator {
         return try write(source, to: output)
     }
 
+    /// Chunk sizes we write: whole sectors from hdiutil's 1 MiB up to the largest chunk our
+    /// reader accepts.
+    public static let chunkSizes: ClosedRange<UInt64> = (1 << 20)...UDIFImage.maxChunkBytes
+
+    /// A `--chunk-size` value ("16M", "4194304").
+    public static func parseChunkSize(_ text: String) throws(ImagingError) -> UInt64 {
+        guard let bytes = try? ByteSize.parse(text), chunkSizes.contains(bytes), bytes % sectorSize == 0 else {
+            throw .invalidChunkSize(text)
+        }
+        return bytes
+    }
+
     func write(_ source: any ByteSource, to output: String) throws -> WriteSummary {
-        let writer = ImageWriter(format: format)
+        guard Self.chunkSizes.contains(chunkSize), chunkSize % sectorSize == 0 else { throw ImagingError.invalidChunkSize(String(chunkSize)) }
+        var writer = ImageWriter(format: format)
+        writer.chunkSectors = chunkSize / sectorSize
         reporter.begin("\tCreating  ", key: "create")
         defer { reporter.abandon() }
         let summary = try writer.write(from: source, to: output) { done, total in reporter.update(done, of: total) }
@@ -76,5 +92,15 @@ public struct ImageCreator {
             throw ImagingError.mountedReadWrite(path: path, device: mount.device)
         }
         return mount.device
+    }
+}
+
+extension ImageFormat {
+    /// A `--format` value; hdiutil's names, in any case.
+    public init(parsing text: String) throws(ImagingError) {
+        guard let format = ImageFormat(rawValue: text.uppercased()) else {
+            throw .unknownFormat(text, allowed: Self.allCases.map(\.rawValue))
+        }
+        self = format
     }
 }

@@ -26,6 +26,9 @@ public struct ImageInfo: Codable, Sendable {
     public var diskBytes: UInt64
     public var sectorCount: UInt64
     public var storedBytes: UInt64
+    /// Decoded bytes of the largest chunk that stores data (hdiutil: 1 MiB; zero-fill runs
+    /// can be longer and do not count); nil for raw sources and images of zeros only.
+    public var chunkSize: UInt64?
     public var codecs: [CodecUse]
     public var regions: [RegionInfo]
     public var masterChecksum: String?
@@ -55,14 +58,16 @@ public struct ImageInfo: Codable, Sendable {
             let size = source.bytes.byteCount
             return ImageInfo(
                 path: path, format: "RAW", sourceKind: source.kind.rawValue, fileSize: size, diskBytes: size,
-                sectorCount: size / sectorSize, storedBytes: size, codecs: [],
+                sectorCount: size / sectorSize, storedBytes: size, chunkSize: nil, codecs: [],
                 regions: plans.enumerated().map { i, p in
                     RegionInfo(id: String(i), name: p.name, firstSector: p.firstSector, sectorCount: p.sectorCount)
                 },
                 checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil, ordered: true)
         }
         var uses: [ChunkType: CodecUse] = [:]
+        var largest: UInt64 = 0
         for c in image.chunks {
+            if c.type != .zeroFill && c.type != .ignore { largest = max(largest, c.length) }
             uses[c.type, default: CodecUse(codec: c.type.description, chunks: 0, diskBytes: 0, storedBytes: 0)].chunks += 1
             uses[c.type]!.diskBytes += c.length
             uses[c.type]!.storedBytes += c.storedLength
@@ -85,7 +90,7 @@ public struct ImageInfo: Codable, Sendable {
         return ImageInfo(
             path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
             diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,
-            codecs: uses.values.sorted { $0.diskBytes > $1.diskBytes }, regions: regions,
+            chunkSize: largest > 0 ? largest : nil, codecs: uses.values.sorted { $0.diskBytes > $1.diskBytes }, regions: regions,
             masterChecksum: t.masterChecksum.type == UDIFChecksum.typeNone ? nil : t.masterChecksum.description,
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
@@ -115,6 +120,7 @@ public struct ImageInfo: Codable, Sendable {
         if format != "RAW" {
             let ratio = diskBytes > 0 ? Double(storedBytes) / Double(diskBytes) * 100 : 0
             s += "Stored data: \(storedBytes) bytes (\(String(format: "%.1f", ratio))% of the disk), file \(fileSize) bytes\n"
+            if let chunkSize { s += "Chunk size: \(chunkSize) bytes (\(ByteSize.format(chunkSize)))\n" }
             s += "Codecs:\n"
             for c in codecs {
                 s += "\t\(c.codec): \(c.chunks) chunks, \(c.diskBytes) bytes on disk, \(c.storedBytes) stored\n"

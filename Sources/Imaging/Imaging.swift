@@ -12,6 +12,10 @@ import UDIF
 /// A failure of a workflow, by what went wrong; each reads as one line.
 public enum ImagingError: UserFacingError {
     case invalidSize(String, tooLarge: Bool)
+    /// A `--format` value that is not one of `allowed`.
+    case unknownFormat(String, allowed: [String])
+    /// A `--chunk-size` outside 1M...64M or not whole sectors.
+    case invalidChunkSize(String)
     /// A source that cannot be read as a disk, and why.
     case unusableSource(path: String, String)
     /// An output that cannot be written, and why.
@@ -59,6 +63,10 @@ public enum ImagingError: UserFacingError {
         switch self {
         case .invalidSize(let text, false): "invalid size \"\(text)\": use bytes or a K, M, G or T suffix"
         case .invalidSize(let text, true): "size \"\(text)\" is too large"
+        case .unknownFormat(let text, let allowed):
+            "unknown format \"\(displayable(text))\": use \(allowed.dropLast().joined(separator: ", ")) or \(allowed.last ?? "")"
+        case .invalidChunkSize(let text):
+            "invalid chunk size \"\(displayable(text))\": use a multiple of 512 bytes from 1M to 64M"
         case .unusableSource(let path, let why), .unusableOutput(let path, let why): "\(path) \(why)"
         case .unusableTarget(let path, let problem):
             switch problem {

@@ -27,3 +27,39 @@ public enum ScratchBuffers {
         return try body(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<count]))
     }
 }
+
+/// A page-aligned buffer owned by one thread at a time; freed when the last reference goes.
+public final class PageBuffer: @unchecked Sendable {  // handed between threads, one owner at a time
+    public let memory: UnsafeMutableRawBufferPointer
+
+    public init(count: Int) { memory = .allocate(byteCount: max(count, 1), alignment: 4096) }
+    deinit { memory.deallocate() }
+
+    /// The first `count` bytes.
+    public func prefix(_ count: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: memory[0..<count])
+    }
+}
+
+/// Buffers of one size handed out and taken back, so a pipeline touches the same pages
+/// again instead of faulting in fresh ones for every chunk. A buffer never given back
+/// (a failed chunk) is simply freed.
+public final class BufferPool: Sendable {
+    public let bufferSize: Int
+    private let keep: Int
+    private let spare = Mutex<[PageBuffer]>([])
+
+    /// `keep`: how many returned buffers to hold for reuse.
+    public init(bufferSize: Int, keep: Int) {
+        self.bufferSize = bufferSize
+        self.keep = keep
+    }
+
+    public func take() -> PageBuffer {
+        spare.withLock { $0.popLast() } ?? PageBuffer(count: bufferSize)
+    }
+
+    public func giveBack(_ buffer: PageBuffer) {
+        spare.withLock { if $0.count < keep { $0.append(buffer) } }
+    }
+}

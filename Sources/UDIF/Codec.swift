@@ -80,12 +80,76 @@ public enum Codec {
     /// A zlib stream at `level` (libdeflate levels 1...12), or nil when it would not be
     /// smaller than the input.
     public static func compressZlib(_ input: UnsafeRawBufferPointer, level: Int32) -> [UInt8]? {
-        guard let c = libdeflate_alloc_compressor(level) else { return nil }
-        defer { libdeflate_free_compressor(c) }
         var out = [UInt8](repeating: 0, count: input.count)
-        let n = out.withUnsafeMutableBytes { libdeflate_zlib_compress(c, input.baseAddress, input.count, $0.baseAddress, $0.count) }
-        guard n > 0, n < input.count else { return nil }
+        guard let n = out.withUnsafeMutableBytes({ compressZlib(input, level: level, into: $0) }) else { return nil }
         out.removeSubrange(n...)
         return out
+    }
+
+    /// Compresses into `output`; the stream's length, or nil when it would not be smaller
+    /// than the input (the chunk is then stored raw).
+    public static func compressZlib(_ input: UnsafeRawBufferPointer, level: Int32, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        guard let c = libdeflate_alloc_compressor(level) else { return nil }
+        defer { libdeflate_free_compressor(c) }
+        let room = min(output.count, input.count)
+        let n = libdeflate_zlib_compress(c, input.baseAddress, input.count, output.baseAddress, room)
+        return n > 0 && n < input.count ? n : nil
+    }
+
+    /// A bzip2 stream at `level` (block size, 1...9 × 100 kB) into `output`; nil as for zlib.
+    public static func compressBzip2(_ input: UnsafeRawBufferPointer, level: Int32 = 9, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        guard input.count < Int(UInt32.max) else { return nil }
+        var produced = UInt32(min(output.count, input.count))
+        let r = BZ2_bzBuffToBuffCompress(
+            output.baseAddress?.assumingMemoryBound(to: CChar.self), &produced,
+            UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: CChar.self)),
+            UInt32(input.count), level, 0, 0)
+        return r == BZ_OK && Int(produced) < input.count ? Int(produced) : nil
+    }
+
+    /// How ULMO chunks are encoded: one XZ stream each, one LZMA2 block, no integrity check
+    /// (hdiutil's chunks carry none; the blkx CRC-32 covers the data).
+    public struct XZSettings: Sendable, Equatable {
+        /// liblzma preset 0...9.
+        public var preset: UInt32
+        public var extreme: Bool
+        /// The LZMA2 dictionary; a dictionary larger than the chunk buys nothing.
+        public var dictionarySize: UInt32
+
+        public init(preset: UInt32 = 9, extreme: Bool = true, dictionarySize: UInt32 = 1 << 20) {
+            self.preset = preset
+            self.extreme = extreme
+            self.dictionarySize = dictionarySize
+        }
+
+        func options() -> lzma_options_lzma? {
+            var options = lzma_options_lzma()
+            guard lzma_lzma_preset(&options, preset | (extreme ? asr_LZMA_PRESET_EXTREME : 0)) == 0 else { return nil }
+            options.dict_size = max(dictionarySize, 4096)
+            return options
+        }
+
+        /// Bytes one encoder allocates, to bound how many run at once.
+        public var encoderMemory: UInt64 {
+            guard var options = options() else { return 0 }
+            return withUnsafeMutablePointer(to: &options) { p in
+                var filters = [lzma_filter(id: asr_LZMA_FILTER_LZMA2, options: p), lzma_filter(id: asr_LZMA_VLI_UNKNOWN, options: nil)]
+                return lzma_raw_encoder_memusage(&filters)
+            }
+        }
+    }
+
+    /// An XZ stream (check type none, as hdiutil writes) into `output`; nil as for zlib.
+    public static func compressXZ(_ input: UnsafeRawBufferPointer, _ settings: XZSettings, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        guard var options = settings.options() else { return nil }
+        var produced = 0
+        let r = withUnsafeMutablePointer(to: &options) { p in
+            var filters = [lzma_filter(id: asr_LZMA_FILTER_LZMA2, options: p), lzma_filter(id: asr_LZMA_VLI_UNKNOWN, options: nil)]
+            return lzma_stream_buffer_encode(
+                &filters, LZMA_CHECK_NONE, nil,
+                input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count,
+                output.baseAddress?.assumingMemoryBound(to: UInt8.self), &produced, min(output.count, input.count))
+        }
+        return r == LZMA_OK && produced < input.count ? produced : nil
     }
 }

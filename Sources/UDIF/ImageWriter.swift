@@ -1,11 +1,24 @@
 import SystemSupport
 import Foundation
 
-/// The formats we write. UDZO: zlib chunks; UDRO: raw chunks. Both store all-zero chunks as
-/// zero-fill entries with no data.
+/// The formats we write, by hdiutil's names. UDZO: zlib chunks; UDBZ: bzip2; ULMO: XZ
+/// (hdiutil's "LZMA" chunk type); UDRO: raw. All store all-zero chunks as zero-fill entries
+/// with no data, and a chunk that does not shrink as raw.
 public enum ImageFormat: String, Sendable, CaseIterable {
     case udzo = "UDZO"
+    case udbz = "UDBZ"
+    case ulmo = "ULMO"
     case udro = "UDRO"
+
+    /// The chunk type compressed chunks get; raw for UDRO.
+    public var chunkType: ChunkType {
+        switch self {
+        case .udzo: .zlib
+        case .udbz: .bzip2
+        case .ulmo: .lzma
+        case .udro: .raw
+        }
+    }
 }
 
 public struct WriteSummary: Sendable {
@@ -22,8 +35,15 @@ public struct ImageWriter: Sendable {
     public var format: ImageFormat = .udzo
     /// libdeflate level; 6 matches gzip -6's ratio.
     public var zlibLevel: Int32 = 6
-    /// hdiutil's chunk size: 2048 sectors = 1 MiB.
+    /// bzip2 block size in 100 kB; 9 is the densest.
+    public var bzip2Level: Int32 = 9
+    /// XZ preset for ULMO; the dictionary is set to the chunk size when writing.
+    public var xzPreset: UInt32 = 9
+    public var xzExtreme = true
+    /// hdiutil's chunk size: 2048 sectors = 1 MiB. At most `UDIFImage.maxChunkBytes`.
     public var chunkSectors: UInt64 = 2048
+    /// Chunk bytes (read and encoded) in flight at once; bigger chunks mean fewer at a time.
+    public var memoryBudget = 256 << 20
     /// Regions to lay out; nil means detect the partition map.
     public var regions: [RegionPlan]?
     /// Extra resources to store beside blkx and plst (scan data, for example).
@@ -41,8 +61,30 @@ public struct ImageWriter: Sendable {
 
     private struct Encoded: Sendable {
         var type: ChunkType
-        var payload: [UInt8]
+        /// The stored bytes: the first `length` of `buffer` (none for zero-fill).
+        var buffer: PageBuffer?
+        var length: Int
         var crc: UInt32
+    }
+
+    /// The XZ settings used for chunks of `chunkSectors`.
+    public var xzSettings: Codec.XZSettings {
+        Codec.XZSettings(preset: xzPreset, extreme: xzExtreme, dictionarySize: UInt32(chunkSectors * sectorSize))
+    }
+
+    /// Workers and window for `orderedParallelMap`: a chunk holds at most two buffers while
+    /// encoding and one while waiting, so `window + workers` buffers stay within the memory
+    /// budget; XZ encoders (about ten times the dictionary each) are held to a quarter of RAM.
+    public func parallelism() -> (workers: Int, window: Int) {
+        let chunkBytes = Int(chunkSectors * sectorSize)
+        var workers = max(1, min(self.workers, memoryBudget / (2 * chunkBytes)))
+        if format == .ulmo {
+            let each = max(xzSettings.encoderMemory, 1)
+            let allowed = max(1, ProcessInfo.processInfo.physicalMemory / 4 / each)
+            workers = min(workers, Int(min(allowed, UInt64(Int.max))))
+        }
+        let window = max(workers, min(workers * 3, memoryBudget / chunkBytes - workers))
+        return (workers, window)
     }
 
     @discardableResult
@@ -52,6 +94,7 @@ public struct ImageWriter: Sendable {
             throw UDIFError.unusableSource("source is \(source.byteCount) bytes, not a whole number of 512-byte sectors")
         }
         guard source.byteCount > 0 else { throw UDIFError.unusableSource("source is empty") }
+        precondition(chunkSectors > 0 && chunkSectors * sectorSize <= UDIFImage.maxChunkBytes, "chunk size out of range")
         let plans = try regions ?? PartitionMap.regions(of: source)
         let sectors = source.byteCount / sectorSize
         guard plans.reduce(0, { $0 + $1.sectorCount }) == sectors else {
@@ -81,28 +124,51 @@ public struct ImageWriter: Sendable {
         let level = zlibLevel
         let jobList = jobs
 
-        try orderedParallelMap(count: jobList.count, workers: workers) { i -> Encoded in
+        let xz = xzSettings
+        let bzip2Level = self.bzip2Level
+        let (workerCount, window) = parallelism()
+        let pool = BufferPool(bufferSize: Int(chunkSectors * sectorSize), keep: window + workerCount)
+
+        try orderedParallelMap(count: jobList.count, workers: workerCount, window: window) { i -> Encoded in
             let job = jobList[i]
-            var raw = [UInt8](repeating: 0, count: Int(job.sectorCount * sectorSize))
-            try raw.withUnsafeMutableBytes { try source.read(into: $0, at: job.diskOffset) }
-            return raw.withUnsafeBytes { buf in
-                let crc = CRC32.update(0, buf)
-                if isAllZero(buf) { return Encoded(type: .zeroFill, payload: [], crc: crc) }
-                if format == .udzo, let z = Codec.compressZlib(buf, level: level) {
-                    return Encoded(type: .zlib, payload: z, crc: crc)
-                }
-                return Encoded(type: .raw, payload: raw, crc: crc)
+            let count = Int(job.sectorCount * sectorSize)
+            let raw = pool.take()
+            let input = raw.prefix(count)
+            try source.read(into: input, at: job.diskOffset)
+            let crc = CRC32.update(0, UnsafeRawBufferPointer(input))
+            if isAllZero(UnsafeRawBufferPointer(input)) {
+                pool.giveBack(raw)
+                return Encoded(type: .zeroFill, buffer: nil, length: 0, crc: crc)
             }
+            if format != .udro {
+                let out = pool.take()
+                let bytes = UnsafeRawBufferPointer(input)
+                let n: Int? = switch format {
+                case .udzo: Codec.compressZlib(bytes, level: level, into: out.prefix(count))
+                case .udbz: Codec.compressBzip2(bytes, level: bzip2Level, into: out.prefix(count))
+                case .ulmo: Codec.compressXZ(bytes, xz, into: out.prefix(count))
+                case .udro: nil
+                }
+                if let n {
+                    pool.giveBack(raw)
+                    return Encoded(type: format.chunkType, buffer: out, length: n, crc: crc)
+                }
+                pool.giveBack(out)
+            }
+            return Encoded(type: .raw, buffer: raw, length: count, crc: crc)
         } consume: { i, encoded in
             let job = jobList[i]
-            if !encoded.payload.isEmpty {
-                try out.write(encoded.payload, at: offset)
-                dataCRC = CRC32.update(dataCRC, encoded.payload)
-                writeback.wrote(upTo: offset + UInt64(encoded.payload.count))
+            let stored = UInt64(encoded.length)
+            if let buffer = encoded.buffer {
+                let payload = UnsafeRawBufferPointer(buffer.prefix(encoded.length))
+                try out.write(payload, at: offset)
+                dataCRC = CRC32.update(dataCRC, payload)
+                writeback.wrote(upTo: offset + stored)
+                pool.giveBack(buffer)
             }
             tables[job.region].append(BlockChunk(type: encoded.type, sectorStart: job.sectorStart, sectorCount: job.sectorCount,
-                                                 storedOffset: offset, storedLength: UInt64(encoded.payload.count)))
-            offset += UInt64(encoded.payload.count)
+                                                 storedOffset: offset, storedLength: stored))
+            offset += stored
             let length = job.sectorCount * sectorSize
             regionCRCs[job.region] = CRC32.combine(regionCRCs[job.region], encoded.crc, lengthOfB: length)
             counts[encoded.type, default: 0] += 1

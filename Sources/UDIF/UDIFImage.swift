@@ -48,6 +48,7 @@ public final class UDIFImage: ByteSource, Sendable {
         try self.init(file: FileIO(path: path, flags: O_RDONLY), cacheChunks: cacheChunks)
     }
 
+    /// `cacheChunks`: decoded chunks kept for random reads, counted in 1 MiB chunks.
     public init(file: any RandomAccessFile, cacheChunks: Int = 32) throws {
         self.file = file
         fileSize = try file.size()
@@ -124,7 +125,11 @@ public final class UDIFImage: ByteSource, Sendable {
         self.regions = regions
         self.chunks = chunks
         byteCount = t.sectorCount * sectorSize
-        cache = ChunkCache(capacity: cacheChunks)
+        // `cacheChunks` counts 1 MiB chunks: images with larger chunks cache fewer (at least
+        // four), so a 64 MiB-chunk image holds 256 MiB decoded, not gigabytes.
+        let largest = chunks.lazy.filter { $0.type.hasStoredData }.map(\.length).max() ?? 0
+        let megabytes = max(1, Int((largest + (1 << 20) - 1) >> 20))
+        cache = ChunkCache(capacity: max(min(cacheChunks, 4), cacheChunks / megabytes))
     }
 
     private static func findTrailer(_ file: any RandomAccessFile, fileSize: UInt64) throws -> (Trailer, UInt64) {

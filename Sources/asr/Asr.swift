@@ -80,8 +80,6 @@ struct OutputOptions: ParsableArguments {
     var reporter: Reporter { Reporter(puppetstrings ? .puppet : .human(bars: true)) }
 }
 
-extension ImageFormat: ExpressibleByArgument {}
-extension ImageConverter.Target: ExpressibleByArgument {}
 extension FolderFilesystem: ExpressibleByArgument {}
 
 struct Create: ParsableCommand {
@@ -97,7 +95,9 @@ struct Create: ParsableCommand {
     @Option(help: "Raw image, block device or mount point to image.") var source: String?
     @Option(help: "Folder tree to build a filesystem image from.") var srcfolder: String?
     @Option(help: "The image to write.") var output: String
-    @Option(help: "UDZO (zlib, default) or UDRO (uncompressed).") var format: ImageFormat = .udzo
+    @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest) or UDRO (uncompressed).") var format = "UDZO"
+    @Option(help: "Bytes per chunk, a multiple of 512 from 1M (what hdiutil writes) to 64M; larger is denser.")
+    var chunkSize = "1M"
     @Option(help: "Filesystem for --srcfolder: ext4 or fat32.") var fs: FolderFilesystem = .ext4
     @Option(help: "Volume label for --srcfolder.") var volname: String?
     @Option(help: "Filesystem size for --srcfolder: auto or a size like 512M.") var size: String = "auto"
@@ -112,7 +112,8 @@ struct Create: ParsableCommand {
 
     func run() throws {
         var creator = ImageCreator()
-        creator.format = format
+        creator.format = try ImageFormat(parsing: format)
+        creator.chunkSize = try ImageCreator.parseChunkSize(chunkSize)
         creator.force = force
         creator.overwrite = overwrite
         creator.reporter = .terminalOnly
@@ -159,20 +160,24 @@ struct Info: ParsableCommand {
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert an image to UDZO, UDRO or a raw disk image.")
+        abstract: "Convert an image to UDZO, UDBZ, ULMO, UDRO or a raw disk image.")
 
     @Option(help: "UDIF image, raw image or block device.") var source: String
-    @Option(help: "UDZO, UDRO or RAW.") var format: ImageConverter.Target
+    @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest), UDRO (uncompressed) or RAW.") var format: String
+    @Option(help: "Bytes per chunk of a UDIF output, a multiple of 512 from 1M (what hdiutil writes) to 64M.")
+    var chunkSize = "1M"
     @Option(help: "The file (or device, for RAW) to write.") var output: String
     @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
 
     func run() throws {
         var converter = ImageConverter()
+        let target = try ImageConverter.Target(parsing: format)
+        converter.chunkSize = try ImageCreator.parseChunkSize(chunkSize)
         converter.overwrite = overwrite
         let toStdout = output == "-" || output == "/dev/stdout"
         converter.reporter = toStdout ? Reporter(.quiet) : .terminalOnly
-        try converter.convert(source: source, to: format, output: output)
+        try converter.convert(source: source, to: target, output: output)
         if output == "-" || output == "/dev/stdout" { return }
-        print("asr: converted \"\(source)\" to \(format.rawValue) \"\(output)\"")
+        print("asr: converted \"\(source)\" to \(target.rawValue) \"\(output)\"")
     }
 }

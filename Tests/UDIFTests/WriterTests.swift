@@ -5,7 +5,7 @@ import Testing
 import UDIF
 
 @Suite struct WriterTests {
-    @Test(arguments: [ImageFormat.udzo, .udro], [3 * 2048 + 7, 1, 2048, 5000])
+    @Test(arguments: ImageFormat.allCases, [3 * 2048 + 7, 1, 2048, 5000])
     func unpartitionedDiskRoundTrips(format: ImageFormat, sectors: Int) throws {
         let dir = TemporaryDirectory()
         let disk = sampleDisk(sectors: sectors, seed: UInt64(sectors))
