@@ -47,7 +47,7 @@ public final class PageBuffer: @unchecked Sendable {  // handed between threads,
 public final class BufferPool: Sendable {
     public let bufferSize: Int
     private let keep: Int
-    private let spare = Mutex<[PageBuffer]>([])
+    private let spare = Locked<[PageBuffer]>([])
 
     /// `keep`: how many returned buffers to hold for reuse.
     public init(bufferSize: Int, keep: Int) {

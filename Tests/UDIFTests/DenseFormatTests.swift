@@ -39,7 +39,7 @@ import UDIF
     }
 
     @Test func incompressibleInputIsRefusedByEveryEncoder() {
-        var rng = SplitMix(seed: 9)
+        var rng = SplitMix64(seed: 9)
         let noise = (0..<(256 << 10)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         #expect(encode(noise) { Codec.compressBzip2($0, into: $1) } == nil)
         #expect(encode(noise) { Codec.compressXZ($0, Codec.XZSettings(), into: $1) } == nil)
