@@ -20,3 +20,9 @@ extern const unsigned long asr_BLKDISCARD;
 int asr_start_writeback(int fd, long long offset, long long length);
 /// Frees a range of a file so it reads as zeros, keeping the file's size.
 int asr_punch_hole(int fd, long long offset, long long length);
+
+/// One recvmmsg(MSG_WAITFORONE) into `count` (at most 64) buffers: waits (up to the socket's
+/// receive timeout) for the first datagram, then takes whatever else is queued. For each
+/// datagram received: its length, and its UDP_GRO segment size (0 when it is one datagram).
+/// A truncated datagram's length is reported as -1. Returns how many were received, or -1.
+int asr_receive_batch(int fd, void *const *buffers, int capacity, int count, int *lengths, int *segments);
