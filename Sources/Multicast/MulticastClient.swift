@@ -137,15 +137,24 @@ public struct MulticastClient {
             if Interruption.requested { throw MulticastError.interrupted }
             if try writers.collect(into: &assembler) { progress.completed(assembler.completeCount) }
             if assembler.isComplete { break }
-            let sessionID = session.welcome.sessionID
-            var heard = false
-            socket.receive { header, payload in
-                guard header.sessionID == sessionID else { return }
-                heard = true
-                position.follow(DataPacket(header), progress: &progress, assembler)
-                if let (index, stored) = assembler.accept(header, payload: payload) { writers.submit(index, stored, manifest[index]) }
+            if assembler.received.contains(false) {
+                try socket.join()
+                let sessionID = session.welcome.sessionID
+                var heard = false
+                socket.receive { header, payload in
+                    guard header.sessionID == sessionID else { return }
+                    heard = true
+                    position.follow(DataPacket(header), progress: &progress, assembler)
+                    if let (index, stored) = assembler.accept(header, payload: payload) { writers.submit(index, stored, manifest[index]) }
+                }
+                if heard { lastData = Date() }
+            } else {
+                // Every chunk is in and only being written: the stream's later passes would
+                // cost copies for nothing. A rejected chunk joins us again.
+                socket.leave()
+                writers.waitForOutcome(seconds: 0.05)
+                lastData = Date()
             }
-            if heard { lastData = Date() }
             let now = Date()
             if now.timeIntervalSince(lastReport) > 0.25 {
                 lastReport = now
@@ -249,7 +258,7 @@ final class ChunkWriters: Sendable {
     }
 
     private let queue = Monitor(Queue())
-    private let outcome = Mutex(Outcome())
+    private let outcome = Monitor(Outcome())
     private let file: FileIO
     private let group = DispatchGroup()
 
@@ -260,7 +269,7 @@ final class ChunkWriters: Sendable {
         }
     }
 
-    var bytesWritten: UInt64 { outcome.withLock { $0.bytesWritten } }
+    var bytesWritten: UInt64 { outcome.read { $0.bytesWritten } }
 
     /// Queues a chunk's stored bytes for a worker.
     func submit(_ index: Int, _ stored: ChunkBuffer, _ entry: ManifestEntry) {
@@ -270,7 +279,7 @@ final class ChunkWriters: Sendable {
     /// Marks what the workers finished since the last call; true if a chunk was written.
     /// Throws the first write failure.
     func collect(into assembler: inout ChunkAssembler) throws -> Bool {
-        let (written, rejected, failure) = outcome.withLock { o in
+        let (written, rejected, failure) = outcome.update { o in
             defer {
                 o.written.removeAll(keepingCapacity: true)
                 o.rejected.removeAll(keepingCapacity: true)
@@ -283,11 +292,17 @@ final class ChunkWriters: Sendable {
         return !written.isEmpty
     }
 
+    /// Waits until a worker finished a chunk not yet collected, or `seconds` pass.
+    func waitForOutcome(seconds: TimeInterval) {
+        outcome.wait(until: { !$0.written.isEmpty || !$0.rejected.isEmpty || $0.failure != nil },
+                     deadline: Date().addingTimeInterval(seconds)) { _, _ in }
+    }
+
     /// Waits for the queue to empty and the workers to end; throws the first write failure.
     func finish() throws {
         queue.wait(until: { $0.head == $0.jobs.count }) { $0.stopped = true }
         group.wait()
-        if let failure = outcome.withLock({ $0.failure }) { throw failure }
+        if let failure = outcome.read({ $0.failure }) { throw failure }
     }
 
     /// Ends the workers, dropping what is queued: nothing is written after this returns.
@@ -309,17 +324,17 @@ final class ChunkWriters: Sendable {
             // A chunk that does not decode or match its SHA-256 is a bad copy (damage or
             // forgery): forget it and fetch it again.
             guard let decoded = Self.decode(job.stored.bytes, job.entry, into: output), Self.matches(decoded, job.entry.sha256) else {
-                outcome.withLock { $0.rejected.append(job.index) }
+                outcome.update { $0.rejected.append(job.index) }
                 continue
             }
             do {
                 try file.write(decoded, at: job.entry.diskOffset)
-                outcome.withLock {
+                outcome.update {
                     $0.written.append(job.index)
                     $0.bytesWritten += job.entry.length
                 }
             } catch {
-                outcome.withLock { $0.failure = $0.failure ?? error }
+                outcome.update { $0.failure = $0.failure ?? error }
             }
         }
     }
@@ -349,6 +364,7 @@ final class DataReceiver {
     private var membership = ip_mreq()
     private let ring = DatagramRing()
     private var joined = false
+    private let group: [UInt8]
 
     /// `rate`: the stream's bytes/s, to size the socket's buffer.
     init(group: [UInt8], port: UInt16, interfaceName: String?, rate: UInt64) throws(MulticastError) {
@@ -373,13 +389,23 @@ final class DataReceiver {
         }
         membership.imr_multiaddr = groupAddress
         membership.imr_interface = interface
-        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
-            let e = lastErrno()
+        self.group = group
+        do throws(MulticastError) {
+            try join()
+        } catch {
             close(fd)
-            throw .socket(.join(group: group.map(String.init).joined(separator: ".")), e)
+            throw error
+        }
+        setTimeout(fd, SO_RCVTIMEO, 0.05)
+    }
+
+    /// Joins the group, unless joined.
+    func join() throws(MulticastError) {
+        guard !joined else { return }
+        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
+            throw .socket(.join(group: group.map(String.init).joined(separator: ".")), lastErrno())
         }
         joined = true
-        setTimeout(fd, SO_RCVTIMEO, 0.05)
     }
 
     deinit {
