@@ -228,7 +228,7 @@ struct StreamPosition {
 /// its offset. `submit` never waits, so the receiving thread never stalls on a decode: the
 /// queue is bounded by the assembler's memory budget, which counts every chunk handed on
 /// until `collect` reports it written or rejected.
-final class ChunkWriters: Sendable {
+package final class ChunkWriters: Sendable {
     private struct Job {
         let index: Int
         let stored: ChunkBuffer
@@ -262,23 +262,23 @@ final class ChunkWriters: Sendable {
     private let file: FileIO
     private let group = DispatchGroup()
 
-    init(file: FileIO, workers: Int) {
+    package init(file: FileIO, workers: Int) {
         self.file = file
         for _ in 0..<max(1, workers) {
             DispatchQueue.global().async(group: group) { [self] in work() }
         }
     }
 
-    var bytesWritten: UInt64 { outcome.read { $0.bytesWritten } }
+    package var bytesWritten: UInt64 { outcome.read { $0.bytesWritten } }
 
     /// Queues a chunk's stored bytes for a worker.
-    func submit(_ index: Int, _ stored: ChunkBuffer, _ entry: ManifestEntry) {
+    package func submit(_ index: Int, _ stored: ChunkBuffer, _ entry: ManifestEntry) {
         queue.update { $0.jobs.append(Job(index: index, stored: stored, entry: entry)) }
     }
 
     /// Marks what the workers finished since the last call; true if a chunk was written.
     /// Throws the first write failure.
-    func collect(into assembler: inout ChunkAssembler) throws -> Bool {
+    package func collect(into assembler: inout ChunkAssembler) throws -> Bool {
         let (written, rejected, failure) = outcome.update { o in
             defer {
                 o.written.removeAll(keepingCapacity: true)
@@ -293,20 +293,20 @@ final class ChunkWriters: Sendable {
     }
 
     /// Waits until a worker finished a chunk not yet collected, or `seconds` pass.
-    func waitForOutcome(seconds: TimeInterval) {
+    package func waitForOutcome(seconds: TimeInterval) {
         outcome.wait(until: { !$0.written.isEmpty || !$0.rejected.isEmpty || $0.failure != nil },
                      deadline: Date().addingTimeInterval(seconds)) { _, _ in }
     }
 
     /// Waits for the queue to empty and the workers to end; throws the first write failure.
-    func finish() throws {
+    package func finish() throws {
         queue.wait(until: { $0.head == $0.jobs.count }) { $0.stopped = true }
         group.wait()
         if let failure = outcome.read({ $0.failure }) { throw failure }
     }
 
     /// Ends the workers, dropping what is queued: nothing is written after this returns.
-    func stop() {
+    package func stop() {
         queue.update { $0.stopped = true }
         group.wait()
     }

@@ -122,3 +122,40 @@ import Testing
         #expect(Array(got.joined()) == run)
     }
 }
+
+@Suite struct ChunkWritersTests {
+    /// Raw chunks (codec 1) of 3000 bytes of 7; the first has that content's SHA-256, the
+    /// second a wrong one.
+    @Test func workersWriteCheckedChunksAtTheirOffsetsAndRejectTheRest() throws {
+        let sha = Array("48c187767dddb44e5b7af78dabdec2b14f0f983e86e1fe695c65bc6a2a3cb42f".utf8)
+        let digest = stride(from: 0, to: sha.count, by: 2).map { UInt8(String(decoding: sha[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+        let manifest = [
+            ManifestEntry(diskOffset: 0, length: 3000, storedLength: 3000, codec: 1, sha256: digest),
+            ManifestEntry(diskOffset: 3000, length: 3000, storedLength: 3000, codec: 1, sha256: [UInt8](repeating: 0, count: 32)),
+        ]
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("writers-\(getpid()).raw").path
+        defer { unlink(path) }
+        let file = try FileIO(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+        var assembler = ChunkAssembler(manifest: manifest)
+        let writers = ChunkWriters(file: file, workers: 2)
+        defer { writers.stop() }
+        let stored = [UInt8](repeating: 7, count: 3000)
+        for (index, _) in manifest.enumerated() {
+            for p in ReceivePathTests().packets(chunk: index, stored: stored) {
+                if let (chunk, buffer) = assembler.accept(p) { writers.submit(chunk, buffer, manifest[chunk]) }
+            }
+        }
+        #expect(assembler.heldBytes == 6000)
+        let deadline = Date().addingTimeInterval(10)
+        while (assembler.completeCount < 1 || assembler.received[1]) && Date() < deadline {
+            writers.waitForOutcome(seconds: 0.1)
+            _ = try writers.collect(into: &assembler)
+        }
+        try writers.finish()
+        #expect(assembler.complete == [true, false])
+        #expect(!assembler.received[1], "the bad copy is forgotten, to be fetched again")
+        #expect(assembler.heldBytes == 0)
+        #expect(writers.bytesWritten == 3000)
+        #expect(try file.read(at: 0, count: 3000) == stored)
+    }
+}
