@@ -2,7 +2,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <spawn.h>
+#include <string.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <linux/fs.h>
 #include <linux/falloc.h>
 #include <linux/udp.h>
@@ -39,4 +41,31 @@ void asr_tsan_acquire(void *address) {
 
 void asr_tsan_release(void *address) {
     if (__tsan_release) __tsan_release(address);
+}
+
+int asr_receive_batch(int fd, void *const *buffers, int capacity, int count, int *lengths, int *segments) {
+    enum { limit = 64 };
+    struct mmsghdr messages[limit];
+    struct iovec vectors[limit];
+    char controls[limit][CMSG_SPACE(sizeof(int))] __attribute__((aligned(8)));
+    if (count > limit) count = limit;
+    for (int i = 0; i < count; i++) {
+        vectors[i].iov_base = buffers[i];
+        vectors[i].iov_len = (size_t)capacity;
+        memset(&messages[i], 0, sizeof messages[i]);
+        messages[i].msg_hdr.msg_iov = &vectors[i];
+        messages[i].msg_hdr.msg_iovlen = 1;
+        messages[i].msg_hdr.msg_control = controls[i];
+        messages[i].msg_hdr.msg_controllen = sizeof controls[i];
+    }
+    int n = recvmmsg(fd, messages, (unsigned)count, MSG_WAITFORONE, NULL);
+    for (int i = 0; i < n; i++) {
+        struct msghdr *h = &messages[i].msg_hdr;
+        lengths[i] = (h->msg_flags & MSG_TRUNC) ? -1 : (int)messages[i].msg_len;
+        segments[i] = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+            if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) memcpy(&segments[i], CMSG_DATA(c), sizeof(int));
+        }
+    }
+    return n;
 }

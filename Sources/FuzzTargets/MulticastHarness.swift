@@ -35,10 +35,10 @@ enum MulticastHarness {
             p.encode(into: &again)
             try check(DataPacket.decode(again[...]) == p, "data packet does not survive encode")
             guard let (chunk, stored) = assembler.accept(p) else { continue }
-            try check(chunk < manifest.count && stored.count == Int(manifest[chunk].storedLength),
-                      "assembled chunk \(chunk) of \(stored.count) bytes")
+            try check(chunk < manifest.count && stored.bytes.count == Int(manifest[chunk].storedLength),
+                      "assembled chunk \(chunk) of \(stored.bytes.count) bytes")
             // The chunk's first byte decides its fate: written, or a bad copy to fetch again.
-            if stored.first.map({ $0 & 1 == 0 }) ?? true { assembler.markWritten(chunk) } else { assembler.reject(chunk) }
+            if stored.bytes.first.map({ $0 & 1 == 0 }) ?? true { assembler.markWritten(chunk) } else { assembler.reject(chunk) }
         }
         for (first, count) in assembler.missing(below: manifest.count) {
             try check(Int(first) + Int(count) <= manifest.count, "missing range past the manifest")

@@ -96,14 +96,17 @@ public struct MutationRun: Sendable {
     public var failures: [(input: [UInt8], failure: FuzzFailure)] = []
 
     /// Runs every seed as it is, then mutants until `seconds` pass or `limit` inputs ran.
+    /// Runs the seeds, then mutants until `seconds` have passed, but at least `minimumMutants`
+    /// of them however slow the machine is.
     public static func run(_ target: FuzzTarget, seeds: [[UInt8]], seed: UInt64, seconds: Double,
-                           limit: Int = .max) -> MutationRun {
+                           limit: Int = .max, minimumMutants: Int = 0) -> MutationRun {
         var result = MutationRun(target: target)
         var mutator = Mutator(seeds: seeds, dictionary: target.dictionary, seed: seed)
         let start = Date()
         let deadline = start.addingTimeInterval(seconds)
         var queue = seeds
-        while result.executions < limit && (!queue.isEmpty || Date() < deadline) {
+        while result.executions < limit
+                && (!queue.isEmpty || Date() < deadline || result.executions < seeds.count + minimumMutants) {
             let input = queue.isEmpty ? mutator.next() : queue.removeFirst()
             let began = Date()
             do {

@@ -121,23 +121,39 @@ public struct MulticastClient {
     private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget) throws {
         try Self.writeZeroChunks(session.manifest, into: file, target: target)
         var assembler = ChunkAssembler(manifest: session.manifest)
-        let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName)
-        let writers = ChunkWriters(file: file, width: ProcessInfo.processInfo.activeProcessorCount * 2)
+        let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName,
+                                      rate: session.welcome.dataRate)
+        let writers = ChunkWriters(file: file, workers: ProcessInfo.processInfo.activeProcessorCount)
+        defer { writers.stop() }
         var progress = PassProgress(chunks: session.manifest.count, reporter: reporter)
         defer { progress.finish(assembler) }
         var position = StreamPosition()
         var lastData = Date()
         var lastReport = Date.distantPast
         let started = Date()
+        let manifest = session.manifest
 
         while !assembler.isComplete {
             if Interruption.requested { throw MulticastError.interrupted }
             if try writers.collect(into: &assembler) { progress.completed(assembler.completeCount) }
             if assembler.isComplete { break }
-            if let packet = socket.receive(), packet.sessionID == session.welcome.sessionID {
+            if assembler.received.contains(false) {
+                try socket.join()
+                let sessionID = session.welcome.sessionID
+                var heard = false
+                socket.receive { header, payload in
+                    guard header.sessionID == sessionID else { return }
+                    heard = true
+                    position.follow(DataPacket(header), progress: &progress, assembler)
+                    if let (index, stored) = assembler.accept(header, payload: payload) { writers.submit(index, stored, manifest[index]) }
+                }
+                if heard { lastData = Date() }
+            } else {
+                // Every chunk is in and only being written: the stream's later passes would
+                // cost copies for nothing. A rejected chunk joins us again.
+                socket.leave()
+                writers.waitForOutcome(seconds: 0.05)
                 lastData = Date()
-                position.follow(packet, progress: &progress, assembler)
-                if let (index, stored) = assembler.accept(packet) { writers.submit(index, stored, session.manifest[index]) }
             }
             let now = Date()
             if now.timeIntervalSince(lastReport) > 0.25 {
@@ -208,9 +224,32 @@ struct StreamPosition {
     }
 }
 
-/// Decodes, checks and writes assembled chunks on a few threads at once; the receive loop
-/// collects what became of each.
-final class ChunkWriters: Sendable {
+/// Decodes, checks and writes assembled chunks on a thread per core, in any order, each at
+/// its offset. `submit` never waits, so the receiving thread never stalls on a decode: the
+/// queue is bounded by the assembler's memory budget, which counts every chunk handed on
+/// until `collect` reports it written or rejected.
+package final class ChunkWriters: Sendable {
+    private struct Job {
+        let index: Int
+        let stored: ChunkBuffer
+        let entry: ManifestEntry
+    }
+
+    private struct Queue {
+        var jobs: [Job] = []
+        var head = 0
+        var stopped = false
+
+        mutating func take() -> Job? {
+            guard head < jobs.count, !stopped else { return nil }
+            defer {
+                head += 1
+                if head == jobs.count { jobs.removeAll(keepingCapacity: true); head = 0 }
+            }
+            return jobs[head]
+        }
+    }
+
     private struct Outcome {
         var written: [Int] = []
         var rejected: [Int] = []
@@ -218,50 +257,32 @@ final class ChunkWriters: Sendable {
         var bytesWritten: UInt64 = 0
     }
 
-    private let outcome = Locked(Outcome())
+    private let queue = Monitor(Queue())
+    private let outcome = Monitor(Outcome())
     private let file: FileIO
-    private let queue = DispatchQueue(label: "asr.client.decode", attributes: .concurrent)
-    /// Bounds the chunks in flight, and so the memory they hold.
-    private let slots: DispatchSemaphore
     private let group = DispatchGroup()
 
-    init(file: FileIO, width: Int) {
+    package init(file: FileIO, workers: Int) {
         self.file = file
-        slots = DispatchSemaphore(value: width)
+        for _ in 0..<max(1, workers) {
+            DispatchQueue.global().async(group: group) { [self] in work() }
+        }
     }
 
-    var bytesWritten: UInt64 { outcome.withLock { $0.bytesWritten } }
+    package var bytesWritten: UInt64 { outcome.read { $0.bytesWritten } }
 
-    /// Hands a chunk's stored bytes to a worker; waits while every worker is busy.
-    func submit(_ index: Int, _ stored: [UInt8], _ entry: ManifestEntry) {
-        slots.wait()
-        queue.async(group: group) { [self] in
-            defer { slots.signal() }
-            // A chunk that does not decode or match its SHA-256 is a bad copy (damage or
-            // forgery): forget it and fetch it again.
-            guard let decoded = try? Self.decode(stored, entry), Array(SHA256.hash(data: decoded)) == entry.sha256 else {
-                outcome.withLock { $0.rejected.append(index) }
-                return
-            }
-            do {
-                try file.write(decoded, at: entry.diskOffset)
-                outcome.withLock {
-                    $0.written.append(index)
-                    $0.bytesWritten += entry.length
-                }
-            } catch {
-                outcome.withLock { $0.failure = error }
-            }
-        }
+    /// Queues a chunk's stored bytes for a worker.
+    package func submit(_ index: Int, _ stored: ChunkBuffer, _ entry: ManifestEntry) {
+        queue.update { $0.jobs.append(Job(index: index, stored: stored, entry: entry)) }
     }
 
     /// Marks what the workers finished since the last call; true if a chunk was written.
     /// Throws the first write failure.
-    func collect(into assembler: inout ChunkAssembler) throws -> Bool {
-        let (written, rejected, failure) = outcome.withLock { o in
+    package func collect(into assembler: inout ChunkAssembler) throws -> Bool {
+        let (written, rejected, failure) = outcome.update { o in
             defer {
-                o.written.removeAll()
-                o.rejected.removeAll()
+                o.written.removeAll(keepingCapacity: true)
+                o.rejected.removeAll(keepingCapacity: true)
             }
             return (o.written, o.rejected, o.failure)
         }
@@ -271,38 +292,95 @@ final class ChunkWriters: Sendable {
         return !written.isEmpty
     }
 
-    /// Waits for the workers; throws the first write failure.
-    func finish() throws {
-        group.wait()
-        if let failure = outcome.withLock({ $0.failure }) { throw failure }
+    /// Waits until a worker finished a chunk not yet collected, or `seconds` pass.
+    package func waitForOutcome(seconds: TimeInterval) {
+        outcome.wait(until: { !$0.written.isEmpty || !$0.rejected.isEmpty || $0.failure != nil },
+                     deadline: Date().addingTimeInterval(seconds)) { _, _ in }
     }
 
-    /// A chunk's decoded bytes, exactly its length, or nil.
-    private static func decode(_ stored: [UInt8], _ entry: ManifestEntry) throws -> [UInt8]? {
-        if entry.codec == ChunkType.raw.rawValue { return stored.count == Int(entry.length) ? stored : nil }
-        var out = [UInt8](repeating: 0, count: Int(entry.length))
-        try stored.withUnsafeBytes { s in try out.withUnsafeMutableBytes { try Codec.decode(ChunkType(rawValue: entry.codec), s, into: $0) } }
-        return out
+    /// Waits for the queue to empty and the workers to end; throws the first write failure.
+    package func finish() throws {
+        queue.wait(until: { $0.head == $0.jobs.count }) { $0.stopped = true }
+        group.wait()
+        if let failure = outcome.read({ $0.failure }) { throw failure }
+    }
+
+    /// Ends the workers, dropping what is queued: nothing is written after this returns.
+    package func stop() {
+        queue.update { $0.stopped = true }
+        group.wait()
+    }
+
+    private func work() {
+        // One output buffer per worker, reused: a fresh one would fault in its pages per chunk.
+        var output = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+        defer { output.deallocate() }
+        while let job = queue.wait(until: { $0.stopped || $0.head < $0.jobs.count }, then: { $0.take() }) {
+            let length = Int(job.entry.length)
+            if job.entry.codec != ChunkType.raw.rawValue && output.count < length {
+                output.deallocate()
+                output = .allocate(byteCount: length, alignment: 4096)
+            }
+            // A chunk that does not decode or match its SHA-256 is a bad copy (damage or
+            // forgery): forget it and fetch it again.
+            guard let decoded = Self.decode(job.stored.bytes, job.entry, into: output), Self.matches(decoded, job.entry.sha256) else {
+                outcome.update { $0.rejected.append(job.index) }
+                continue
+            }
+            do {
+                try file.write(decoded, at: job.entry.diskOffset)
+                outcome.update {
+                    $0.written.append(job.index)
+                    $0.bytesWritten += job.entry.length
+                }
+            } catch {
+                outcome.update { $0.failure = $0.failure ?? error }
+            }
+        }
+    }
+
+    /// A chunk's decoded bytes, exactly its length (in `output` unless raw), or nil.
+    private static func decode(_ stored: UnsafeRawBufferPointer, _ entry: ManifestEntry,
+                               into output: UnsafeMutableRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let length = Int(entry.length)
+        if entry.codec == ChunkType.raw.rawValue { return stored.count == length ? stored : nil }
+        let out = UnsafeMutableRawBufferPointer(rebasing: output[0..<length])
+        guard (try? Codec.decode(ChunkType(rawValue: entry.codec), stored, into: out)) != nil else { return nil }
+        return UnsafeRawBufferPointer(out)
+    }
+
+    private static func matches(_ bytes: UnsafeRawBufferPointer, _ sha256: [UInt8]) -> Bool {
+        var hash = SHA256()
+        hash.update(bufferPointer: bytes)
+        return hash.finalize().withUnsafeBytes { $0.elementsEqual(sha256) }
     }
 }
 
 /// The multicast data socket of a client: joined to the group, short receive timeouts so the
-/// loop can report and notice silence.
+/// loop can report and notice silence. Datagrams arrive in batches (`recvmmsg`, UDP GRO) into
+/// a fixed ring and are parsed where they lie.
 final class DataReceiver {
     private let fd: Int32
     private var membership = ip_mreq()
-    private var buffer = [UInt8](repeating: 0, count: 2048)  // a packet is at most 1432 bytes; small, since each decoded packet copies it
+    private let ring = DatagramRing()
     private var joined = false
+    private let group: [UInt8]
 
-    init(group: [UInt8], port: UInt16, interfaceName: String?) throws(MulticastError) {
+    /// `rate`: the stream's bytes/s, to size the socket's buffer.
+    init(group: [UInt8], port: UInt16, interfaceName: String?, rate: UInt64) throws(MulticastError) {
         let groupAddress = in_addr(s_addr: group.withUnsafeBytes { $0.load(as: UInt32.self) })
         let interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw .socket(.create, lastErrno()) }
         setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
         setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
-        // Past the rmem_max limit where we may (root); as big as allowed otherwise.
-        if !setOption(fd, SOL_SOCKET, Kernel.receiveBufferForce, 16 << 20) { setOption(fd, SOL_SOCKET, SO_RCVBUF, 16 << 20) }
+        // A second of data (the kernel doubles it for its overhead), so a moment when this
+        // process is not scheduled loses nothing. Past the rmem_max limit where we may (root).
+        let size = Int32(clamping: max(16 << 20, min(rate, 1 << 30)))
+        if !setOption(fd, SOL_SOCKET, Kernel.receiveBufferForce, size) { setOption(fd, SOL_SOCKET, SO_RCVBUF, size) }
+        // The server's GSO runs arrive whole where the kernel can keep them so; if it cannot,
+        // datagrams arrive one by one, as before.
+        setOption(fd, Int32(IPPROTO_UDP), Kernel.udpGRO, 1)
         do throws(Errno) {
             try bind(fd, groupAddress, port)  // bound to the group: only its traffic arrives
         } catch {
@@ -311,13 +389,23 @@ final class DataReceiver {
         }
         membership.imr_multiaddr = groupAddress
         membership.imr_interface = interface
-        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
-            let e = lastErrno()
+        self.group = group
+        do throws(MulticastError) {
+            try join()
+        } catch {
             close(fd)
-            throw .socket(.join(group: group.map(String.init).joined(separator: ".")), e)
+            throw error
+        }
+        setTimeout(fd, SO_RCVTIMEO, 0.05)
+    }
+
+    /// Joins the group, unless joined.
+    func join() throws(MulticastError) {
+        guard !joined else { return }
+        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
+            throw .socket(.join(group: group.map(String.init).joined(separator: ".")), lastErrno())
         }
         joined = true
-        setTimeout(fd, SO_RCVTIMEO, 0.05)
     }
 
     deinit {
@@ -325,11 +413,13 @@ final class DataReceiver {
         close(fd)
     }
 
-    /// The next well-formed packet, or nil after a short wait.
-    func receive() -> DataPacket? {
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard n > 0 else { return nil }
-        return DataPacket.decode(buffer[0..<n])
+    /// Hands `body` every well-formed packet queued, header parsed and payload in place (valid
+    /// only during the call), after a short wait for the first.
+    func receive(_ body: (DataPacketHeader, UnsafeRawBufferPointer) -> Void) {
+        _ = try? ring.receive(from: fd) { datagram in
+            guard let header = DataPacketHeader(datagram) else { return }
+            body(header, UnsafeRawBufferPointer(rebasing: datagram[DataPacket.headerSize...]))
+        }
     }
 
     /// Leaves the group: the stream stops reaching this host's interface for us.

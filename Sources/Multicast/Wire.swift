@@ -45,18 +45,60 @@ package struct DataPacket: Sendable, Equatable {
         out += payload
     }
 
+    package init(_ header: DataPacketHeader, payload: ArraySlice<UInt8> = []) {
+        self.init(fragmentCount: header.fragmentCount, sessionID: header.sessionID, pass: header.pass, chunk: header.chunk,
+                  fragment: header.fragment, storedLength: header.storedLength, payload: payload)
+    }
+
     /// nil for anything that is not a well-formed packet of this version.
     package static func decode(_ bytes: ArraySlice<UInt8>) -> DataPacket? {
-        guard bytes.count >= headerSize, bytes.prefix(4).elementsEqual(magic), bytes[bytes.startIndex + 4] == version else { return nil }
-        var r = WireReader(bytes)
-        r.skip(6)
-        guard let count = r.u16(), let session = r.u64(), let pass = r.u32(), let chunk = r.u32(), let fragment = r.u16(),
-              let length = r.u16(), let stored = r.u32() else { return nil }
-        guard count > 0, fragment < count, Int(length) <= maxPayload, r.remaining == Int(length),
-              UInt64(stored) <= UInt64(count) * UInt64(maxPayload) else { return nil }
-        return DataPacket(fragmentCount: count, sessionID: session, pass: pass, chunk: chunk, fragment: fragment,
-                          storedLength: stored, payload: r.rest())
+        guard let header = bytes.withUnsafeBytes({ DataPacketHeader($0) }) else { return nil }
+        return DataPacket(header, payload: bytes.suffix(Int(header.payloadLength)))
     }
+}
+
+/// A data packet's header read where the packet lies: the receive path parses and copies
+/// nothing but the payload, once, into its chunk.
+package struct DataPacketHeader: Sendable, Equatable {
+    package var fragmentCount: UInt16
+    package var sessionID: UInt64
+    package var pass: UInt32
+    package var chunk: UInt32
+    package var fragment: UInt16
+    package var payloadLength: UInt16
+    package var storedLength: UInt32
+
+    package init(fragmentCount: UInt16, sessionID: UInt64, pass: UInt32, chunk: UInt32, fragment: UInt16,
+                 payloadLength: UInt16, storedLength: UInt32) {
+        self.fragmentCount = fragmentCount
+        self.sessionID = sessionID
+        self.pass = pass
+        self.chunk = chunk
+        self.fragment = fragment
+        self.payloadLength = payloadLength
+        self.storedLength = storedLength
+    }
+
+    /// nil unless `bytes` is exactly one well-formed packet of this version; its payload is
+    /// then the last `payloadLength` bytes.
+    package init?(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count >= DataPacket.headerSize,
+              bytes.loadUnaligned(as: UInt32.self) == DataPacketHeader.magic, bytes[4] == DataPacket.version else { return nil }
+        func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T { T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self)) }
+        fragmentCount = load(6, UInt16.self)
+        sessionID = load(8, UInt64.self)
+        pass = load(16, UInt32.self)
+        chunk = load(20, UInt32.self)
+        fragment = load(24, UInt16.self)
+        payloadLength = load(26, UInt16.self)
+        storedLength = load(28, UInt32.self)
+        guard fragmentCount > 0, fragment < fragmentCount, Int(payloadLength) <= DataPacket.maxPayload,
+              bytes.count - DataPacket.headerSize == Int(payloadLength),
+              UInt64(storedLength) <= UInt64(fragmentCount) * UInt64(DataPacket.maxPayload) else { return nil }
+    }
+
+    /// "ASRD" as the first four bytes load in this machine's order.
+    private static let magic = DataPacket.magic.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
 }
 
 /// One entry of the manifest: a chunk of the disk as the server sends it.

@@ -114,13 +114,13 @@ import Testing
         let stored = (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }
         var a = ChunkAssembler(manifest: Self.manifest([5000, 0]))
         #expect(a.completeCount == 1, "zero chunks need no packets")
-        var done: (chunk: Int, stored: [UInt8])?
+        var done: (chunk: Int, stored: ChunkBuffer)?
         for p in packets(chunk: 0, stored: stored).reversed() {
             #expect(done == nil)
             done = a.accept(p)
         }
         #expect(done?.chunk == 0)
-        #expect(done?.stored == stored)
+        #expect(done.map { Array($0.stored.bytes) } == stored)
         #expect(a.missing(below: 2).isEmpty, "received: not asked for again")
         #expect(!a.isComplete, "complete only once written")
         a.reject(0)

@@ -24,3 +24,9 @@ int asr_punch_hole(int fd, long long offset, long long length);
 /// ThreadSanitizer's happens-before annotations; nothing unless the program runs under TSan.
 void asr_tsan_acquire(void *address);
 void asr_tsan_release(void *address);
+
+/// One recvmmsg(MSG_WAITFORONE) into `count` (at most 64) buffers: waits (up to the socket's
+/// receive timeout) for the first datagram, then takes whatever else is queued. For each
+/// datagram received: its length, and its UDP_GRO segment size (0 when it is one datagram).
+/// A truncated datagram's length is reported as -1. Returns how many were received, or -1.
+int asr_receive_batch(int fd, void *const *buffers, int capacity, int count, int *lengths, int *segments);
