@@ -107,17 +107,4 @@ import Testing
         #expect(!suspended)
         #expect(roster.streaming)
     }
-
-    @Test func needsFollowTheLatestReport() {
-        var roster = ClientRoster(chunkCount: 10, rules: .init())
-        let id = roster.join(name: "a", peer: "p", at: at(0))
-        roster.report(report(3, missing: [(2, 3), (9, 100)], fragments: [(chunk: 7, missing: [1]), (chunk: 50, missing: [0])]), from: id, at: at(1))
-        #expect((0..<10).filter { roster.needs(id, chunk: $0) == true } == [2, 3, 4, 7, 9])
-        #expect(roster.clients[id]?.missing == [2..<5, 9..<10], "clamped to the manifest")
-        roster.report(report(9, missing: [(4, 1)]), from: id, at: at(2))
-        #expect((0..<10).filter { roster.needs(id, chunk: $0) == true } == [4])
-        _ = roster.finish(id)
-        #expect(roster.needs(id, chunk: 4) == false)
-        #expect(roster.needs(42, chunk: 0) == nil)
-    }
 }
