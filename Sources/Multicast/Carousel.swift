@@ -102,7 +102,7 @@ package struct Carousel: Sendable {
         // Fragments lost from chunks the cursor has gone past are repaired now, not a round later.
         // A large part lacking is the head of a chunk the client joined during, not a loss: it
         // waits for the cursor like any head.
-        for (c, lacking) in partial where lacking.count * 4 <= fragmentCounts[c] && behindCursor(c)
+        for (c, lacking) in partial where Self.small(lacking, of: fragmentCounts[c]) && behindCursor(c)
             && !pending(need, c) && !repairPending(need, c) {
             repairs.insert(c)
         }
@@ -157,6 +157,9 @@ package struct Carousel: Sendable {
         return nil
     }
 
+    /// Few enough fragments of a chunk to be losses worth repairing at once: at most a quarter.
+    private static func small(_ lacking: [UInt16], of count: Int) -> Bool { lacking.count * 4 <= count }
+
     private enum Plan { case nothing, all, fragments([UInt16]) }
 
     /// What to send of chunk `c` for the clients it is not already on its way to. A repair
@@ -166,7 +169,7 @@ package struct Carousel: Sendable {
         for need in needs.values where !pending(need, c) {
             if need.whole.contains(c) {
                 if !repair { return .all }
-            } else if let lacking = need.partial[c] {
+            } else if let lacking = need.partial[c], !repair || Self.small(lacking, of: fragmentCounts[c]) {
                 fragments.formUnion(lacking)
             }
         }

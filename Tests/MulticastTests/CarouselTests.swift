@@ -191,6 +191,24 @@ import TestSupport
         #expect(next?.chunk == 3 && next?.fragments == [1, 2] && next?.pass == 0, "repaired at once, fragments only")
     }
 
+    @Test func theRestOfAChunkJoinedDuringWaitsForTheCursor() {
+        var carousel = Carousel(manifest: Self.manifest(4))
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 4)]))
+        #expect(carousel.next()?.chunk == 0)
+        #expect(carousel.next()?.chunk == 1)
+        // Client 1 lost a fragment of chunk 0; client 2 joined during it and lacks most of it.
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(1, 3)], fragments: [(0, [3])], position: (0, 1)))
+        carousel.update(2, with: .init(received: 0, writeRate: 0, missing: [(1, 3)], fragments: [(0, [0, 1, 2, 3, 4, 5])], position: (0, 1)))
+        let repair = carousel.next()
+        #expect(repair?.chunk == 0 && repair?.fragments == [3] && repair?.pass == 0, "the loss at once, not the head")
+        #expect(carousel.next()?.chunk == 2)
+        #expect(carousel.next()?.chunk == 3)
+        carousel.update(1, with: .init(received: 4, writeRate: 0, missing: [], position: (0, 3), quiet: true))
+        carousel.update(2, with: .init(received: 3, writeRate: 0, missing: [], fragments: [(0, [0, 1, 2, 4, 5])], position: (0, 3), quiet: true))
+        let head = carousel.next()
+        #expect(head?.chunk == 0 && head?.fragments == [0, 1, 2, 4, 5] && head?.pass == 1, "the head when the cursor comes round")
+    }
+
     /// A report is trusted no further than the manifest: chunks past its end or without data
     /// and fragments past a chunk's last are ignored, overlapping ranges count once.
     @Test func reportsAreBoundedByTheManifest() {

@@ -107,4 +107,21 @@ import Testing
         #expect(!suspended)
         #expect(roster.streaming)
     }
+
+    @Test func clientsThatHaveNotReportedAreStillJoining() {
+        var roster = ClientRoster(chunkCount: 10, rules: .init())
+        let a = roster.join(name: "a", peer: "p", at: at(0))
+        let b = roster.join(name: "b", peer: "q", at: at(0))
+        #expect(roster.joining == 2)
+        let counts = roster.report(report(0), from: a, at: at(0.1))
+        #expect(counts, "on the roster and restoring: its need counts")
+        #expect(roster.joining == 1)
+        _ = roster.leave(b)
+        #expect(roster.joining == 0)
+        _ = roster.finish(a)
+        let afterDone = roster.report(report(10), from: a, at: at(0.2))
+        #expect(!afterDone, "done: asks for nothing")
+        let stranger = roster.report(report(0), from: 42, at: at(0.3))
+        #expect(!stranger, "not on the roster")
+    }
 }

@@ -26,15 +26,24 @@ import Testing
         #expect(DataPacket.decode([][...]) == nil)
     }
 
+    @Test func reportFlagsBeyondTheKnownAreRefused() {
+        var framed = ControlMessage.report(.init(received: 1, writeRate: 2, missing: [], quiet: true)).encoded()
+        framed[4 + 1 + 12] |= 0x80  // the flags byte, after length, type, received and write rate
+        #expect(throws: MulticastError.malformedMessage(type: 4)) { try ControlMessage.decode(framed.dropFirst(4)) }
+    }
+
     @Test func controlMessagesRoundTrip() throws {
         let messages: [ControlMessage] = [
             .hello(version: 1, client: "lab-pc-7"),
             .welcome(.init(version: 1, sessionID: 77, imageSHA256: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)),
             .manifest([ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 1234, codec: 0x8000_0005, sha256: Array(repeating: 9, count: 32))]),
             .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)], fragments: [(4, [1, 9]), (7, [])])),
+            .report(.init(received: 0, writeRate: 0, missing: [(0, 9)], position: (3, 0), quiet: true)),
+            .report(.init(received: 0, writeRate: 0, missing: [], position: (0, 7))),
             .done,
             .drop(reason: "too slow"),
         ]
+        #expect(messages[3] != messages[4] && messages[4] != messages[5], "position and quiet are part of a report")
         for m in messages {
             let framed = m.encoded()
             let length = Int(framed[0]) << 24 | Int(framed[1]) << 16 | Int(framed[2]) << 8 | Int(framed[3])
