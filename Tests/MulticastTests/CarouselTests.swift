@@ -1,6 +1,7 @@
 import Testing
 import TestSupport
 @testable import Multicast
+import Imaging
 
 /// The need-driven carousel on simulated clients: each holds a real `ChunkAssembler`, hears
 /// what the carousel sends (less what its loss pattern drops) and reports what it lacks the
@@ -302,5 +303,29 @@ import TestSupport
         let capped = b.need(from: 2, maxPartialChunks: 2)
         #expect(capped.fragments.map(\.chunk) == [3, 5])
         #expect(capped.missing.map { [$0.0, $0.1] } == [[2, 1], [4, 1], [0, 2]])
+    }
+}
+
+/// The position a client reports lags what it has seen by `StreamPosition.settle` packets, so
+/// a chunk's fragments that arrive just after the next chunk's first are not taken for lost.
+@Suite struct StreamPositionTests {
+    @Test func thePositionReportedSettlesBehindTheStream() {
+        let manifest = CarouselTests.manifest(400)
+        let assembler = ChunkAssembler(manifest: manifest)
+        var progress = PassProgress(chunks: manifest.count, reporter: Reporter(.quiet))
+        var position = StreamPosition()
+        #expect(position.reported == nil, "nothing seen yet")
+        func packet(_ chunk: Int, pass: UInt32 = 0, session: UInt64 = 1) -> DataPacket {
+            DataPacket(fragmentCount: 8, sessionID: session, pass: pass, chunk: UInt32(chunk), fragment: 0,
+                       storedLength: manifest[chunk].storedLength, payload: ArraySlice(repeating: 0, count: DataPacket.maxPayload))
+        }
+        for c in 10..<20 { position.follow(packet(c), progress: &progress, assembler) }
+        #expect(position.reported.map { [$0.pass, $0.chunk] } == [0, 10], "fewer than settle packets: the first")
+        for c in 20..<(20 + StreamPosition.settle) { position.follow(packet(c), progress: &progress, assembler) }
+        #expect(position.reported.map { [$0.pass, $0.chunk] } == [0, UInt32(20 + StreamPosition.settle) - UInt32(StreamPosition.settle)])
+        position.follow(packet(3), progress: &progress, assembler)  // a repair goes back: the stream does not
+        #expect(position.highest == 19 + StreamPosition.settle)
+        position.follow(packet(5, session: 2), progress: &progress, assembler)
+        #expect(position.reported.map { [$0.pass, $0.chunk] } == [0, 5], "a restarted server starts over")
     }
 }
