@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",
             "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast", "TestSupport"]),
+        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast", "Imaging", "TestSupport"]),
         .testTarget(name: "ImageFSTests", dependencies: ["SystemSupport", 
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

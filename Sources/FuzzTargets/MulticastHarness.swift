@@ -40,21 +40,27 @@ enum MulticastHarness {
             // The chunk's first byte decides its fate: written, or a bad copy to fetch again.
             if stored.bytes.first.map({ $0 & 1 == 0 }) ?? true { assembler.markWritten(chunk) } else { assembler.reject(chunk) }
         }
-        for (first, count) in assembler.missing(below: manifest.count) {
+        let need = assembler.need(from: Int(input.first ?? 0) % (manifest.count + 1), maxRanges: 3)
+        try check(need.missing.count <= 3, "\(need.missing.count) ranges past the limit")
+        for (first, count) in need.missing {
             try check(Int(first) + Int(count) <= manifest.count, "missing range past the manifest")
         }
-        for (chunk, missing) in assembler.missingFragments(below: manifest.count) {
+        for c in manifest.indices where !assembler.received[c] {
+            try check(need.missing.contains { Int($0.0) <= c && c < Int($0.0) + Int($0.1) } || need.fragments.contains { Int($0.chunk) == c },
+                      "chunk \(c) is lacking but not reported")
+        }
+        for (chunk, missing) in need.fragments {
             try check(missing.allSatisfy { Int($0) < manifest[Int(chunk)].fragmentCount }, "missing fragment past its chunk")
         }
     }
 
     /// Input: frames as read from the socket. A welcome and a manifest set up a session as the
-    /// client checks it; reports then go to the server's pass scheduler.
+    /// client checks it; reports then go to the server's carousel.
     static func control(_ input: [UInt8]) throws {
         var r = InputReader(input)
         var diskBytes: UInt64?
         var manifest: [ManifestEntry] = []
-        var scheduler: PassScheduler?
+        var carousel: Carousel?
         // ControlConnection.receive's framing: a length it refuses ends the connection.
         while let length = r.u32(), length >= 1, length <= ControlMessage.maxFrame, let body = r.take(length) {
             guard let message = try? ControlMessage.decode(body) else { continue }
@@ -65,12 +71,11 @@ enum MulticastHarness {
             case .manifest(let entries):
                 guard let disk = diskBytes, (try? ManifestEntry.check(entries, diskBytes: disk)) != nil else { continue }
                 manifest = entries
-                scheduler = PassScheduler(manifest: entries)
+                carousel = Carousel(manifest: entries)
             case .report(let report):
-                guard var s = scheduler else { continue }
-                s.requestRepair(from: report)
-                // Every repair names a chunk with data, and only fragments it has; each
-                // chunk is queued once, so a pass and a repair per chunk drains it all.
+                guard var s = carousel else { continue }
+                s.update(1, with: report)
+                // Every chunk sent has data, and only fragments it has.
                 for _ in 0..<(2 * manifest.count + 1) {
                     guard let next = s.next() else { break }
                     try check(next.chunk < manifest.count && manifest[next.chunk].storedLength > 0,
@@ -79,7 +84,9 @@ enum MulticastHarness {
                     try check(next.fragments?.allSatisfy { Int($0) < fragments } ?? true,
                               "scheduled fragments \(next.fragments ?? []) of a chunk with \(fragments)")
                 }
-                scheduler = s
+                s.forget(1)
+                try check(s.isIdle, "the carousel still wants chunks nobody needs")
+                carousel = s
             default:
                 break
             }

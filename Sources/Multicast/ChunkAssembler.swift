@@ -102,28 +102,48 @@ package struct ChunkAssembler: Sendable {
         heldBytes -= Int(manifest[chunk].storedLength)
     }
 
-    /// Fragments still missing of chunks received in part, below `limit`.
-    package func missingFragments(below limit: Int, maxChunks: Int = ControlMessage.Report.maxPartialChunks) -> [(chunk: UInt32, missing: [UInt16])] {
-        var out: [(chunk: UInt32, missing: [UInt16])] = []
-        for (index, part) in partial.sorted(by: { $0.key < $1.key }) where index < limit && out.count < maxChunks {
-            out.append((UInt32(index), part.have.indices.filter { !part.have[$0] }.map { UInt16($0) }))
+    /// Everything still lacking, for a report: the fragments lacked of chunks received in part
+    /// and ranges of chunks of which nothing has arrived, over the whole image, each list in
+    /// carousel order from `start` (the next chunk the stream will reach), wrapping. Past
+    /// `maxPartialChunks`, a chunk in part is claimed whole. Past `maxRanges`, the last one or
+    /// two ranges are open: they claim everything from the end of the last exact range round
+    /// to `start`. A report may claim more than is lacking (what is sent again is dropped as
+    /// a duplicate), never less, or the server would stop sending what we still need.
+    package func need(from start: Int, maxRanges: Int = ControlMessage.Report.maxRanges,
+                      maxPartialChunks: Int = ControlMessage.Report.maxPartialChunks)
+        -> (missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])]) {
+        let n = manifest.count
+        let s = start > 0 && start < n ? start : 0
+        let order = { (c: Int) in c >= s ? c - s : c + n - s }
+        let inPart = partial.keys.sorted { order($0) < order($1) }
+        let listed = Set(inPart.prefix(maxPartialChunks))
+        let fragments = inPart.prefix(maxPartialChunks).map { c in
+            let have = partial[c]!.have
+            return (chunk: UInt32(c), missing: have.indices.filter { !have[$0] }.map { UInt16($0) })
         }
-        return out
-    }
-
-    /// Chunks of which nothing has arrived, below `limit` (those the server has already sent
-    /// this pass), as (first, count) ranges, at most `maxRanges` of them.
-    package func missing(below limit: Int, maxRanges: Int = ControlMessage.Report.maxRanges) -> [(UInt32, UInt32)] {
+        let lacking = { (c: Int) in !received[c] && !listed.contains(c) }
         var ranges: [(UInt32, UInt32)] = []
-        var i = 0
-        let end = min(limit, manifest.count)
-        while i < end && ranges.count < maxRanges {
-            if received[i] || partial[i] != nil { i += 1; continue }
-            let first = i
-            while i < end && !received[i] && partial[i] == nil { i += 1 }
-            ranges.append((UInt32(first), UInt32(i - first)))
+        // Two stretches in carousel order: start to the end, then the beginning to start.
+        for stretch in [s..<n, 0..<s] {
+            var i = stretch.lowerBound
+            while i < stretch.upperBound {
+                guard lacking(i) else { i += 1; continue }
+                let first = i
+                while i < stretch.upperBound && lacking(i) { i += 1 }
+                ranges.append((UInt32(first), UInt32(i - first)))
+            }
         }
-        return ranges
+        guard ranges.count > maxRanges, maxRanges >= 2 else { return (ranges, fragments) }
+        // Open from the first range left out: the rest of its stretch, and the next one whole.
+        let cut = Int(ranges[maxRanges - 2].0)
+        ranges.removeLast(ranges.count - (maxRanges - 2))
+        if cut >= s {
+            ranges.append((UInt32(cut), UInt32(n - cut)))
+            if s > 0 { ranges.append((0, UInt32(s))) }
+        } else {
+            ranges.append((UInt32(cut), UInt32(s - cut)))
+        }
+        return (ranges, fragments)
     }
 }
 

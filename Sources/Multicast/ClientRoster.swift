@@ -2,9 +2,7 @@
 /// that gains nothing for a while, or stops reporting, is dropped and told why) and Loop
 /// Suspend (sending pauses after so many passes with nobody restoring, until a request).
 /// No I/O and no clock: the server passes the time in, tests pass simulated times.
-///
-/// Each client's latest report is kept, so the roster can say which chunks a client still
-/// lacks (`needs`): what a need-driven sender will go by.
+/// What each client lacks is the `Carousel`'s business.
 package struct ClientRoster: Sendable {
     package typealias ID = Int
     package typealias Instant = ContinuousClock.Instant
@@ -29,12 +27,10 @@ package struct ClientRoster: Sendable {
         package fileprivate(set) var lastReport: Instant
         /// Chunks it has written, as it last said.
         package fileprivate(set) var received: UInt32 = 0
+        /// Reports it has sent: none yet means it is still getting ready to join the group.
+        package fileprivate(set) var reports = 0
         /// It has every chunk and said DONE after verifying.
         package fileprivate(set) var done = false
-        /// What its latest report said it lacks: chunks it has nothing of, and fragments of
-        /// those it has in part (only chunks the stream had gone past when it reported).
-        package fileprivate(set) var missing: [Range<Int>] = []
-        package fileprivate(set) var partial: [Int: [UInt16]] = [:]
         /// Whole passes without a new chunk, counted only over passes it reported in.
         package fileprivate(set) var stalledPasses = 0
         fileprivate var receivedAtPass: UInt32 = 0
@@ -76,6 +72,9 @@ package struct ClientRoster: Sendable {
         self.rules = rules
     }
 
+    /// Clients that said HELLO but have not reported yet: they are about to join the group.
+    package var joining: Int { clients.values.count { $0.reports == 0 } }
+
     /// Clients not yet done: verifying ones count, they may still ask for nothing.
     package var restoring: Int { clients.values.count { !$0.done } }
 
@@ -86,21 +85,19 @@ package struct ClientRoster: Sendable {
     }
 
     /// A report means its sender has joined the group and is ready: stream. It may come
-    /// from a client already dropped, whose connection is closing; it still counts as a request.
-    package mutating func report(_ report: ControlMessage.Report, from id: ID, at now: Instant) {
+    /// from a client already dropped, whose connection is closing; it still counts as a
+    /// request. True if the sender is on the roster and still restoring: what it lacks counts.
+    @discardableResult
+    package mutating func report(_ report: ControlMessage.Report, from id: ID, at now: Instant) -> Bool {
         streaming = true
         idlePasses = 0
-        guard var c = clients[id] else { return }
+        guard var c = clients[id] else { return false }
         c.received = report.received
         c.lastReport = now
         c.reportedSincePass = true
-        c.missing = report.missing.compactMap { first, count in
-            let start = Int(first), end = min(Int(first) + Int(count), chunkCount)
-            return start < end ? start..<end : nil
-        }
-        c.partial = Dictionary(report.fragments.filter { Int($0.chunk) < chunkCount }.map { (Int($0.chunk), $0.missing) },
-                               uniquingKeysWith: { a, _ in a })
+        c.reports += 1
         clients[id] = c
+        return !c.done
     }
 
     /// The client verified what it wrote and said DONE.
@@ -111,14 +108,6 @@ package struct ClientRoster: Sendable {
 
     /// The client's connection ended; nil if it was not (or no longer) on the roster.
     package mutating func leave(_ id: ID) -> Client? { clients.removeValue(forKey: id) }
-
-    /// Whether the client's latest report said it lacks some or all of `chunk`; nil for a
-    /// client not on the roster.
-    package func needs(_ id: ID, chunk: Int) -> Bool? {
-        guard let c = clients[id] else { return nil }
-        if c.done { return false }
-        return c.partial[chunk] != nil || c.missing.contains { $0.contains(chunk) }
-    }
 
     /// A pass ended at `now`: counts it toward Loop Suspend and applies the slow-client rule.
     /// The clients returned are off the roster; the server tells each why.

@@ -1,8 +1,8 @@
 // Multicast: one image to many machines at once over UDP multicast.
 //
 // This module owns the server configuration plist, the wire protocol (docs/PROTOCOL.md), the
-// policy as plain values with no I/O and no clock of their own (`PassScheduler` decides what
-// is sent, `ClientRoster` who is connected, what they lack, whom to drop and when to pause,
+// policy as plain values with no I/O and no clock of their own (`Carousel` decides what is
+// sent from what each client lacks, `ClientRoster` who is connected, whom to drop and when to pause,
 // `ChunkAssembler` what a client holds), DNS Service Discovery through Avahi, and the thin
 // socket adapters that run the policy: `MulticastServer` and `MulticastClient`. It prints only
 // through the `Reporter` (client) or the `log` function (server) it is handed.

@@ -137,10 +137,10 @@ public struct MulticastClient {
             if Interruption.requested { throw MulticastError.interrupted }
             if try writers.collect(into: &assembler) { progress.completed(assembler.completeCount) }
             if assembler.isComplete { break }
+            var heard = false
             if assembler.received.contains(false) {
                 try socket.join()
                 let sessionID = session.welcome.sessionID
-                var heard = false
                 socket.receive { header, payload in
                     guard header.sessionID == sessionID else { return }
                     heard = true
@@ -159,7 +159,8 @@ public struct MulticastClient {
             if now.timeIntervalSince(lastReport) > 0.25 {
                 lastReport = now
                 let rate = UInt64(Double(writers.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
-                if try report(&session, assembler, below: position.highest, writeRate: rate, progress: &progress) { lastData = Date() }
+                let quiet = !heard && now.timeIntervalSince(lastData) > Self.quietAfter
+                if try report(&session, assembler, at: position, quiet: quiet, writeRate: rate, progress: &progress) { lastData = Date() }
             }
             if now.timeIntervalSince(lastData) > timeout { throw MulticastError.noData(seconds: Int(timeout)) }
         }
@@ -183,13 +184,18 @@ public struct MulticastClient {
         if let r = run { try target.zero(file, offset: r.lowerBound, length: UInt64(r.count)) }
     }
 
-    /// Tells the server what we have and lack below `limit` (what the stream has gone past),
-    /// and hears whether it dropped us. A server that went away is reconnected to, keeping
-    /// every chunk we have; returns true then.
-    private func report(_ session: inout Session, _ assembler: ChunkAssembler, below limit: Int, writeRate: UInt64,
-                        progress: inout PassProgress) throws -> Bool {
-        let report = ControlMessage.Report(received: UInt32(assembler.completeCount), writeRate: writeRate,
-                                           missing: assembler.missing(below: limit), fragments: assembler.missingFragments(below: limit))
+    /// No data of ours for this long, and the socket just had none (a long write does not
+    /// count): nothing is on its way to us, and the server may take what we lack as lost.
+    static let quietAfter: TimeInterval = 0.1
+
+    /// Tells the server everything we lack, from where the stream is, and hears whether it
+    /// dropped us. A server that went away is reconnected to, keeping every chunk we have;
+    /// returns true then.
+    private func report(_ session: inout Session, _ assembler: ChunkAssembler, at position: StreamPosition, quiet: Bool,
+                        writeRate: UInt64, progress: inout PassProgress) throws -> Bool {
+        let (missing, fragments) = assembler.need(from: position.highest + 1)
+        let report = ControlMessage.Report(received: UInt32(assembler.completeCount), writeRate: writeRate, missing: missing,
+                                           fragments: fragments, position: position.reported, quiet: quiet)
         let reply: ControlMessage?
         do {
             try session.connection.send(.report(report))
@@ -204,14 +210,35 @@ public struct MulticastClient {
     }
 }
 
-/// Where the server's stream is: its pass, and the highest chunk seen in that pass (what is
-/// missing below it was lost and is worth asking for).
+/// Where the server's stream is: its pass, and the highest chunk seen in that pass. Reported,
+/// so the server can tell what it sent after it (still on its way) from what was lost.
 struct StreamPosition {
+    private(set) var session: UInt64?
     private(set) var pass: UInt32?
     private(set) var highest = -1
+    /// Where the stream was `settle` packets ago: packets that crossed on two CPUs (veth,
+    /// bridges) arrive a little out of order, so a chunk's last fragments may still come
+    /// after the next chunk's first. Reporting the older position keeps those "on their way".
+    private var recent: [(pass: UInt32, chunk: Int)] = []
+    private var next = 0
+    static let settle = 128
+
+    /// As a REPORT carries it; nil before any packet.
+    var reported: (pass: UInt32, chunk: UInt32)? {
+        guard !recent.isEmpty else { return nil }
+        let p = recent.count < Self.settle ? recent[0] : recent[next]
+        return (p.pass, UInt32(p.chunk))
+    }
 
     /// Moves on with a packet and tells the progress line.
     mutating func follow(_ packet: DataPacket, progress: inout PassProgress, _ assembler: ChunkAssembler) {
+        if session != packet.sessionID {
+            // A restarted server counts passes from 0 again.
+            session = packet.sessionID
+            pass = nil
+            recent.removeAll()
+            next = 0
+        }
         if pass.map({ packet.pass > $0 }) ?? true {
             pass = packet.pass
             highest = -1
@@ -220,6 +247,10 @@ struct StreamPosition {
         if packet.pass == pass, Int(packet.chunk) > highest {
             highest = Int(packet.chunk)
             progress.reached(highest, assembler)
+        }
+        if let pass, highest >= 0 {
+            if recent.count < Self.settle { recent.append((pass, highest)) } else { recent[next] = (pass, highest) }
+            next = (next + 1) % Self.settle
         }
     }
 }

@@ -6,7 +6,7 @@ import UDIF
 
 /// `asr server`: serves one image to every client that asks, over UDP multicast, until
 /// interrupted. TCP control on the configured port; data to the group on the same port.
-/// What to send is `PassScheduler`'s call, whom to serve and when to pause `ClientRoster`'s;
+/// What to send is the `Carousel`'s call, whom to serve and when to pause `ClientRoster`'s;
 /// this class runs the sockets and threads around them.
 public final class MulticastServer: Sendable {
     public let feed: ImageFeed
@@ -18,11 +18,28 @@ public final class MulticastServer: Sendable {
     private let state: Monitor<SharedState>
 
     struct SharedState {
-        var scheduler: PassScheduler
+        var carousel: Carousel
         var roster: ClientRoster
         var connections: [ClientRoster.ID: ControlConnection] = [:]
         var stopped = false
         var bytesSent: UInt64 = 0
+        /// Counts reports, arrivals and departures: the idle send loop waits for it to move.
+        var generation: UInt64 = 0
+        /// Something was sent since the carousel last had nobody to serve.
+        var sending = false
+        /// When a stream about to start began waiting for clients still joining.
+        var gathering: ContinuousClock.Instant?
+
+        /// True while a stream about to start waits for clients still joining.
+        mutating func gather(_ now: ContinuousClock.Instant) -> Bool {
+            guard !sending, !carousel.isIdle, roster.joining > 0 else {
+                gathering = nil
+                return false
+            }
+            let since = gathering ?? now
+            gathering = since
+            return now - since < MulticastServer.gatherTime
+        }
     }
 
     public init(feed: ImageFeed, config: ServerConfig, interfaceName: String?, log: @escaping @Sendable (String) -> Void) throws {
@@ -30,7 +47,7 @@ public final class MulticastServer: Sendable {
         self.config = config
         self.log = log
         interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
-        state = Monitor(SharedState(scheduler: PassScheduler(manifest: feed.manifest),
+        state = Monitor(SharedState(carousel: Carousel(manifest: feed.manifest),
                                     roster: ClientRoster(chunkCount: feed.manifest.count, rules: .init(loopSuspend: config.loopSuspend))))
     }
 
@@ -41,7 +58,8 @@ public final class MulticastServer: Sendable {
         let listener = try listen()
         defer { close(listener) }
         let sender = try DataSender(group: config.multicastAddress, port: config.port, ttl: config.multicastTTL, interface: interface)
-        log("serving \(feed.manifest.count) chunks (\(feed.diskBytes) bytes) to \(config.multicastAddress):\(config.port) at \(config.effectiveRate) bytes/s; waiting for clients")
+        let stored = feed.manifest.reduce(UInt64(0)) { $0 + UInt64($1.storedLength) }
+        log("serving \(feed.manifest.count) chunks (\(feed.diskBytes) bytes, \(stored) stored) to \(config.multicastAddress):\(config.port) at \(config.effectiveRate) bytes/s; waiting for clients")
         let acceptor = Thread { [self] in acceptLoop(listener) }
         acceptor.start()
         try sendLoop(sender)
@@ -86,6 +104,8 @@ public final class MulticastServer: Sendable {
             if let id {
                 let client = state.update { s in
                     s.connections[id] = nil
+                    s.carousel.forget(id)
+                    s.generation += 1
                     return s.roster.leave(id)
                 }
                 if let client, !client.done { log("client \(client.name) (\(client.peer)) left before finishing") }
@@ -110,6 +130,7 @@ public final class MulticastServer: Sendable {
                         id = state.update { s in
                             let id = s.roster.join(name: name, peer: connection.peer, at: now)
                             s.connections[id] = connection
+                            s.generation += 1
                             return id
                         }
                         log("client \(name) (\(connection.peer)) joined")
@@ -118,13 +139,18 @@ public final class MulticastServer: Sendable {
                     guard let id else { continue }
                     let now = ContinuousClock.now
                     state.update { s in
-                        s.roster.report(report, from: id, at: now)
-                        s.scheduler.requestRepair(from: report)
+                        // A dropped or finished client's late report asks for nothing.
+                        if s.roster.report(report, from: id, at: now) { s.carousel.update(id, with: report) }
+                        s.generation += 1
                     }
                 case .done:
                     guard let id else { continue }
-                    let name = state.update { $0.roster.finish(id)?.name } ?? "?"
-                    log("client \(name) (\(connection.peer)) finished; \(bytesSent) bytes sent so far")
+                    let (name, sent) = state.update { s in
+                        s.carousel.forget(id)
+                        s.generation += 1
+                        return (s.roster.finish(id)?.name ?? "?", s.bytesSent)
+                    }
+                    log("client \(name) (\(connection.peer)) finished; \(sent) bytes sent so far")
                 default:
                     return  // a client has no business sending anything else
                 }
@@ -134,44 +160,72 @@ public final class MulticastServer: Sendable {
         }
     }
 
-    /// A chunk to send: its index, the pass, and which fragments (nil: all).
-    typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?)
+    typealias Next = Carousel.Next
+
+    /// Clients that connect together (a lab booting at once) should not each cost a head:
+    /// a stream about to start waits for clients that said HELLO to report, up to this long.
+    static let gatherTime: Duration = .seconds(3)
 
     /// The next chunk to send, with the roster's rules applied where a pass ends; nil while
-    /// nobody has asked, or sending is suspended.
-    private func nextChunk() -> Next? {
+    /// nobody needs anything (or nothing not already on its way), or sending is suspended.
+    /// `generation` is the state's when it answered.
+    private func nextChunk() -> (next: Next?, generation: UInt64) {
         let now = ContinuousClock.now
-        let (next, suspended, drops) = state.update { s -> (Next?, Bool, [(ClientRoster.Drop, ControlConnection?)]) in
+        let (next, generation, suspended, transitions, drops) = state.update { s in
             let suspended = s.roster.suspendIfIdle()
-            guard s.roster.streaming else { return (nil, suspended, []) }
-            let pass = s.scheduler.pass
-            let next = s.scheduler.next()
-            guard s.scheduler.pass != pass else { return (next, suspended, []) }
-            let drops = s.roster.passEnded(at: now).map { drop in (drop, s.connections.removeValue(forKey: drop.id)) }
-            return (next, suspended, drops)
+            var next: Next?
+            var drops: [(ClientRoster.Drop, ControlConnection?)] = []
+            if s.roster.streaming && !s.gather(now) {
+                let pass = s.carousel.pass
+                next = s.carousel.next()
+                if s.carousel.pass != pass {
+                    drops = s.roster.passEnded(at: now).map { drop in
+                        s.carousel.forget(drop.id)
+                        return (drop, s.connections.removeValue(forKey: drop.id))
+                    }
+                }
+            }
+            // Log once each time the stream stops for want of anyone to serve.
+            var idle: UInt64?
+            var started: Int?
+            if next != nil {
+                if !s.sending { started = s.roster.restoring }
+                s.sending = true
+            } else if s.sending && s.carousel.isIdle {
+                s.sending = false
+                idle = s.bytesSent
+            }
+            return (next, s.generation, suspended, (started, idle), drops)
         }
         if suspended { log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request") }
+        let (started, idle) = transitions
+        if let started { log("sending what \(started) restoring clients lack") }
+        if let idle { log("idle: no client needs anything; \(idle) bytes sent") }
         // The dropped client is told why; the others carry on at the same rate.
         for (drop, connection) in drops {
             log("dropped client \(drop.client.name) (\(drop.client.peer)): \(drop.reason)")
             try? connection?.send(.drop(reason: drop.reason.description))
             connection?.shutDown()
         }
-        return next
+        return (next, generation)
     }
 
     private func sendLoop(_ sender: DataSender) throws {
         var pacer = Pacer(rate: config.effectiveRate)
+        // A GSO batch leaves in one burst: at most about 10 ms of the rate, so a slow stream
+        // is smooth and a client that hears nothing for 100 ms knows nothing is on its way.
+        let segment = DataPacket.headerSize + DataPacket.maxPayload
+        let batchSegments = max(1, min(DataSender.maxSegments, Int(config.effectiveRate / 100) / segment))
         var packet: [UInt8] = []
         var batch: [UInt8] = []
         batch.reserveCapacity(64 * 1024)
         var cachedChunk: (index: Int, bytes: [UInt8])?
         while !Interruption.requested {
-            guard let next = nextChunk() else {
-                // Nothing is sent until someone asks: wait for a report (or look at the flag
-                // again). An image of nothing but zeros never has anything to send.
-                state.wait(until: { $0.roster.streaming && !$0.scheduler.sendable.isEmpty },
-                           deadline: Date().addingTimeInterval(0.2)) { _, _ in }
+            let (next, generation) = nextChunk()
+            guard let next else {
+                // Nothing to send until a report (or arrival, or departure) changes what
+                // clients need; look at the flag again meanwhile.
+                state.wait(until: { $0.generation != generation }, deadline: Date().addingTimeInterval(0.2)) { _, _ in }
                 pacer.reset()
                 continue
             }
@@ -188,7 +242,7 @@ public final class MulticastServer: Sendable {
                 batch.removeAll(keepingCapacity: true)
                 var inBatch = 0
                 // A GSO batch is equal-size segments: only the chunk's last fragment may be short.
-                while k < toSend.count && inBatch < DataSender.maxSegments {
+                while k < toSend.count && inBatch < batchSegments {
                     let f = toSend[k]
                     let start = f * DataPacket.maxPayload
                     let end = min(start + DataPacket.maxPayload, stored.count)
@@ -200,7 +254,7 @@ public final class MulticastServer: Sendable {
                     if end - start < DataPacket.maxPayload { break }
                 }
                 pacer.wait(for: batch.count)
-                try sender.send(batch, segment: DataPacket.headerSize + DataPacket.maxPayload)
+                try sender.send(batch, segment: segment)
                 let sent = batch.count
                 state.update { $0.bytesSent += UInt64(sent) }
             }

@@ -23,7 +23,7 @@ public enum ServiceDiscovery {
         /// TXT strings as the server publishes them.
         static func txt(image: String, size: UInt64, sha256: [UInt8], rate: UInt64, group: String) -> [String] {
             let prefix = sha256.prefix(8).map { String(format: "%02x", $0) }.joined()
-            return ["image=\(image)", "size=\(size)", "sha256=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(DataPacket.version)"]
+            return ["image=\(image)", "size=\(size)", "sha256=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
         }
 
         mutating func apply(txt entries: [String]) {

@@ -148,7 +148,8 @@ package enum ControlMessage: Sendable, Equatable {
     case done
     case drop(reason: String)
 
-    package static let protocolVersion: UInt16 = 1
+    /// 2: REPORT carries the whole need set and the stream position (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 2
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
@@ -171,25 +172,40 @@ package enum ControlMessage: Sendable, Equatable {
         }
     }
 
+    /// Everything a client lacks (protocol version 2): every chunk it has nothing of, over the
+    /// whole image, and the fragments it lacks of chunks it has in part, with where it is in
+    /// the stream so the server can tell a loss from data still on its way.
     package struct Report: Sendable, Equatable {
         package var received: UInt32
         /// The client's measured write rate, bytes/s (0 if not yet known).
         package var writeRate: UInt64
-        /// Chunk ranges the client has nothing of, as (first, count).
+        /// Chunk ranges the client has nothing of, as (first, count), in carousel order from
+        /// its stream position; when there were more than `maxRanges`, the last ones are open
+        /// (they claim everything after the last exact range, round to the stream position).
         package var missing: [(UInt32, UInt32)]
         /// Chunks the client has in part: just the fragments it lacks.
         package var fragments: [(chunk: UInt32, missing: [UInt16])]
-        package init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = []) {
+        /// The pass of the latest data packet the client took, and the highest chunk it has
+        /// seen in that pass (fragment repairs do not move it); nil before any.
+        package var position: (pass: UInt32, chunk: UInt32)?
+        /// No data had arrived for a while when it reported: nothing is on its way to it.
+        package var quiet: Bool
+        package init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = [],
+                     position: (pass: UInt32, chunk: UInt32)? = nil, quiet: Bool = false) {
             self.received = received
             self.writeRate = writeRate
             self.missing = missing
             self.fragments = fragments
+            self.position = position
+            self.quiet = quiet
         }
         package static let maxRanges = 4096
         package static let maxPartialChunks = 1024
+        static let hasPosition: UInt8 = 1, isQuiet: UInt8 = 2
         package static func == (a: Report, b: Report) -> Bool {
             a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
                 && a.fragments.elementsEqual(b.fragments) { $0.chunk == $1.chunk && $0.missing == $1.missing }
+                && a.position?.pass == b.position?.pass && a.position?.chunk == b.position?.chunk && a.quiet == b.quiet
         }
     }
 
@@ -232,6 +248,9 @@ package enum ControlMessage: Sendable, Equatable {
         case .report(let r):
             p.appendBE(r.received)
             p.appendBE(r.writeRate)
+            p.append((r.position == nil ? 0 : Report.hasPosition) | (r.quiet ? Report.isQuiet : 0))
+            p.appendBE(r.position?.pass ?? 0)
+            p.appendBE(r.position?.chunk ?? 0)
             p.appendBE(UInt32(r.missing.count))
             for (first, count) in r.missing {
                 p.appendBE(first)
@@ -279,7 +298,8 @@ package enum ControlMessage: Sendable, Equatable {
             }
             message = .manifest(entries)
         case 4:
-            guard let received = r.u32(), let rate = r.u64(), let count = r.u32(), Int(count) <= Report.maxRanges,
+            guard let received = r.u32(), let rate = r.u64(), let flags = r.bytes(1)?.first, flags & ~(Report.hasPosition | Report.isQuiet) == 0,
+                  let pass = r.u32(), let chunk = r.u32(), let count = r.u32(), Int(count) <= Report.maxRanges,
                   r.remaining >= Int(count) * 8 else { throw bad }
             var missing: [(UInt32, UInt32)] = []
             for _ in 0..<count {
@@ -292,7 +312,8 @@ package enum ControlMessage: Sendable, Equatable {
                 guard let chunk = r.u32(), let n = r.u16(), r.remaining >= Int(n) * 2 else { throw bad }
                 fragments.append((chunk, (0..<n).compactMap { _ in r.u16() }))
             }
-            message = .report(Report(received: received, writeRate: rate, missing: missing, fragments: fragments))
+            message = .report(Report(received: received, writeRate: rate, missing: missing, fragments: fragments,
+                                     position: flags & Report.hasPosition != 0 ? (pass, chunk) : nil, quiet: flags & Report.isQuiet != 0))
         case 5:
             message = .done
         case 6:

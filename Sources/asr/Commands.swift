@@ -136,8 +136,9 @@ struct Server: ParsableCommand {
         discussion: """
             The configuration plist uses Apple's keys: Data Rate and Multicast Address (required), \
             Client Data Rate, DNS Service Discovery, Loop Suspend, Multicast TTL, Port (7800). The \
-            server sends nothing until a client asks, then streams passes at no more than the data \
-            rate until it gets SIGINT or SIGTERM (exit 0). Clients: asr restore --source asr://HOST.
+            server sends only what its clients lack, round the image in disk order at no more than \
+            the data rate, and nothing while nobody lacks anything, until it gets SIGINT or SIGTERM \
+            (exit 0). Clients: asr restore --source asr://HOST.
             """)
 
     @Option(help: "A scanned UDIF image, a raw image with its .bmap, or a block device.") var source: String

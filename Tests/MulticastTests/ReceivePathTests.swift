@@ -48,7 +48,7 @@ import Testing
     }
 
     @Test func handedOnChunksCountAgainstTheBudgetUntilWrittenOrRejected() throws {
-        let manifest = SchedulerAndAssemblerTests.manifest([3000, 3000, 3000])
+        let manifest = CarouselAndAssemblerTests.manifest([3000, 3000, 3000])
         var a = ChunkAssembler(manifest: manifest, memoryBudget: 6000)
         let stored = [UInt8](repeating: 9, count: 3000)
         var done: (chunk: Int, stored: ChunkBuffer)?
@@ -64,7 +64,7 @@ import Testing
         #expect(done?.chunk == 1)
         a.reject(1)
         #expect(a.heldBytes == 0)
-        #expect(a.missing(below: 3).map { [$0.0, $0.1] } == [[1, 2]])
+        #expect(a.need(from: 0).missing.map { [$0.0, $0.1] } == [[1, 2]])
         a.markWritten(0)
         #expect(a.heldBytes == 0, "a chunk is released once")
     }

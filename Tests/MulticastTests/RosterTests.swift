@@ -108,16 +108,20 @@ import Testing
         #expect(roster.streaming)
     }
 
-    @Test func needsFollowTheLatestReport() {
+    @Test func clientsThatHaveNotReportedAreStillJoining() {
         var roster = ClientRoster(chunkCount: 10, rules: .init())
-        let id = roster.join(name: "a", peer: "p", at: at(0))
-        roster.report(report(3, missing: [(2, 3), (9, 100)], fragments: [(chunk: 7, missing: [1]), (chunk: 50, missing: [0])]), from: id, at: at(1))
-        #expect((0..<10).filter { roster.needs(id, chunk: $0) == true } == [2, 3, 4, 7, 9])
-        #expect(roster.clients[id]?.missing == [2..<5, 9..<10], "clamped to the manifest")
-        roster.report(report(9, missing: [(4, 1)]), from: id, at: at(2))
-        #expect((0..<10).filter { roster.needs(id, chunk: $0) == true } == [4])
-        _ = roster.finish(id)
-        #expect(roster.needs(id, chunk: 4) == false)
-        #expect(roster.needs(42, chunk: 0) == nil)
+        let a = roster.join(name: "a", peer: "p", at: at(0))
+        let b = roster.join(name: "b", peer: "q", at: at(0))
+        #expect(roster.joining == 2)
+        let counts = roster.report(report(0), from: a, at: at(0.1))
+        #expect(counts, "on the roster and restoring: its need counts")
+        #expect(roster.joining == 1)
+        _ = roster.leave(b)
+        #expect(roster.joining == 0)
+        _ = roster.finish(a)
+        let afterDone = roster.report(report(10), from: a, at: at(0.2))
+        #expect(!afterDone, "done: asks for nothing")
+        let stranger = roster.report(report(0), from: 42, at: at(0.3))
+        #expect(!stranger, "not on the roster")
     }
 }

@@ -26,15 +26,24 @@ import Testing
         #expect(DataPacket.decode([][...]) == nil)
     }
 
+    @Test func reportFlagsBeyondTheKnownAreRefused() {
+        var framed = ControlMessage.report(.init(received: 1, writeRate: 2, missing: [], quiet: true)).encoded()
+        framed[4 + 1 + 12] |= 0x80  // the flags byte, after length, type, received and write rate
+        #expect(throws: MulticastError.malformedMessage(type: 4)) { try ControlMessage.decode(framed.dropFirst(4)) }
+    }
+
     @Test func controlMessagesRoundTrip() throws {
         let messages: [ControlMessage] = [
             .hello(version: 1, client: "lab-pc-7"),
             .welcome(.init(version: 1, sessionID: 77, imageSHA256: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)),
             .manifest([ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 1234, codec: 0x8000_0005, sha256: Array(repeating: 9, count: 32))]),
             .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)], fragments: [(4, [1, 9]), (7, [])])),
+            .report(.init(received: 0, writeRate: 0, missing: [(0, 9)], position: (3, 0), quiet: true)),
+            .report(.init(received: 0, writeRate: 0, missing: [], position: (0, 7))),
             .done,
             .drop(reason: "too slow"),
         ]
+        #expect(messages[3] != messages[4] && messages[4] != messages[5], "position and quiet are part of a report")
         for m in messages {
             let framed = m.encoded()
             let length = Int(framed[0]) << 24 | Int(framed[1]) << 16 | Int(framed[2]) << 8 | Int(framed[3])
@@ -75,30 +84,18 @@ import Testing
     }
 }
 
-@Suite struct SchedulerAndAssemblerTests {
+@Suite struct CarouselAndAssemblerTests {
     static func manifest(_ stored: [UInt32]) -> [ManifestEntry] {
         stored.enumerated().map { i, s in
             ManifestEntry(diskOffset: UInt64(i) << 20, length: 1 << 20, storedLength: s, codec: 1, sha256: Array(repeating: 0, count: 32))
         }
     }
 
-    @Test func passesSkipZeroChunksAndRepairsComeFirst() {
-        var s = PassScheduler(manifest: Self.manifest([100, 0, 100, 100]))
+    @Test func zeroChunksNeverTravel() {
+        var s = Carousel(manifest: Self.manifest([100, 0, 100, 100]))
         #expect(s.sendable == [0, 2, 3])
-        func step(_ s: inout PassScheduler) -> [Int] {
-            let n = s.next()!
-            return [n.chunk, Int(n.pass), n.fragments.map { $0.count } ?? -1]
-        }
-        #expect(step(&s) == [0, 0, -1])
-        s.requestRepair([0, 0, 0])
-        #expect(step(&s) == [0, 0, -1], "a repair goes before the rest of the pass, once")
-        s.requestRepair(chunk: 2, fragments: [3, 5])
-        s.requestRepair(chunk: 2, fragments: [5, 7])
-        #expect(step(&s) == [2, 0, 3], "only the missing fragments, merged")
-        #expect(step(&s) == [2, 0, -1])
-        #expect(step(&s) == [3, 0, -1])
-        #expect(step(&s) == [0, 1, -1], "the next pass")
-        #expect(s.pass == 1)
+        s.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 4)]))
+        #expect([s.next(), s.next(), s.next()].map { $0?.chunk } == [0, 2, 3])
     }
 
     func packets(chunk: Int, stored: [UInt8], session: UInt64 = 1) -> [DataPacket] {
@@ -121,14 +118,14 @@ import Testing
         }
         #expect(done?.chunk == 0)
         #expect(done.map { Array($0.stored.bytes) } == stored)
-        #expect(a.missing(below: 2).isEmpty, "received: not asked for again")
+        #expect(a.need(from: 0).missing.isEmpty, "received: not asked for again")
         #expect(!a.isComplete, "complete only once written")
         a.reject(0)
-        #expect(a.missing(below: 2).map { [$0.0, $0.1] } == [[0, 1]], "a rejected chunk is missing again")
+        #expect(a.need(from: 0).missing.map { [$0.0, $0.1] } == [[0, 1]], "a rejected chunk is missing again")
         let some = packets(chunk: 0, stored: stored)
         _ = a.accept(some[1])
-        #expect(a.missing(below: 2).isEmpty, "in part: asked for by fragment")
-        #expect(a.missingFragments(below: 2).map { $0.missing } == [[0, 2, 3]])
+        #expect(a.need(from: 0).missing.isEmpty, "in part: asked for by fragment")
+        #expect(a.need(from: 0).fragments.map { $0.missing } == [[0, 2, 3]])
         for p in packets(chunk: 0, stored: stored) { done = a.accept(p) }
         #expect(done?.chunk == 0)
         a.markWritten(0)

@@ -1,0 +1,289 @@
+/// Decides what the server sends next: a need-driven carousel. A cursor goes round the
+/// manifest in disk order, wrapping (each wrap starts a new pass), and stops only at chunks
+/// some connected client still lacks; chunks nobody needs are skipped, and when nobody needs
+/// anything nothing is sent. A client that joins late takes the stream from where it is and
+/// gets the head when the cursor comes round to it, so the clients already there never wait
+/// for it. Lost fragments of chunks already behind the cursor go first (they are small);
+/// whole missing chunks wait for the cursor. No I/O and no clock: fed reports, asked for the
+/// next chunk. Who is connected, and whether to send at all, is `ClientRoster`'s business.
+package struct Carousel: Sendable {
+    package typealias ClientID = Int
+    /// A chunk to send, the pass it belongs to, and which of its fragments (nil: all).
+    package typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?)
+
+    /// What one client lacks, as its latest report said, and where it was in the stream.
+    struct Need: Sendable {
+        /// Chunks it has nothing of.
+        var whole: Bits
+        /// Chunks it has in part: the fragments it lacks, sorted.
+        var partial: [Int: [UInt16]] = [:]
+        var position: (pass: UInt32, chunk: Int)?
+        /// It had heard nothing for a while when it reported: nothing is on its way to it.
+        var quiet = false
+    }
+
+    /// Manifest indices of the chunks that travel (zero chunks do not).
+    package let sendable: [Int]
+    private let fragmentCounts: [Int]
+    private let hasData: Bits
+    package var chunkCount: Int { fragmentCounts.count }
+    package private(set) var pass: UInt32 = 0
+    /// The next chunk the cursor looks at.
+    package private(set) var cursor = 0
+    private var needs: [ClientID: Need] = [:]
+    /// Per chunk: clients that lack all of it, and clients that lack some of its fragments.
+    private var wholeCount: [Int32]
+    private var partCount: [Int32]
+    /// Chunks some client lacks (a count above is not zero), and how many there are.
+    private var wanted: Bits
+    package private(set) var wantedCount = 0
+    /// The pass in which the cursor last sent each chunk (`never` if it has not).
+    private var sentPass: [UInt32]
+    private static let never = UInt32.max
+    /// Fragment repairs to send before the cursor moves on, and for chunks repaired since the
+    /// cursor last sent them, the last chunk the cursor had sent then: a client that has seen
+    /// nothing after that may not have the repair yet.
+    private var repairs: Set<Int> = []
+    private var repairedAt: [Int: (pass: UInt32, chunk: Int)] = [:]
+    /// The chunk last handed out: the server is sending it until it asks for the next one.
+    private var inFlight: Int?
+
+    package init(manifest: [ManifestEntry]) {
+        let n = manifest.count
+        sendable = manifest.indices.filter { manifest[$0].storedLength > 0 }
+        fragmentCounts = manifest.map(\.fragmentCount)
+        var data = Bits(count: n)
+        for c in sendable { data.insert(c) }
+        hasData = data
+        wholeCount = Array(repeating: 0, count: n)
+        partCount = Array(repeating: 0, count: n)
+        wanted = Bits(count: n)
+        sentPass = Array(repeating: Self.never, count: n)
+    }
+
+    /// Nobody connected lacks anything: the stream stops.
+    package var isIdle: Bool { wantedCount == 0 }
+
+    /// Whether the client's latest report said it lacks some or all of `chunk`; nil for a
+    /// client the carousel does not know.
+    package func needs(_ id: ClientID, chunk: Int) -> Bool? {
+        guard let need = needs[id] else { return nil }
+        return need.whole.contains(chunk) || need.partial[chunk] != nil
+    }
+
+    /// A client's report replaces what it lacked before. Trusted no further than the
+    /// manifest: chunks past its end or without data and fragments past a chunk's last are
+    /// ignored, overlapping ranges count once; the work is linear in the manifest and the
+    /// report whatever the report claims.
+    package mutating func update(_ id: ClientID, with report: ControlMessage.Report) {
+        let n = chunkCount
+        var whole = Bits(count: n)
+        var covered = 0  // chunks below this came from an earlier range
+        for (first, count) in report.missing.sorted(by: { $0.0 < $1.0 }) {
+            let start = max(Int(first), covered)
+            let end = min(Int(first) + Int(count), n)
+            guard start < end else { continue }
+            whole.insert(start..<end)
+            covered = end
+        }
+        whole.formIntersection(hasData)
+        var lacking: [Int: Set<UInt16>] = [:]
+        for (chunk, missing) in report.fragments {
+            let c = Int(chunk)
+            guard c < n, !whole.contains(c) else { continue }
+            let valid = missing.filter { Int($0) < fragmentCounts[c] }
+            if !valid.isEmpty { lacking[c, default: []].formUnion(valid) }
+        }
+        let partial = lacking.mapValues { $0.sorted() }
+        var need = Need(whole: whole, partial: partial)
+        need.position = report.position.map { ($0.pass, Int($0.chunk)) }
+        need.quiet = report.quiet
+        replace(id, with: need)
+        // Fragments lost from chunks the cursor has gone past are repaired now, not a round later.
+        // A large part lacking is the head of a chunk the client joined during, not a loss: it
+        // waits for the cursor like any head.
+        for (c, lacking) in partial where Self.small(lacking, of: fragmentCounts[c]) && behindCursor(c)
+            && !pending(need, c) && !repairPending(need, c) {
+            repairs.insert(c)
+        }
+    }
+
+    /// The client left, was dropped or is done: it lacks nothing any more.
+    package mutating func forget(_ id: ClientID) {
+        replace(id, with: nil)
+    }
+
+    /// The next chunk to send, its pass and fragments (nil: all); nil when no connected
+    /// client lacks anything that is not already on its way to it.
+    package mutating func next() -> Next? {
+        inFlight = nil
+        while let c = repairs.min() {
+            repairs.remove(c)
+            if case .fragments(let fragments) = plan(c, repair: true) {
+                repairedAt[c] = (pass, cursor - 1)
+                inFlight = c
+                return (c, pass, fragments)
+            }
+        }
+        guard wantedCount > 0 else { return nil }
+        if let (c, fragments) = firstEligible(from: cursor, to: chunkCount) {
+            return send(c, fragments)
+        }
+        if let (c, fragments) = firstEligible(from: 0, to: min(cursor, chunkCount)) {
+            pass &+= 1  // the cursor wrapped
+            repairs.removeAll()
+            return send(c, fragments)
+        }
+        return nil
+    }
+
+    private mutating func send(_ c: Int, _ fragments: [UInt16]?) -> Next {
+        cursor = c + 1
+        inFlight = c
+        sentPass[c] = pass
+        repairedAt[c] = nil
+        return (c, pass, fragments)
+    }
+
+    private func firstEligible(from start: Int, to end: Int) -> (Int, [UInt16]?)? {
+        var at = start
+        while let c = wanted.first(from: at, below: end) {
+            switch plan(c, repair: false) {
+            case .all: return (c, nil)
+            case .fragments(let fragments): return (c, fragments)
+            case .nothing: at = c + 1
+            }
+        }
+        return nil
+    }
+
+    /// Few enough fragments of a chunk to be losses worth repairing at once: at most a quarter.
+    private static func small(_ lacking: [UInt16], of count: Int) -> Bool { lacking.count * 4 <= count }
+
+    private enum Plan { case nothing, all, fragments([UInt16]) }
+
+    /// What to send of chunk `c` for the clients it is not already on its way to. A repair
+    /// sends only fragments; clients that lack the whole chunk get it when the cursor comes round.
+    private func plan(_ c: Int, repair: Bool) -> Plan {
+        var fragments = Set<UInt16>()
+        for need in needs.values where !pending(need, c) {
+            if need.whole.contains(c) {
+                if !repair { return .all }
+            } else if let lacking = need.partial[c], !repair || Self.small(lacking, of: fragmentCounts[c]) {
+                fragments.formUnion(lacking)
+            }
+        }
+        return fragments.isEmpty ? .nothing : .fragments(fragments.sorted())
+    }
+
+    /// The cursor sent `c` since it was last at the cursor's place: its next time round is a
+    /// whole round away.
+    private func behindCursor(_ c: Int) -> Bool {
+        let sent = sentPass[c]
+        guard sent != Self.never else { return false }
+        return (sent == pass && c < cursor) || (sent &+ 1 == pass && c >= cursor)
+    }
+
+    /// The last repair of `c` may still be on its way to this client: it has heard nothing the
+    /// cursor sent after it, and was still hearing data.
+    private func repairPending(_ need: Need, _ c: Int) -> Bool {
+        guard let at = repairedAt[c], !need.quiet else { return false }
+        guard let position = need.position else { return true }
+        return position.pass < at.pass || (position.pass == at.pass && position.chunk <= at.chunk)
+    }
+
+    /// What the cursor last sent of `c` may still be on its way to this client: it is being
+    /// sent now, or it was sent after (or at) the last chunk the client had seen when it
+    /// reported and the client was still hearing data. Asking for it again now would send it twice.
+    private func pending(_ need: Need, _ c: Int) -> Bool {
+        if c == inFlight { return true }
+        guard !need.quiet, let position = need.position else { return false }
+        let sent = sentPass[c]
+        guard sent != Self.never else { return false }
+        return sent > position.pass || (sent == position.pass && c >= position.chunk)
+    }
+
+    /// Swaps a client's need set and brings the per-chunk counts along, touching only what
+    /// changed: a report costs a pass over the bitset words, not over every client.
+    private mutating func replace(_ id: ClientID, with new: Need?) {
+        let old = needs[id]
+        let empty = Bits(count: chunkCount)
+        let before = old?.whole ?? empty, after = new?.whole ?? empty
+        var changes: [(chunk: Int, whole: Bool, delta: Int32)] = []
+        before.forEachDifference(after) { c, added in changes.append((c, true, added ? 1 : -1)) }
+        let oldPartial = old?.partial ?? [:], newPartial = new?.partial ?? [:]
+        for c in oldPartial.keys where newPartial[c] == nil { changes.append((c, false, -1)) }
+        for c in newPartial.keys where oldPartial[c] == nil { changes.append((c, false, 1)) }
+        for change in changes { adjust(change.chunk, whole: change.whole, by: change.delta) }
+        needs[id] = new
+    }
+
+    private mutating func adjust(_ c: Int, whole: Bool, by delta: Int32) {
+        let was = wholeCount[c] + partCount[c] > 0
+        if whole { wholeCount[c] += delta } else { partCount[c] += delta }
+        let now = wholeCount[c] + partCount[c] > 0
+        if was != now {
+            if now { wanted.insert(c); wantedCount += 1 } else { wanted.remove(c); wantedCount -= 1 }
+        }
+    }
+}
+
+/// A fixed-size set of chunk indices, 64 to a word: unions, differences and "next member
+/// from here" cost a word at a time.
+struct Bits: Sendable, Equatable {
+    private(set) var words: [UInt64]
+    let count: Int
+
+    init(count: Int) {
+        self.count = count
+        words = Array(repeating: 0, count: (count + 63) / 64)
+    }
+
+    func contains(_ i: Int) -> Bool { i >= 0 && i < count && words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+    mutating func insert(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }
+    mutating func remove(_ i: Int) { words[i >> 6] &= ~(1 << UInt64(i & 63)) }
+
+    /// Every index in `range`, a word at a time.
+    mutating func insert(_ range: Range<Int>) {
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let bit = i & 63
+            let n = min(64 - bit, range.upperBound - i)
+            let mask: UInt64 = n == 64 ? ~0 : ((1 << UInt64(n)) - 1) << UInt64(bit)
+            words[i >> 6] |= mask
+            i += n
+        }
+    }
+
+    mutating func formIntersection(_ other: Bits) {
+        for w in words.indices { words[w] &= other.words[w] }
+    }
+
+    /// The first member at or after `start` and below `end`.
+    func first(from start: Int, below end: Int) -> Int? {
+        guard start < end else { return nil }
+        var w = start >> 6
+        var word = words[w] & (~0 << UInt64(start & 63))
+        while true {
+            if word != 0 {
+                let i = w << 6 + word.trailingZeroBitCount
+                return i < end ? i : nil
+            }
+            w += 1
+            guard w << 6 < end else { return nil }
+            word = words[w]
+        }
+    }
+
+    /// Calls `body` with each index in exactly one of the two sets, and whether it is in `other`.
+    func forEachDifference(_ other: Bits, _ body: (Int, Bool) -> Void) {
+        for w in words.indices {
+            var changed = words[w] ^ other.words[w]
+            while changed != 0 {
+                let bit = changed.trailingZeroBitCount
+                changed &= changed - 1
+                body(w << 6 + bit, other.words[w] & (1 << UInt64(bit)) != 0)
+            }
+        }
+    }
+}
