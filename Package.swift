@@ -52,7 +52,7 @@ let package = Package(
             "UDIF", "Imaging", "Multicast", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemSupport"], path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["SystemSupport", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",
             "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),

@@ -1,17 +1,5 @@
 import Foundation
-
-/// A small, fast generator with a fixed sequence per seed, so any run can be replayed.
-public struct SplitMix: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import SystemSupport
 
 /// Mutants of a seed corpus, for where libFuzzer is not: the CI pass, and a plain build of
 /// `Fuzz`. Blind, but aimed at what these formats get wrong: big-endian counts and lengths
@@ -20,12 +8,12 @@ public struct SplitMix: RandomNumberGenerator, Sendable {
 public struct Mutator {
     public let seeds: [[UInt8]]
     let tokens: [[UInt8]]
-    var rng: SplitMix
+    var rng: SplitMix64
 
     public init(seeds: [[UInt8]], dictionary: [String] = [], seed: UInt64) {
         self.seeds = seeds.isEmpty ? [[]] : seeds
         tokens = dictionary.map { $0.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) } }
-        rng = SplitMix(seed: seed)
+        rng = SplitMix64(seed: seed)
     }
 
     mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(rng.next() % UInt64(n)) }

@@ -1,3 +1,4 @@
+import SystemSupport
 import Foundation
 @testable import ImageFS
 import Imaging

@@ -1,3 +1,4 @@
+import SystemSupport
 import Testing
 import TestSupport
 @testable import Multicast

@@ -1,6 +1,7 @@
 // What every test target shares: the shared fixtures and temporary folders.
 
 import Foundation
+import SystemSupport
 
 public enum Fixtures {
     /// ../shared beside the checkout, as CI lays it out.
@@ -52,22 +53,10 @@ public struct TestFailure: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// SplitMix64: a small generator with a fixed sequence per seed, so a randomized test can be
-/// replayed. Tests print or attach the seed to their failures.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// The seed a randomized test starts from: $ASR_TEST_SEED when set (to replay a failure),
     /// else the test's own fixed default.
-    public static func seed(default value: UInt64) -> UInt64 {
+    package static func seed(default value: UInt64) -> UInt64 {
         ProcessInfo.processInfo.environment["ASR_TEST_SEED"].flatMap { UInt64($0) } ?? value
     }
 }
