@@ -42,13 +42,16 @@ test: deps
 	$(SWIFT) test --skip-build
 
 # ThreadSanitizer over the suites whose work is not paced by the clock (multicast at a set data
-# rate cannot keep up when TSan slows everything ~10x). Reports go to $(TSAN_LOGS)/report.PID.
+# rate cannot keep up when TSan slows everything ~10x). TSan defers signals to its own safe
+# points, which libfuse's blocking loop never reaches, so the SIGTERM-unmount test is skipped.
+# Reports go to $(TSAN_LOGS)/report.PID.
 TSAN_LOGS ?= /tmp/asr-tsan
 tsan: deps
 	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
 	rm -rf $(TSAN_LOGS); mkdir -p $(TSAN_LOGS)
 	TSAN_OPTIONS="halt_on_error=0 log_path=$(TSAN_LOGS)/report" $(SWIFT) test --skip-build --scratch-path .build-tsan \
-		--filter "UDIFTests|ImagingTests|ImageFSTests|MulticastTests|CommandSupportTests|MountTests|FixtureCommandTests|InteropTests|ScanRestoreTests|BadInputTests"
+		--filter "UDIFTests|ImagingTests|ImageFSTests|MulticastTests|CommandSupportTests|MountTests|FixtureCommandTests|InteropTests|ScanRestoreTests|BadInputTests" \
+		--skip sigtermUnmountsTheBackgroundProcess
 	@if grep -l "WARNING: ThreadSanitizer" $(TSAN_LOGS)/* 2>/dev/null; then echo "ThreadSanitizer reported the above"; exit 1; fi
 
 # libFuzzer with AddressSanitizer, in a build folder of its own; the toolchain's lld links it
