@@ -42,8 +42,8 @@ test: deps
 	$(SWIFT) test --skip-build
 
 # ThreadSanitizer over the suites whose work is not paced by the clock (multicast at a set data
-# rate cannot keep up when TSan slows everything ~10x). TSan defers signals to its own safe
-# points, which libfuse's blocking loop never reaches, so the SIGTERM-unmount test is skipped.
+# rate cannot keep up when TSan slows everything ~10x). TSan takes signals first and defers
+# them; under it, SIGTERM did not unmount within that test's wait, so the test is skipped.
 # Reports go to $(TSAN_LOGS)/report.PID.
 TSAN_LOGS ?= /tmp/asr-tsan
 tsan: deps
