@@ -148,36 +148,5 @@ package struct ChunkAssembler: Sendable {
 }
 
 /// A chunk's stored bytes as its fragments arrive, at a fixed address: each payload is copied
-/// once, straight from the receive buffer. Buffers are reused, as fresh ones would cost page
-/// faults on every chunk.
-package final class ChunkBuffer: @unchecked Sendable {  // owns raw memory; filled on one thread, then handed on whole
-    let storage: UnsafeMutableRawBufferPointer
-    package var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
-
-    private struct Spare: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }  // memory no buffer is using
-    private static let spare = Locked<[Spare]>([])
-    private static let spareLimit = 32
-
-    package init(count: Int) {
-        let capacity = Self.capacity(count)
-        let reused = Self.spare.withLock { list -> Spare? in
-            guard let i = list.lastIndex(where: { $0.memory.count == capacity }) else { return nil }
-            return list.remove(at: i)
-        }
-        let memory = reused?.memory ?? .allocate(byteCount: capacity, alignment: 64)
-        storage = UnsafeMutableRawBufferPointer(rebasing: memory[0..<count])
-    }
-
-    deinit {
-        let whole = Spare(memory: UnsafeMutableRawBufferPointer(start: storage.baseAddress, count: Self.capacity(storage.count)))
-        let kept = Self.spare.withLock { list -> Bool in
-            guard list.count < Self.spareLimit else { return false }
-            list.append(whole)
-            return true
-        }
-        if !kept { whole.memory.deallocate() }
-    }
-
-    /// Sizes rounded up to a power of two (64 KiB at least), so chunks of any size reuse buffers.
-    static func capacity(_ count: Int) -> Int { max(64 << 10, 1 << (Int.bitWidth - max(0, count - 1).leadingZeroBitCount)) }
-}
+/// once, straight from the receive buffer.
+package typealias ChunkBuffer = PooledBuffer

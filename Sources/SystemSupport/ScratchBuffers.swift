@@ -1,30 +1,49 @@
 import Synchronization
 
-/// Reusable buffers for reads served one after another (FUSE requests): a fresh 1 MiB buffer
-/// costs 256 page faults and a kernel memset each time, more than the read itself.
-public enum ScratchBuffers {
-    /// A buffer handed between threads; only one borrower holds it at a time.
-    private struct Buffer: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }  // a raw buffer lent to one borrower at a time
-    private static let spare = Locked<[Buffer]>([])
-    private static let capacity = 1 << 20
-    private static let spareLimit = 32
+/// Page-aligned memory at a fixed address that goes back to a shared pool when its last
+/// reference goes: a fresh 1 MiB buffer costs 256 page faults and a kernel memset each time,
+/// more than decoding or reading into it. Decoded UDIF chunks, multicast chunks being
+/// assembled and scratch reads all draw from here.
+public final class PooledBuffer: @unchecked Sendable {  // owns its memory; one writer, then readers
+    public let storage: UnsafeMutableRawBufferPointer
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
 
-    public static func borrow<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
-        guard count <= capacity else {
-            let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 4096)
-            defer { memory.deallocate() }
-            return try body(memory)
+    /// Spare memory by capacity; at most `spareBytes` of it is kept.
+    private struct Spare: @unchecked Sendable { let memory: UnsafeMutableRawBufferPointer }  // memory no buffer uses
+    private static let spare = Locked<(list: [Spare], bytes: Int)>(([], 0))
+    private static let spareBytes = 64 << 20
+
+    public init(count: Int) {
+        let capacity = Self.capacity(count)
+        let reused = Self.spare.withLock { pool -> Spare? in
+            guard let i = pool.list.lastIndex(where: { $0.memory.count == capacity }) else { return nil }
+            pool.bytes -= capacity
+            return pool.list.remove(at: i)
         }
-        let buffer = spare.withLock { $0.popLast() } ?? Buffer(memory: .allocate(byteCount: capacity, alignment: 4096))
-        defer {
-            let kept = spare.withLock { list -> Bool in
-                guard list.count < spareLimit else { return false }
-                list.append(buffer)
-                return true
-            }
-            if !kept { buffer.memory.deallocate() }
+        let memory = reused?.memory ?? .allocate(byteCount: capacity, alignment: 4096)
+        storage = UnsafeMutableRawBufferPointer(rebasing: memory[0..<count])
+    }
+
+    deinit {
+        let whole = Spare(memory: UnsafeMutableRawBufferPointer(start: storage.baseAddress, count: Self.capacity(storage.count)))
+        let kept = Self.spare.withLock { pool -> Bool in
+            guard pool.bytes + whole.memory.count <= Self.spareBytes else { return false }
+            pool.bytes += whole.memory.count
+            pool.list.append(whole)
+            return true
         }
-        return try body(UnsafeMutableRawBufferPointer(rebasing: buffer.memory[0..<count]))
+        if !kept { whole.memory.deallocate() }
+    }
+
+    /// Sizes rounded up to a power of two (64 KiB at least), so chunks of any size reuse memory.
+    static func capacity(_ count: Int) -> Int { max(64 << 10, 1 << (Int.bitWidth - max(0, count - 1).leadingZeroBitCount)) }
+}
+
+/// A pooled buffer for the length of one call, for reads served one after another.
+public enum ScratchBuffers {
+    public static func borrow<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        let buffer = PooledBuffer(count: count)
+        return try withExtendedLifetime(buffer) { try body(buffer.storage) }
     }
 }
 

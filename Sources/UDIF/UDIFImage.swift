@@ -322,31 +322,7 @@ public final class UDIFImage: ByteSource, Sendable {
 }
 
 /// One chunk's decoded bytes at a fixed address, so readers can be lent them without a copy.
-/// Buffers are reused: a fresh 1 MiB allocation costs 256 page faults on every decode.
-public final class DecodedChunk: @unchecked Sendable {  // owns its buffer; written once by the decoder, then only read
-    let storage: UnsafeMutableRawBufferPointer
-    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(storage) }
-
-    private static let spare = Locked<[UnsafeMutableRawBufferPointer]>([])
-    private static let spareLimit = 16
-
-    init(count: Int) {
-        let reused = Self.spare.withLock { list -> UnsafeMutableRawBufferPointer? in
-            guard let i = list.lastIndex(where: { $0.count == count }) else { return nil }
-            return list.remove(at: i)
-        }
-        storage = reused ?? .allocate(byteCount: count, alignment: 64)
-    }
-
-    deinit {
-        let kept = Self.spare.withLock { list -> Bool in
-            guard list.count < Self.spareLimit else { return false }
-            list.append(storage)
-            return true
-        }
-        if !kept { storage.deallocate() }
-    }
-}
+public typealias DecodedChunk = PooledBuffer
 
 /// Zeros lent for zero-fill and ignore runs. Written once so its pages are really mapped:
 /// the kernel then copies from them on its fast path instead of faulting in the zero page.
