@@ -17,11 +17,9 @@ const int asr_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int asr_UDP_SEGMENT = UDP_SEGMENT;
 const int asr_UDP_GRO = UDP_GRO;
 const int asr_SO_RCVBUFFORCE = SO_RCVBUFFORCE;
-const int asr_SO_SNDBUFFORCE = SO_SNDBUFFORCE;
 const short asr_POSIX_SPAWN_SETSID = POSIX_SPAWN_SETSID;
 const unsigned long asr_BLKZEROOUT = BLKZEROOUT;
 const unsigned long asr_BLKGETSIZE64 = BLKGETSIZE64;
-const unsigned long asr_BLKDISCARD = BLKDISCARD;
 
 int asr_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);

@@ -42,14 +42,11 @@ package enum Kernel {
     package static let seekHole = FileDescriptor.SeekOrigin(rawValue: asr_SEEK_HOLE)
     package static let punchHoleKeepSize = asr_FALLOC_FL_PUNCH_HOLE | asr_FALLOC_FL_KEEP_SIZE
     package static let keepSize = asr_FALLOC_FL_KEEP_SIZE
-    package static let punchHole = asr_FALLOC_FL_PUNCH_HOLE
     package static let udpSegment = asr_UDP_SEGMENT
     package static let udpGRO = asr_UDP_GRO
     package static let receiveBufferForce = asr_SO_RCVBUFFORCE
-    package static let sendBufferForce = asr_SO_SNDBUFFORCE
     package static let spawnSetSID = asr_POSIX_SPAWN_SETSID
     package static let blockZeroOut = asr_BLKZEROOUT
-    package static let blockDiscard = asr_BLKDISCARD
     package static let blockGetSize64 = asr_BLKGETSIZE64
 }
 

@@ -10,11 +10,9 @@ extern const int asr_FALLOC_FL_PUNCH_HOLE;
 extern const int asr_UDP_SEGMENT;
 extern const int asr_UDP_GRO;
 extern const int asr_SO_RCVBUFFORCE;
-extern const int asr_SO_SNDBUFFORCE;
 extern const short asr_POSIX_SPAWN_SETSID;
 extern const unsigned long asr_BLKZEROOUT;
 extern const unsigned long asr_BLKGETSIZE64;
-extern const unsigned long asr_BLKDISCARD;
 
 /// sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback without waiting for it.
 int asr_start_writeback(int fd, long long offset, long long length);
