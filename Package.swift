@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "asr", targets: ["asr"]),
         .library(name: "UDIF", targets: ["UDIF"]),
         .library(name: "Imaging", targets: ["Imaging"]),
+        .library(name: "Filesystems", targets: ["Filesystems"]),
         .library(name: "Multicast", targets: ["Multicast"]),
         .library(name: "ImageFS", targets: ["ImageFS"]),
     ],
@@ -29,8 +30,10 @@ let package = Package(
         .systemLibrary(name: "CFuzzer"),
         .target(name: "SystemSupport", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "UDIF", dependencies: ["SystemSupport", "CDeflate", "CZlib", "CBzip2", "CLzma"]),
+        // Filesystem structures: which filesystem a partition holds and what it has allocated.
+        .target(name: "Filesystems", dependencies: ["UDIF", "SystemSupport"]),
         .target(name: "Imaging", dependencies: [
-            "UDIF", "SystemSupport", "CCurl", .product(name: "SystemPackage", package: "swift-system"),
+            "UDIF", "SystemSupport", "Filesystems", "CCurl", .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .target(name: "Multicast", dependencies: [
