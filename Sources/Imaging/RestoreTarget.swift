@@ -99,28 +99,39 @@ public struct RestoreTarget: Sendable {
     }
 
     /// The write and verify half of every restore, unicast or multicast: opens the target,
-    /// lets `write` fill it, flushes it, drops it from the page cache and checks `ranges`
-    /// against what the disk now holds. Any failure from the first write on wipes the
-    /// target's ends and says so.
+    /// lets `write` fill it while a `TrailingVerifier` reads back each range `write` reports
+    /// finished, then flushes the target, drops it from the page cache and checks the ranges
+    /// not yet read back against what the disk now holds. Any failure from the first write on
+    /// wipes the target's ends and says so.
     /// `check.mismatch(i)` locates a difference in range `i`.
-    public func restore(diskBytes: UInt64, verifying check: (ranges: [ExpectedRange], mismatch: @Sendable (Int) -> Mismatch)?,
-                        reporter: Reporter, write: (FileIO) throws -> Void) throws {
+    package func restore(diskBytes: UInt64, verifying check: (ranges: [ExpectedRange], mismatch: @Sendable (Int) -> Mismatch)?,
+                         reporter: Reporter, write: (FileIO, TrailingVerifier?) throws -> Void) throws {
         let file = try open(diskBytes: diskBytes)
+        let trailing = check.map { TrailingVerifier(file: file, ranges: $0.ranges, holesAreZeros: !isBlockDevice) }
+        let locate = check?.mismatch
+        @Sendable func afterWriting(_ range: Int) -> Mismatch {
+            var mismatch = locate!(range)
+            mismatch.afterWriting = true
+            return mismatch
+        }
         do {
-            try write(file)
-            try file.sync()
-            _ = posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED)  // verify what the disk holds, not the cache
-            if let check {
-                reporter.begin("\tVerifying  ", key: "verify")
-                defer { reporter.abandon() }
-                try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), check.ranges) {
-                    var mismatch = check.mismatch($0)
-                    mismatch.afterWriting = true
-                    return mismatch
+            do {
+                try write(file, trailing)
+                try file.sync()
+                let first = try trailing?.stop() ?? 0
+                _ = posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED)  // verify what the disk holds, not the cache
+                if let check {
+                    reporter.begin("\tVerifying  ", key: "verify")
+                    defer { reporter.abandon() }
+                    let rest = Array(check.ranges[first...])
+                    try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), rest) { afterWriting($0 + first) }
+                    reporter.end()
                 }
-                reporter.end()
+            } catch let bad as TrailingVerifier.RangeMismatch {
+                throw ImagingError.mismatch(afterWriting(bad.range))
             }
         } catch {
+            _ = try? trailing?.stop()
             wipe(file, diskBytes: diskBytes)
             throw ImagingError.targetErased(path: path, cause: error)
         }

@@ -60,8 +60,8 @@ public struct Restorer {
 
         let checked = verify ? plan : nil
         let check = checked.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) }
-        try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file in
-            try write(units, from: source, scan: checked?.scan, to: file, target: target)
+        try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file, verifier in
+            try write(units, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
         }
     }
 
@@ -88,7 +88,8 @@ public struct Restorer {
         return units
     }
 
-    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget) throws {
+    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
+                       verifier: TrailingVerifier?) throws {
         let total = source.bytes.byteCount
         var writeback = WritebackTrigger(file: file)
         var pendingZero: (offset: UInt64, length: UInt64)?
@@ -140,9 +141,11 @@ public struct Restorer {
             case .zero:
                 try zero(offset, length)
             }
+            try verifier?.written(upTo: pendingZero?.offset ?? offset + length)
             reporter.update(offset + length, of: total)
         }
         try flushZeros()
+        try verifier?.written(upTo: total)
         reporter.end()
     }
 }

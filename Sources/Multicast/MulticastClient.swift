@@ -62,8 +62,8 @@ public struct MulticastClient {
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
         }
-        try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: reporter) { file in
-            try receive(&session, into: file, target: target)
+        try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: reporter) { file, verifier in
+            try receive(&session, into: file, target: target, verifier: verifier)
         }
         try? session.connection.send(.done)
     }
@@ -118,12 +118,13 @@ public struct MulticastClient {
     }
 
     /// Receives every chunk with data and writes it; zero chunks are written as zeros first.
-    private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget) throws {
+    private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget, verifier: TrailingVerifier?) throws {
         try Self.writeZeroChunks(session.manifest, into: file, target: target)
+        for (i, e) in session.manifest.enumerated() where e.storedLength == 0 { try verifier?.written(i) }
         var assembler = ChunkAssembler(manifest: session.manifest)
         let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName,
                                       rate: session.welcome.dataRate)
-        let writers = ChunkWriters(file: file, workers: ProcessInfo.processInfo.activeProcessorCount)
+        let writers = ChunkWriters(file: file, workers: ProcessInfo.processInfo.activeProcessorCount, verifier: verifier)
         defer { writers.stop() }
         var progress = PassProgress(chunks: session.manifest.count, reporter: reporter)
         defer { progress.finish(assembler) }
@@ -291,10 +292,13 @@ package final class ChunkWriters: Sendable {
     private let queue = Monitor(Queue())
     private let outcome = Monitor(Outcome())
     private let file: FileIO
+    /// Reads each written chunk back while the rest arrive.
+    private let verifier: TrailingVerifier?
     private let group = DispatchGroup()
 
-    package init(file: FileIO, workers: Int) {
+    package init(file: FileIO, workers: Int, verifier: TrailingVerifier? = nil) {
         self.file = file
+        self.verifier = verifier
         for _ in 0..<max(1, workers) {
             DispatchQueue.global().async(group: group) { [self] in work() }
         }
@@ -360,6 +364,7 @@ package final class ChunkWriters: Sendable {
             }
             do {
                 try file.write(decoded, at: job.entry.diskOffset)
+                try verifier?.written(job.index)
                 outcome.update {
                     $0.written.append(job.index)
                     $0.bytesWritten += job.entry.length

@@ -94,6 +94,25 @@ public final class FileIO: Sendable {
         _ = asr_start_writeback(fd, Int64(offset), Int64(length))
     }
 
+    /// Writes a range out to the device, waits for it and drops it from the page cache, so
+    /// the next read of it comes from the device.
+    public func flushAndDrop(offset: UInt64, length: UInt64) {
+        _ = asr_flush_range(fd, Int64(offset), Int64(length))
+        _ = posix_fadvise(fd, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
+    }
+
+    /// True when the range is a hole (reads as zeros without being stored); false when any
+    /// of it has data or the filesystem cannot tell.
+    public func isHole(offset: UInt64, length: UInt64) -> Bool {
+        guard length > 0 else { return true }
+        do {
+            let data = try descriptor.seek(offset: Int64(offset), from: Kernel.seekData)
+            return UInt64(data) >= offset + length
+        } catch {
+            return (error as? Errno) == .noSuchAddressOrDevice  // ENXIO: nothing but hole from here to the end
+        }
+    }
+
     public func sync() throws(SystemError) {
         do { try retryingInterrupts { fsync(fd) } } catch { throw .flush(path: path, error) }
     }

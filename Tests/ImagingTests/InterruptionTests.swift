@@ -113,7 +113,7 @@ struct InterruptedOperations {
         let disk = sampleDisk(mebibytes: 4)
         let target = try RestoreTarget.validate(dir.file("t.raw"), source: nil)
         let e = #expect(throws: ImagingError.self) {
-            try target.restore(diskBytes: UInt64(disk.count), verifying: nil, reporter: reporter) { file in
+            try target.restore(diskBytes: UInt64(disk.count), verifying: nil, reporter: reporter) { file, _ in
                 try orderedParallelMap(count: 4) { m in Array(disk[(m * mib)..<((m + 1) * mib)]) } consume: { m, bytes in
                     try file.write(bytes, at: UInt64(m * mib))
                     if m == 1 { Interruption.request() }

@@ -139,7 +139,7 @@ import UDIF
         let target = try RestoreTarget.validate(dir.file("t.raw"), source: nil)
         struct Stop: Error {}
         let e = #expect(throws: ImagingError.self) {
-            try target.restore(diskBytes: UInt64(disk.count), verifying: nil, reporter: reporter) { file in
+            try target.restore(diskBytes: UInt64(disk.count), verifying: nil, reporter: reporter) { file, _ in
                 try file.write(disk, at: 0)
                 throw Stop()
             }
@@ -161,7 +161,7 @@ import UDIF
             Mismatch(firstByte: ranges[i].offset, lastByte: ranges[i].offset + ranges[i].length - 1, reference: .source)
         })
         let e = #expect(throws: ImagingError.self) {
-            try target.restore(diskBytes: UInt64(disk.count), verifying: check, reporter: reporter) { file in
+            try target.restore(diskBytes: UInt64(disk.count), verifying: check, reporter: reporter) { file, _ in
                 var wrong = disk
                 wrong[2 * mib + 7] ^= 1
                 try file.write(wrong, at: 0)
@@ -173,6 +173,69 @@ import UDIF
         #expect(m.firstByte == UInt64(2 * mib) && m.lastByte == UInt64(3 * mib - 1))
         #expect(m.afterWriting && m.reference == .source)
         #expect(try endsAreZero(dir.file("t.raw")))
+    }
+}
+
+/// The read-back that follows the writers: ranges reported written are read back from the
+/// device while writing goes on, in disk order, whatever order they were reported in.
+@Suite struct TrailingVerifierTests {
+    static let batch = Int(TrailingVerifier.batchBytes)
+
+    func disk(_ dir: TemporaryDirectory, bytes: Int) throws -> (FileIO, [UInt8], [ExpectedRange]) {
+        var rng = SplitMix64(seed: SplitMix64.seed(default: 41))
+        let content = (0..<bytes).map { _ in UInt8(truncatingIfNeeded: rng.next() % 7) }
+        let file = try FileIO(path: dir.file("t.raw"), flags: O_RDWR | O_CREAT)
+        try file.write(content, at: 0)
+        let ranges = stride(from: 0, to: bytes, by: mib).map {
+            ExpectedRange(offset: UInt64($0), length: UInt64(mib), sha256: sha256(Array(content[$0..<($0 + mib)])))
+        }
+        return (file, content, ranges)
+    }
+
+    /// Polls until `done` holds; the bound only keeps a broken verifier from hanging the suite.
+    func eventually(_ done: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(60)
+        while !done() && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        return done()
+    }
+
+    @Test func verifiesWhatWasWrittenInDiskOrder() throws {
+        let dir = TemporaryDirectory()
+        let (file, _, ranges) = try disk(dir, bytes: 2 * Self.batch + 3 * mib)
+        let verifier = TrailingVerifier(file: file, ranges: ranges, holesAreZeros: true)
+        // Reported back to front: nothing can be read back until the first range is in.
+        for i in ranges.indices.reversed().dropLast() { try verifier.written(i) }
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(verifier.verifiedCount == 0)
+        try verifier.written(0)
+        #expect(eventually { verifier.verifiedCount >= 2 * Self.batch / mib })
+        // The tail, less than a batch, is left for the final pass.
+        let first = try verifier.stop()
+        #expect(first >= 2 * Self.batch / mib && first <= ranges.count)
+    }
+
+    @Test func aBadRangeStopsTheWritersEarly() throws {
+        let dir = TemporaryDirectory()
+        let (file, content, ranges) = try disk(dir, bytes: 2 * Self.batch)
+        try file.write([content[5 * mib + 3] ^ 0x40], at: UInt64(5 * mib + 3))
+        let verifier = TrailingVerifier(file: file, ranges: ranges, holesAreZeros: true)
+        try verifier.written(upTo: UInt64(Self.batch + mib))
+        #expect(eventually { verifier.failedRange != nil })
+        #expect(verifier.failedRange == 5)
+        #expect(throws: TrailingVerifier.RangeMismatch.self) { try verifier.written(upTo: UInt64(2 * Self.batch)) }
+        #expect(throws: TrailingVerifier.RangeMismatch.self) { try verifier.stop() }
+    }
+
+    @Test func holesPassAsZerosAndDataInAZeroRangeFails() throws {
+        let dir = TemporaryDirectory()
+        let file = try FileIO(path: dir.file("t.raw"), flags: O_RDWR | O_CREAT)
+        try file.truncate(to: UInt64(Self.batch + 2 * mib))
+        try file.write([1], at: UInt64(Self.batch + mib + 9))
+        let ranges = stride(from: 0, to: Self.batch + 2 * mib, by: mib).map { ExpectedRange(offset: UInt64($0), length: UInt64(mib), sha256: nil) }
+        let verifier = TrailingVerifier(file: file, ranges: ranges, holesAreZeros: true)
+        try verifier.written(upTo: UInt64(Self.batch + 2 * mib))
+        #expect(eventually { verifier.failedRange != nil })
+        #expect(verifier.failedRange == Self.batch / mib + 1)
     }
 }
 

@@ -16,6 +16,8 @@ extern const unsigned long asr_BLKGETSIZE64;
 
 /// sync_file_range(SYNC_FILE_RANGE_WRITE): start writeback without waiting for it.
 int asr_start_writeback(int fd, long long offset, long long length);
+/* Writes a range to the device and waits for it (sync_file_range), so it can be read back. */
+int asr_flush_range(int fd, long long offset, long long length);
 /// Frees a range of a file so it reads as zeros, keeping the file's size.
 int asr_punch_hole(int fd, long long offset, long long length);
 
