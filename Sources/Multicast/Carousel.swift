@@ -3,8 +3,9 @@
 /// some connected client still lacks; chunks nobody needs are skipped, and when nobody needs
 /// anything nothing is sent. A client that joins late takes the stream from where it is and
 /// gets the head when the cursor comes round to it, so the clients already there never wait
-/// for it. Lost fragments of chunks already behind the cursor go first (they are small);
-/// whole missing chunks wait for the cursor. No I/O and no clock: fed reports, asked for the
+/// for it. Fragments lacking from chunks already behind the cursor go first, however many
+/// (a burst can take a large part of a chunk, and a client that waits for the cursor for it
+/// would wait behind a late joiner's head); whole missing chunks wait for the cursor. No I/O and no clock: fed reports, asked for the
 /// next chunk. Who is connected, and whether to send at all, is `ClientRoster`'s business.
 package struct Carousel: Sendable {
     package typealias ClientID = Int
@@ -99,11 +100,8 @@ package struct Carousel: Sendable {
         need.position = report.position.map { ($0.pass, Int($0.chunk)) }
         need.quiet = report.quiet
         replace(id, with: need)
-        // Fragments lost from chunks the cursor has gone past are repaired now, not a round later.
-        // A large part lacking is the head of a chunk the client joined during, not a loss: it
-        // waits for the cursor like any head.
-        for (c, lacking) in partial where Self.small(lacking, of: fragmentCounts[c]) && behindCursor(c)
-            && !pending(need, c) && !repairPending(need, c) {
+        // Fragments lacking from chunks the cursor has gone past are repaired now, not a round later.
+        for c in partial.keys where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
             repairs.insert(c)
         }
     }
@@ -157,9 +155,6 @@ package struct Carousel: Sendable {
         return nil
     }
 
-    /// Few enough fragments of a chunk to be losses worth repairing at once: at most a quarter.
-    private static func small(_ lacking: [UInt16], of count: Int) -> Bool { lacking.count * 4 <= count }
-
     private enum Plan { case nothing, all, fragments([UInt16]) }
 
     /// What to send of chunk `c` for the clients it is not already on its way to. A repair
@@ -169,7 +164,7 @@ package struct Carousel: Sendable {
         for need in needs.values where !pending(need, c) {
             if need.whole.contains(c) {
                 if !repair { return .all }
-            } else if let lacking = need.partial[c], !repair || Self.small(lacking, of: fragmentCounts[c]) {
+            } else if let lacking = need.partial[c] {
                 fragments.formUnion(lacking)
             }
         }
