@@ -133,7 +133,9 @@ asr_session() {
 		</dict></plist>
 	PLIST
 	sync
-	on server "$ASR" server --source "$image" --config "$cfg" 2>"$WORK/mc-server.log" &
+	# Each server line with the time it came, to tell a client's last data from its exit.
+	on server "$ASR" server --source "$image" --config "$cfg" 2> >(while IFS= read -r line; do
+		printf '%s %s\n' "$(now)" "$line"; done >"$WORK/mc-server.log") &
 	local server=$!
 	sleep 0.5
 	times=$(run_clients asr_client "$clients" "$late" "$sha")

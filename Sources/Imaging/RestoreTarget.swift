@@ -118,13 +118,14 @@ public struct RestoreTarget: Sendable {
             do {
                 try write(file, trailing)
                 try file.sync()
-                let first = try trailing?.stop() ?? 0
+                let left = try trailing?.stop()
                 _ = posix_fadvise(file.fd, 0, 0, POSIX_FADV_DONTNEED)  // verify what the disk holds, not the cache
-                if let check {
+                if let check, let left {
                     reporter.begin("\tVerifying  ", key: "verify")
                     defer { reporter.abandon() }
-                    let rest = Array(check.ranges[first...])
-                    try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), rest) { afterWriting($0 + first) }
+                    try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), left.map { check.ranges[$0] }) {
+                        afterWriting(left[$0])
+                    }
                     reporter.end()
                 }
             } catch let bad as TrailingVerifier.RangeMismatch {

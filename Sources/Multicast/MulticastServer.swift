@@ -100,6 +100,8 @@ public final class MulticastServer: Sendable {
     private func serve(_ connection: ControlConnection) {
         connection.setReceiveTimeout(1)
         var id: ClientRoster.ID?
+        var clientName = ""
+        var hasEverything = false
         defer {
             if let id {
                 let client = state.update { s in
@@ -133,15 +135,23 @@ public final class MulticastServer: Sendable {
                             s.generation += 1
                             return id
                         }
+                        clientName = name
                         log("client \(name) (\(connection.peer)) joined")
                     }
                 case .report(let report):
                     guard let id else { continue }
                     let now = ContinuousClock.now
-                    state.update { s in
+                    let (accepted, sent) = state.update { s in
                         // A dropped or finished client's late report asks for nothing.
-                        if s.roster.report(report, from: id, at: now) { s.carousel.update(id, with: report) }
+                        let accepted = s.roster.report(report, from: id, at: now)
+                        if accepted { s.carousel.update(id, with: report) }
                         s.generation += 1
+                        return (accepted, s.bytesSent)
+                    }
+                    // When its data was all in, apart from when its verify ended (its DONE).
+                    if accepted, !hasEverything, report.missing.isEmpty, report.fragments.isEmpty {
+                        hasEverything = true
+                        log("client \(clientName) (\(connection.peer)) has every chunk; \(sent) bytes sent so far")
                     }
                 case .done:
                     guard let id else { continue }

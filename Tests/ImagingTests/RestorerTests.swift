@@ -183,7 +183,10 @@ import UDIF
 
     func disk(_ dir: TemporaryDirectory, bytes: Int) throws -> (FileIO, [UInt8], [ExpectedRange]) {
         var rng = SplitMix64(seed: SplitMix64.seed(default: 41))
-        let content = (0..<bytes).map { _ in UInt8(truncatingIfNeeded: rng.next() % 7) }
+        var content = [UInt8](repeating: 0, count: bytes)
+        content.withUnsafeMutableBytes { raw in
+            for i in 0..<(bytes / 8) { raw.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
+        }
         let file = try FileIO(path: dir.file("t.raw"), flags: O_RDWR | O_CREAT)
         try file.write(content, at: 0)
         let ranges = stride(from: 0, to: bytes, by: mib).map {
@@ -199,19 +202,33 @@ import UDIF
         return done()
     }
 
-    @Test func verifiesWhatWasWrittenInDiskOrder() throws {
+    @Test func verifiesStretchesWrittenInAnyOrder() throws {
         let dir = TemporaryDirectory()
-        let (file, _, ranges) = try disk(dir, bytes: 2 * Self.batch + 3 * mib)
+        let p = Self.batch / mib
+        let (file, _, ranges) = try disk(dir, bytes: 3 * Self.batch)
         let verifier = TrailingVerifier(file: file, ranges: ranges, holesAreZeros: true)
-        // Reported back to front: nothing can be read back until the first range is in.
-        for i in ranges.indices.reversed().dropLast() { try verifier.written(i) }
+        // The last batch back to front, as a late joiner gets its ranges; the first batch but
+        // its last range, as a lossy client lacks a chunk.
+        for i in (2 * p..<3 * p).reversed() { try verifier.written(i) }
+        for i in 0..<(p - 1) { try verifier.written(i) }
+        #expect(eventually { verifier.verifiedCount == p })
         Thread.sleep(forTimeInterval: 0.2)
-        #expect(verifier.verifiedCount == 0)
-        try verifier.written(0)
-        #expect(eventually { verifier.verifiedCount >= 2 * Self.batch / mib })
-        // The tail, less than a batch, is left for the final pass.
-        let first = try verifier.stop()
-        #expect(first >= 2 * Self.batch / mib && first <= ranges.count)
+        #expect(verifier.verifiedCount == p, "a stretch shorter than a batch waits")
+        for i in p..<(2 * p) { try verifier.written(i) }
+        #expect(eventually { verifier.verifiedCount == 2 * p })
+        try verifier.written(p - 1)
+        #expect(eventually { verifier.verifiedCount == 3 * p })
+        #expect(try verifier.stop().isEmpty)
+    }
+
+    @Test func theFinalPassGetsWhatWasNotReadBack() throws {
+        let dir = TemporaryDirectory()
+        let (file, _, ranges) = try disk(dir, bytes: Self.batch + 4 * mib)
+        let verifier = TrailingVerifier(file: file, ranges: ranges, holesAreZeros: true)
+        try verifier.written(upTo: UInt64(Self.batch))
+        #expect(eventually { verifier.verifiedCount == Self.batch / mib })
+        try verifier.written(Self.batch / mib + 2)
+        #expect(try verifier.stop() == (Self.batch / mib..<ranges.count).map { $0 })
     }
 
     @Test func aBadRangeStopsTheWritersEarly() throws {
@@ -224,6 +241,7 @@ import UDIF
         #expect(verifier.failedRange == 5)
         #expect(throws: TrailingVerifier.RangeMismatch.self) { try verifier.written(upTo: UInt64(2 * Self.batch)) }
         #expect(throws: TrailingVerifier.RangeMismatch.self) { try verifier.stop() }
+        #expect(throws: TrailingVerifier.RangeMismatch.self, "again, as a failed restore does") { try verifier.stop() }
     }
 
     @Test func holesPassAsZerosAndDataInAZeroRangeFails() throws {
