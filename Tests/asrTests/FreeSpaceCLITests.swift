@@ -157,8 +157,9 @@ import UDIF
         let numbers = MulticastNetworkTests.ServerLog(text)
         let stored = try #require(numbers.stored)
         let sent = try #require(numbers.stopped)
-        // One copy and some repairs, never the free space: its noise would double it.
-        #expect(sent < stored * 2 && sent < f.freeBytes, "sent \(sent), stored \(stored): \(text)")
+        // A copy per client at most (they join at different moments), never the free space:
+        // its noise alone is ten times the stored bytes.
+        #expect(sent <= stored * 3 && sent < f.freeBytes, "sent \(sent), stored \(stored): \(text)")
     }
 }
 
