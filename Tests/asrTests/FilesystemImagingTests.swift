@@ -158,7 +158,8 @@ import Testing
         // --all-blocks: the disk byte for byte; --erase-free: what the image decodes to.
         let identical = disk.dir.file("identical.raw")
         #expect(try CLI.run(["restore", "--source", whole, "--target", identical, "--erase", "--noprompt"]).status == 0)
-        #expect(try sha256(file: identical) == sha256(file: disk.raw))
+        #expect(try sha256(file: identical) == sha256(file: disk.raw),
+                "\((try? Run.process("/usr/bin/cmp", [identical, disk.raw]).stdout) ?? "")")
         let erased = disk.dir.file("erased.raw"), decoded = disk.dir.file("decoded.raw")
         try Self.filled(erased, like: disk.raw)
         #expect(try CLI.run(["restore", "--source", image, "--target", erased, "--erase", "--noprompt", "--erase-free"]).status == 0)
