@@ -57,6 +57,11 @@ enum ImageHarness {
         guard let fork = try rejecting({ try ResourceFork(parsing: input) }) else { return }
         for entry in fork.blkx { _ = try? BlockTable(parsing: entry.data) }
         for entry in fork.resources[ScanData.resourceKey] ?? [] { _ = try? ScanData(parsing: entry.data) }
+        for entry in fork.resources[UsageData.resourceKey] ?? [] {
+            if let usage = try? UsageData(parsing: entry.data) {
+                try check((try? UsageData(parsing: usage.serialized())) == usage, "usage data does not survive serialized()")
+            }
+        }
         // imagescan writes every resource it read back out: what we write must read back the same.
         try check((try? ResourceFork(parsing: fork.xml())) == fork, "resource fork does not survive xml()")
     }

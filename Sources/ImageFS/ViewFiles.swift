@@ -44,7 +44,7 @@ struct ViewFiles: Sendable {
             var length: UInt64
             var storedOffset: UInt64
             var storedLength: UInt64
-            /// Only what imagescan stored; never computed here.
+            /// Only what imagescan stored; never computed here. None for ignore chunks (free space).
             var sha256: String?
         }
         var imageSize: UInt64
@@ -66,7 +66,7 @@ struct ViewFiles: Sendable {
             image.chunks.enumerated().map { i, c in
                 BlockMapJSON.Chunk(type: c.type.description, offset: c.diskOffset, length: c.length,
                                    storedOffset: c.fileOffset, storedLength: c.storedLength,
-                                   sha256: scan.map { hex($0.chunks[i].sha256) })
+                                   sha256: c.type == .ignore ? nil : scan.map { hex($0.chunks[i].sha256) })  // free space has no digest
             }
         }
         let document = BlockMapJSON(

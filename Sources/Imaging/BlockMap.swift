@@ -177,16 +177,21 @@ public struct BlockMap: Sendable, Equatable {
     }
 }
 
-/// One span of a disk and what it must hold: bytes with this SHA-256, or (nil) only zeros.
+/// One span of a disk and what it must hold: bytes with this SHA-256, or (nil) only zeros;
+/// or, for free space (`unchecked`), anything: it is neither read nor checked.
 public struct ExpectedRange: Sendable, Equatable {
     public var offset: UInt64
     public var length: UInt64
     public var sha256: [UInt8]?
+    /// Free space (a UDIF ignore run) the target keeps as it was: not read, not checked. A
+    /// whole-disk digest counts it as the zeros the image decodes it to.
+    public var unchecked: Bool
 
-    public init(offset: UInt64, length: UInt64, sha256: [UInt8]?) {
+    public init(offset: UInt64, length: UInt64, sha256: [UInt8]?, unchecked: Bool = false) {
         self.offset = offset
         self.length = length
         self.sha256 = sha256
+        self.unchecked = unchecked
     }
 }
 

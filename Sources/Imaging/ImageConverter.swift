@@ -36,7 +36,18 @@ public struct ImageConverter {
             creator.format = format
             creator.chunkSize = chunkSize
             creator.reporter = reporter
-            _ = try creator.write(source.bytes, to: output)
+            // Free space stays free: the source's ignore chunks are neither read nor stored,
+            // and what create found in each partition goes along.
+            var free: [Range<UInt64>] = []
+            for c in source.udif?.chunks ?? [] where c.type == .ignore {
+                if let last = free.last, last.upperBound == c.diskOffset {
+                    free[free.count - 1] = last.lowerBound..<(c.diskOffset + c.length)
+                } else {
+                    free.append(c.diskOffset..<(c.diskOffset + c.length))
+                }
+            }
+            let usage = source.udif.flatMap { try? UsageData.stored(in: $0) }  // a damaged record is only lost
+            _ = try creator.write(source.bytes, to: output, ignore: free, usage: usage)
         } else {
             reporter.begin("\tConverting  ", key: "convert")
             defer { reporter.abandon() }

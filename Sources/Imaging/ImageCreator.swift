@@ -1,4 +1,5 @@
 import SystemSupport
+import Filesystems
 import Foundation
 import UDIF
 
@@ -12,6 +13,15 @@ public struct ImageCreator {
     /// Image a read-write mounted filesystem anyway (its contents may change under us).
     public var force = false
     public var reporter = Reporter(.quiet)
+    /// Image every block, free space included (`--all-blocks`): no filesystem is examined.
+    public var allBlocks = false
+    /// What a partition's filesystem has allocated. Tests hand in maps of their own.
+    public var examine: @Sendable (_ source: any ByteSource, _ offset: UInt64, _ length: UInt64) -> FilesystemFinding = {
+        FilesystemUsage.examine($0, offset: $1, length: $2)
+    }
+    /// Free runs shorter than this are read as data: an ignore chunk per small gap would
+    /// cost more table than it saves.
+    public static let minimumFreeRun: UInt64 = 64 << 10
 
     public init() {}
 
@@ -51,15 +61,102 @@ public struct ImageCreator {
         return bytes
     }
 
+    /// Examines every partition (or the whole disk) unless `allBlocks`, then writes the image
+    /// with the free space found left out as ignore chunks.
     func write(_ source: any ByteSource, to output: String) throws -> WriteSummary {
+        let plans = try PartitionMap.regions(of: source)
+        let (free, usage) = survey(source, plans)
+        return try write(source, to: output, regions: plans, ignore: free, usage: usage)
+    }
+
+    /// Writes the image: `ignore` (disk byte ranges) become ignore chunks, `usage` is stored
+    /// as the image's usage record.
+    func write(_ source: any ByteSource, to output: String, regions: [RegionPlan]? = nil, ignore: [Range<UInt64>],
+               usage: UsageData?) throws -> WriteSummary {
         guard Self.chunkSizes.contains(chunkSize), chunkSize % sectorSize == 0 else { throw ImagingError.invalidChunkSize(String(chunkSize)) }
         var writer = ImageWriter(format: format)
         writer.chunkSectors = chunkSize / sectorSize
+        writer.regions = regions
+        writer.ignore = ignore
+        if let usage { writer.extraResources = usage.resources() }
         reporter.begin("\tCreating  ", key: "create")
         defer { reporter.abandon() }
         let summary = try writer.write(from: source, to: output) { done, total in reporter.update(done, of: total) }
         reporter.end()
         return summary
+    }
+
+    /// Each partition's filesystem and its free runs (disk byte ranges), with one line per
+    /// partition for the user; nothing when `allBlocks`, but the record says so.
+    func survey(_ source: any ByteSource, _ plans: [RegionPlan]) -> (free: [Range<UInt64>], usage: UsageData) {
+        var free: [Range<UInt64>] = []
+        var records: [UsageData.Record] = []
+        for plan in plans {
+            let number: Int
+            switch plan.role {
+            case .partition(let n): number = n
+            case .wholeDisk: number = 0
+            case .mapStructure, .free: continue  // kept as they are
+            }
+            let offset = plan.firstSector * sectorSize, length = plan.sectorCount * sectorSize
+            let label = number == 0 ? "disk" : "partition \(number)"
+            var record = UsageData.Record(partition: UInt16(clamping: number), firstSector: plan.firstSector, sectorCount: plan.sectorCount,
+                                          finding: .notExamined, filesystem: "", method: "", reason: "", allocatedBytes: length,
+                                          ignoredBytes: 0)
+            if allBlocks {
+                record.reason = "all blocks imaged (--all-blocks)"
+                records.append(record)
+                continue
+            }
+            switch examine(source, offset, length) {
+            case .mapped(let map):
+                let runs = Self.freeRuns(map, length: length)
+                free += runs.map { (offset + $0.lowerBound)..<(offset + $0.upperBound) }
+                record.finding = .mapped
+                record.filesystem = map.filesystem
+                record.method = map.method
+                record.allocatedBytes = min(map.allocatedBytes, length)
+                record.ignoredBytes = runs.reduce(0) { $0 + UInt64($1.count) }
+                reporter.info("\(label) (\(map.filesystem)): \(ByteSize.format(record.allocatedBytes)) of \(ByteSize.format(length)) in use, "
+                              + "found from \(map.method); \(ByteSize.format(record.ignoredBytes)) of free space left out")
+            case .unmapped(let filesystem):
+                record.finding = .unmapped
+                record.filesystem = filesystem
+                record.reason = "asr does not read \(filesystem) allocation"
+            case .unreadable(let filesystem, let reason):
+                record.finding = .unreadable
+                record.filesystem = filesystem
+                record.reason = "its \(filesystem) structures are unreadable (\(reason))"
+            case .unknown:
+                record.finding = .unknown
+                record.reason = "no filesystem recognised"
+            }
+            if record.finding != .mapped {
+                let name = record.filesystem.isEmpty ? "" : " (\(record.filesystem))"
+                reporter.info("\(label)\(name): \(ByteSize.format(length)) imaged whole: \(record.reason)")
+            }
+            records.append(record)
+        }
+        return (free, UsageData(records: records))
+    }
+
+    /// The runs of a partition of `length` bytes that `map` leaves unallocated, shrunk inward
+    /// to whole sectors, each at least `minimum` bytes; relative to the partition. The map is
+    /// sorted and clipped first: it comes from parsing the disk.
+    public static func freeRuns(_ map: UsageMap, length: UInt64, minimum: UInt64 = minimumFreeRun) -> [Range<UInt64>] {
+        var runs: [Range<UInt64>] = []
+        var pos: UInt64 = 0
+        func gap(_ end: UInt64) {
+            let lower = (pos + sectorSize - 1) / sectorSize * sectorSize, upper = end / sectorSize * sectorSize
+            if upper > lower, upper - lower >= minimum { runs.append(lower..<upper) }
+        }
+        for used in map.allocated.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            let lower = min(used.lowerBound, length), upper = min(used.upperBound, length)
+            if lower > pos { gap(lower) }
+            pos = max(pos, upper)
+        }
+        if length > pos { gap(length) }
+        return runs
     }
 
     /// Refuses to overwrite an existing file silently, or to write onto the source itself.

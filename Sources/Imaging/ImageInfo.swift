@@ -12,6 +12,24 @@ public struct ImageInfo: Codable, Sendable {
         public var checksumValid: Bool?
     }
 
+    /// How much of a partition is in use: from the record `asr create` stored, or, for
+    /// images without one (hdiutil's), from the region's ignore chunks.
+    public struct UsageInfo: Codable, Sendable {
+        /// Number in the partition map (0: a disk without a map); nil when derived.
+        public var partition: Int?
+        /// The blkx region, when derived from its ignore chunks.
+        public var region: String?
+        public var firstSector: UInt64
+        public var sectorCount: UInt64
+        public var filesystem: String?
+        /// How the allocation was read; "unknown" when derived from ignore chunks.
+        public var method: String?
+        public var inUseBytes: UInt64
+        public var ignoredBytes: UInt64
+        /// Why the partition was imaged whole, if it was.
+        public var imagedWhole: String?
+    }
+
     public struct CodecUse: Codable, Sendable {
         public var codec: String
         public var chunks: Int
@@ -37,6 +55,10 @@ public struct ImageInfo: Codable, Sendable {
     public var checksumsVerified: Bool
     public var scanned: Bool
     public var ordered: Bool
+    /// Per partition, how much is in use; nil when the image records nothing and has no free space.
+    public var usage: [UsageInfo]?
+    /// Whether `usage` comes from a record `asr create` stored (not derived from ignore chunks).
+    public var usageRecorded: Bool?
 
     /// True unless a stored checksum was checked and found wrong.
     public var checksumsOK: Bool {
@@ -87,6 +109,7 @@ public struct ImageInfo: Codable, Sendable {
             masterValid = stored == fromTables && (fromData.map { $0 == stored } ?? true)
         }
         let t = image.trailer
+        let (usage, recorded) = usageInfo(image)
         return ImageInfo(
             path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
             diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,
@@ -94,7 +117,32 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksum: t.masterChecksum.type == UDIFChecksum.typeNone ? nil : t.masterChecksum.description,
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
-            checksumsVerified: computed != nil, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered)
+            checksumsVerified: computed != nil, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered,
+            usage: usage, usageRecorded: usage == nil ? nil : recorded)
+    }
+
+    /// The stored usage record; else, per region with ignore chunks, what they leave in use.
+    /// A damaged record is passed over for what the chunks say.
+    static func usageInfo(_ image: UDIFImage) -> ([UsageInfo]?, Bool) {
+        if let data = try? UsageData.stored(in: image) {
+            return (data.records.map { r in
+                let bytes = r.sectorCount * sectorSize
+                return UsageInfo(partition: Int(r.partition), region: nil, firstSector: r.firstSector, sectorCount: r.sectorCount,
+                                 filesystem: r.filesystem.isEmpty ? nil : r.filesystem, method: r.method.isEmpty ? nil : r.method,
+                                 inUseBytes: r.finding == .mapped ? min(r.allocatedBytes, bytes) : bytes, ignoredBytes: r.ignoredBytes,
+                                 imagedWhole: r.finding == .mapped ? nil : r.reason)
+            }, true)
+        }
+        var derived: [UsageInfo] = []
+        for region in image.regions {
+            let ignored = image.chunks[region.chunkRange].reduce(UInt64(0)) { $0 + ($1.type == .ignore ? $1.length : 0) }
+            guard ignored > 0 else { continue }
+            let bytes = region.sectorCount * sectorSize
+            derived.append(UsageInfo(partition: nil, region: region.id, firstSector: region.firstSector, sectorCount: region.sectorCount,
+                                     filesystem: nil, method: "unknown", inUseBytes: bytes - ignored, ignoredBytes: ignored,
+                                     imagedWhole: nil))
+        }
+        return (derived.isEmpty ? nil : derived, false)
     }
 
     /// hdiutil's format name from the codecs in use.
@@ -134,6 +182,19 @@ public struct ImageInfo: Codable, Sendable {
                 if let ok = r.checksumValid { line += ok ? " ok" : " MISMATCH" }
             }
             s += line + "\n"
+        }
+        if let usage {
+            s += usageRecorded == true ? "Filesystems:\n" : "Free space (ignore runs; no usage record):\n"
+            for u in usage {
+                let size = u.sectorCount * sectorSize
+                var label = u.region.map { "blkx \($0)" } ?? (u.partition == 0 ? "disk" : "partition \(u.partition ?? 0)")
+                if let fs = u.filesystem { label += " (\(fs))" }
+                if let why = u.imagedWhole {
+                    s += "\t\(label): \(ByteSize.format(size)), imaged whole: \(why)\n"
+                } else {
+                    s += "\t\(label): \(ByteSize.format(u.inUseBytes)) of \(ByteSize.format(size)) in use (\(u.method.map { $0 == "unknown" ? "method unknown" : "found from \($0)" } ?? "method unknown"))\n"
+                }
+            }
         }
         if let m = masterChecksum {
             s += "Master checksum: \(m)" + (masterChecksumValid.map { $0 ? " ok" : " MISMATCH" } ?? "") + "\n"

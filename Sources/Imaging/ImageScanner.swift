@@ -67,7 +67,10 @@ public struct ImageScanner {
         defer { reporter.abandon() }
         try orderedParallelMap(count: image.chunks.count) { i -> ChunkDigest in
             let c = image.chunks[i]
-            if c.type == .zeroFill || c.type == .ignore {
+            // Free space is not hashed: verify and restore skip ignore chunks by their type,
+            // so the entry holds zeros in place of a digest.
+            if c.type == .ignore { return ChunkDigest(sha256: ScanData.unhashed, crc: nil, bytes: nil) }
+            if c.type == .zeroFill {
                 return ChunkDigest(sha256: zeroDigests.sha256(of: c.length),
                                    crc: image.regionCRC(of: i, decoded: nil), bytes: nil)
             }
@@ -82,6 +85,7 @@ public struct ImageScanner {
                 whole.update(data: bytes)
                 sha1.update(bytes)
             } else {
+                // Apple's whole-disk digests read ignore runs as zeros, as every UDIF reader does.
                 hashZeros(&whole, count: c.length)
                 sha1.updateZeros(c.length)
             }

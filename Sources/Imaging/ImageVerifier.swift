@@ -38,11 +38,17 @@ struct VerificationPlan: Sendable {
         self = plan
     }
 
-    init?(ifScanned source: ImageSource, blockMap mapPath: String? = nil) throws {
+    /// `eraseFree`: free space (ignore chunks) must read as zeros; otherwise it is not checked.
+    init?(ifScanned source: ImageSource, blockMap mapPath: String? = nil, eraseFree: Bool = false) throws {
         if let image = source.udif {
             guard let scan = try ScanData.stored(in: image) else { return nil }
             self.scan = scan
-            ranges = scan.chunks.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
+            // Ignore chunks are told by their type: their scan entries hold no digest to check.
+            ranges = zip(scan.chunks, image.chunks).map { entry, chunk in
+                chunk.type == .ignore
+                    ? ExpectedRange(offset: entry.diskOffset, length: entry.length, sha256: nil, unchecked: !eraseFree)
+                    : ExpectedRange(offset: entry.diskOffset, length: entry.length, sha256: entry.sha256)
+            }
             wholeDiskSHA256 = scan.diskSHA256
             mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
             return

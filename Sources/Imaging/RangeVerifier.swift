@@ -5,7 +5,7 @@ import UDIF
 
 /// Checks that a disk holds what its scan says: each range's SHA-256 (or, for ranges that
 /// must be empty, only zeros), on all cores, reporting the first bad range in disk order.
-/// Optionally also the SHA-256 of the whole disk.
+/// Free space (`unchecked` ranges) is not read. Optionally also the SHA-256 of the whole disk.
 public struct RangeVerifier {
     public var reporter: Reporter
     public var workers = ProcessInfo.processInfo.activeProcessorCount
@@ -24,7 +24,7 @@ public struct RangeVerifier {
         // Zero ranges may be long: split them so they spread over the workers.
         var units: [(range: Int, offset: UInt64, length: UInt64)] = []
         for (i, r) in ranges.enumerated() {
-            if r.sha256 == nil {
+            if r.sha256 == nil && !r.unchecked {
                 var at = r.offset
                 while at < r.offset + r.length {
                     let n = min(8 << 20, r.offset + r.length - at)
@@ -41,6 +41,7 @@ public struct RangeVerifier {
         var whole = SHA256()
         try orderedParallelMap(count: unitList.count, workers: workers) { u -> Outcome in
             let unit = unitList[u]
+            if ranges[unit.range].unchecked { return .zeros(unit.length) }
             let expected = ranges[unit.range].sha256
             var hasher = SHA256()
             var kept: [UInt8] = []

@@ -10,6 +10,9 @@ public struct RestoreTarget: Sendable {
     public let isBlockDevice: Bool
     /// Bytes the target holds (devices) or 0 (files grow to the disk's size).
     public let capacity: UInt64
+    /// Keep what a file target holds instead of emptying it: the image has free space
+    /// (ignore runs) that the restore leaves as it was. Zero runs are then zeroed explicitly.
+    public var keepsContents = false
 
     public static func validate(_ path: String, source: ImageSource?) throws -> RestoreTarget {
         var st = stat()
@@ -145,6 +148,15 @@ public struct RestoreTarget: Sendable {
         if isBlockDevice { return try FileIO(path: path, flags: O_RDWR | O_EXCL) }
         let file = try FileIO(path: path, flags: O_RDWR | O_CREAT)
         let size = try file.size()
+        if keepsContents {
+            // A new file, or the part past its old end, is a hole: free space reads as zeros there.
+            if size != diskBytes {
+                do { try file.truncate(to: diskBytes) } catch {
+                    throw ImagingError.unusableTarget(path: path, .cannotResize(to: diskBytes, "\(error)"))
+                }
+            }
+            return file
+        }
         // Emptied in place when it has the disk's size already: a file that cannot change
         // size (a writable `asr mount` disk) is then restored like a device.
         if size == diskBytes, file.punchHole(at: 0, length: diskBytes) { return file }
@@ -159,11 +171,17 @@ public struct RestoreTarget: Sendable {
         return file
     }
 
-    /// Makes a range read as zeros: a fresh file already does; a device is told to zero it.
+    /// Makes a range read as zeros: a device is told to zero it (BLKZEROOUT); a file emptied
+    /// by `open` already reads as zeros; a file that keeps its contents gets a hole punched.
+    /// Where the kernel cannot, zeros are written.
     public func zero(_ file: FileIO, offset: UInt64, length: UInt64) throws {
-        guard isBlockDevice, length > 0 else { return }
-        var range: [UInt64] = [offset, length]
-                if ioctl(file.fd, Kernel.blockZeroOut, &range) == 0 { return }
+        guard length > 0 else { return }
+        if isBlockDevice {
+            var range: [UInt64] = [offset, length]
+            if ioctl(file.fd, Kernel.blockZeroOut, &range) == 0 { return }
+        } else if !keepsContents || file.punchHole(at: offset, length: length) {
+            return
+        }
         try file.writeZeros(at: offset, count: length)
     }
 

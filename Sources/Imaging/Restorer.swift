@@ -5,9 +5,11 @@ import UDIF
 
 /// `asr restore`: writes a source disk onto a target device or file, then reads the target
 /// back and checks it against the source's scan. Zero runs are not written to a new file
-/// (it stays sparse) and are zeroed on devices with BLKZEROOUT. Chunks of a scanned UDIF
-/// source are checked before they are written. If anything fails after writing began, the
-/// target's first and last MiB are wiped so it cannot pass for a good disk.
+/// (it stays sparse) and are zeroed on devices with BLKZEROOUT. Free space (UDIF ignore
+/// runs) is neither written nor verified: the target keeps what it held there, unless
+/// `eraseFree`. Chunks of a scanned UDIF source are checked before they are written. If
+/// anything fails after writing began, the target's first and last MiB are wiped so it cannot
+/// pass for a good disk.
 public struct Restorer {
     public var reporter: Reporter
     public var verify = true
@@ -15,6 +17,8 @@ public struct Restorer {
     public var blockMapPath: String?
     /// Asked before erasing; nil means erase without asking (--noprompt).
     public var confirmErase: ((String) throws -> Bool)?
+    /// Zero the image's free space on the target too, and verify it reads as zeros.
+    public var eraseFree = false
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -29,16 +33,19 @@ public struct Restorer {
         /// A decoded chunk in a pooled buffer: no page faults for a fresh 1 MiB each time.
         case decoded(DecodedChunk)
         case zero
+        /// Free space: left as it is, or zeroed with `eraseFree`.
+        case free
     }
 
     public func restore(source sourcePath: String, target targetPath: String) throws {
         // Open the source first: the target check needs to know what the source is.
         let source = try ImageSource.open(sourcePath)
-        let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: source) }
+        var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: source) }
+        target.keepsContents = !eraseFree && (source.udif?.chunks.contains { $0.type == .ignore } ?? false)
         let diskBytes = source.bytes.byteCount
         reporter.step("Validating source") {}
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
-        let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath) }
+        let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath, eraseFree: eraseFree) }
         if plan == nil && verify {
             throw ImagingError.notScanned(path: sourcePath, restoring: true)
         }
@@ -115,7 +122,8 @@ public struct Restorer {
             case .zero: return .zero
             case .chunk(let i):
                 let c = image!.chunks[i]
-                if c.type == .zeroFill || c.type == .ignore { return .zero }
+                if c.type == .ignore { return .free }  // nothing read: over HTTP, nothing fetched
+                if c.type == .zeroFill { return .zero }
                 let decoded = try image!.decodedChunk(i)
                 if let scan, Array(SHA256.hash(data: decoded.bytes)) != scan.chunks[i].sha256 {
                     throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
@@ -140,6 +148,8 @@ public struct Restorer {
             case .decoded(let d): try put(d.bytes)
             case .zero:
                 try zero(offset, length)
+            case .free:
+                if eraseFree { try zero(offset, length) }
             }
             try verifier?.written(upTo: pendingZero?.offset ?? offset + length)
             reporter.update(offset + length, of: total)

@@ -152,6 +152,7 @@ package final class TrailingVerifier: Sendable {
 
     /// Whether the target holds what the range expects.
     private func check(_ range: ExpectedRange, _ buffer: inout [UInt8]) throws -> Bool {
+        if range.unchecked { return true }  // free space: whatever the target held stays
         if range.sha256 == nil, holesAreZeros, file.isHole(offset: range.offset, length: range.length) { return true }
         var hasher = SHA256()
         var at = range.offset

@@ -11,6 +11,8 @@ public struct ImageFeed: Sendable {
     package let manifest: [ManifestEntry]
     public let imageSHA256: [UInt8]
     public let diskBytes: UInt64
+    /// Free space (ignore chunks): never sent, and no client waits for it.
+    public let freeBytes: UInt64
     private let stored: @Sendable (Int) throws -> [UInt8]
 
     package func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
@@ -26,6 +28,7 @@ public struct ImageFeed: Sendable {
                               codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
             }
             imageSHA256 = scan.diskSHA256
+            freeBytes = image.chunks.reduce(UInt64(0)) { $0 + ($1.type == .ignore ? $1.length : 0) }
             stored = { try image.storedBytes(of: $0) }
             return
         }
@@ -59,6 +62,7 @@ public struct ImageFeed: Sendable {
                                          sha256: Array(SHA256.hash(data: data))))
         }
         manifest = entries
+        freeBytes = 0
         imageSHA256 = Array(whole.finalize())
         stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
     }

@@ -18,6 +18,9 @@ public struct MulticastClient {
     public var timeout: TimeInterval = 60
     public var interfaceName: String?
     public var verify = true
+    /// Zero the image's free space (ignore chunks) on the target and verify it; otherwise the
+    /// target keeps what it held there.
+    public var eraseFree = false
     public var confirmErase: ((String) throws -> Bool)?
     public var name = ProcessInfo.processInfo.hostName
 
@@ -52,13 +55,18 @@ public struct MulticastClient {
 
     public func restore(source url: String, target targetPath: String) throws {
         let (host, port) = try Self.locate(url, timeout: timeout)
-        let target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
+        var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
-        let ranges = manifest.map { ExpectedRange(offset: $0.diskOffset, length: $0.length, sha256: $0.sha256) }
+        let eraseFree = self.eraseFree
+        target.keepsContents = !eraseFree && manifest.contains { $0.isFree }
+        let ranges = manifest.map { e in
+            e.isFree ? ExpectedRange(offset: e.diskOffset, length: e.length, sha256: nil, unchecked: !eraseFree)
+                     : ExpectedRange(offset: e.diskOffset, length: e.length, sha256: e.sha256)
+        }
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
         }
@@ -117,9 +125,10 @@ public struct MulticastClient {
         }
     }
 
-    /// Receives every chunk with data and writes it; zero chunks are written as zeros first.
+    /// Receives every chunk with data and writes it; zero chunks (and free space, with
+    /// `eraseFree`) are written as zeros first.
     private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget, verifier: TrailingVerifier?) throws {
-        try Self.writeZeroChunks(session.manifest, into: file, target: target)
+        try Self.writeZeroChunks(session.manifest, into: file, target: target, eraseFree: eraseFree)
         for (i, e) in session.manifest.enumerated() where e.storedLength == 0 { try verifier?.written(i) }
         var assembler = ChunkAssembler(manifest: session.manifest)
         let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName,
@@ -171,11 +180,13 @@ public struct MulticastClient {
         try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [])))
     }
 
-    /// Zero chunks are never sent: each run of them becomes zeros on the target here.
-    private static func writeZeroChunks(_ manifest: [ManifestEntry], into file: FileIO, target: RestoreTarget) throws {
+    /// Zero chunks are never sent: each run of them becomes zeros on the target here. Free
+    /// space is never sent either, and is left as it is unless `eraseFree`.
+    private static func writeZeroChunks(_ manifest: [ManifestEntry], into file: FileIO, target: RestoreTarget,
+                                        eraseFree: Bool) throws {
         var run: Range<UInt64>?
         for e in manifest {
-            if e.storedLength == 0 {
+            if e.storedLength == 0 && (eraseFree || !e.isFree) {
                 run = (run?.lowerBound ?? e.diskOffset)..<(e.diskOffset + e.length)
             } else if let r = run {
                 try target.zero(file, offset: r.lowerBound, length: UInt64(r.count))

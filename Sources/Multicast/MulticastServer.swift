@@ -60,6 +60,7 @@ public final class MulticastServer: Sendable {
         let sender = try DataSender(group: config.multicastAddress, port: config.port, ttl: config.multicastTTL, interface: interface)
         let stored = feed.manifest.reduce(UInt64(0)) { $0 + UInt64($1.storedLength) }
         log("serving \(feed.manifest.count) chunks (\(feed.diskBytes) bytes, \(stored) stored) to \(config.multicastAddress):\(config.port) at \(config.effectiveRate) bytes/s; waiting for clients")
+        if feed.freeBytes > 0 { log("skipping \(feed.freeBytes) bytes of free space: never sent, clients leave it as it is") }
         let acceptor = Thread { [self] in acceptLoop(listener) }
         acceptor.start()
         try sendLoop(sender)

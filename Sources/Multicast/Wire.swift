@@ -122,6 +122,10 @@ package struct ManifestEntry: Sendable, Equatable {
 
     package var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
 
+    /// Free space (a UDIF ignore chunk): never sent, never verified; the client leaves it as
+    /// it is unless told to erase it.
+    package var isFree: Bool { codec == ChunkType.ignore.rawValue }
+
     /// A client's check of the server's manifest: chunks must tile the disk exactly, or the
     /// manifest cannot be trusted.
     package static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws(MulticastError) {
@@ -130,6 +134,7 @@ package struct ManifestEntry: Sendable, Equatable {
             // Zero chunks may be long, so their sum may wrap: a wrapped sum is no tiling.
             let (end, wrapped) = at.addingReportingOverflow(e.length)
             guard e.diskOffset == at, !wrapped, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
+                  !e.isFree || e.storedLength == 0,  // free space has nothing to send
                   e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
                 throw .malformedManifest
             }
@@ -148,8 +153,9 @@ package enum ControlMessage: Sendable, Equatable {
     case done
     case drop(reason: String)
 
-    /// 2: REPORT carries the whole need set and the stream position (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 2
+    /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
+    /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 3
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 

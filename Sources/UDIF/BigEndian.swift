@@ -9,6 +9,8 @@ struct ByteReader {
         self.base = base
     }
 
+    func u16(_ at: Int) -> UInt16 { UInt16(bytes[base + at]) << 8 | UInt16(bytes[base + at + 1]) }
+
     func u32(_ at: Int) -> UInt32 {
         let p = base + at
         return UInt32(bytes[p]) << 24 | UInt32(bytes[p + 1]) << 16 | UInt32(bytes[p + 2]) << 8 | UInt32(bytes[p + 3])
@@ -34,4 +36,11 @@ struct ByteWriter {
     }
 
     mutating func put(_ at: Int, _ data: [UInt8]) { bytes.replaceSubrange(at..<(at + data.count), with: data) }
+}
+
+extension Array where Element == UInt8 {
+    /// Appends a field of a variable-length structure.
+    mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {
+        for i in stride(from: MemoryLayout<T>.size - 1, through: 0, by: -1) { append(UInt8(truncatingIfNeeded: value >> (i * 8))) }
+    }
 }

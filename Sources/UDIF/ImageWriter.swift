@@ -26,6 +26,8 @@ public struct WriteSummary: Sendable {
     public var diskBytes: UInt64
     public var chunkCounts: [ChunkType: Int]
     public var regionCRCs: [UInt32]
+    /// Disk bytes left out as ignore chunks (free space): never read, never stored.
+    public var ignoredBytes: UInt64 = 0
 }
 
 /// Writes a UDIF image from any `ByteSource`: chunks are read and compressed on all cores,
@@ -46,6 +48,10 @@ public struct ImageWriter: Sendable {
     public var memoryBudget = 256 << 20
     /// Regions to lay out; nil means detect the partition map.
     public var regions: [RegionPlan]?
+    /// Disk byte ranges written as ignore chunks: free space, never read and never stored.
+    /// Whole sectors, sorted and disjoint. Data chunks still keep to the grid of
+    /// `chunkSectors` cells from each region's start; a cell cut by free space becomes pieces.
+    public var ignore: [Range<UInt64>] = []
     /// Extra resources to store beside blkx and plst (scan data, for example).
     public var extraResources: [String: [ResourceEntry]] = [:]
     public var workers = ProcessInfo.processInfo.activeProcessorCount
@@ -57,6 +63,50 @@ public struct ImageWriter: Sendable {
         var sectorStart: UInt64  // relative to the region
         var sectorCount: UInt64
         var diskOffset: UInt64
+        var ignore = false
+    }
+
+    /// One chunk of a region's table, in sectors relative to the region.
+    public struct Piece: Sendable, Equatable {
+        public var sectorStart: UInt64
+        public var sectorCount: UInt64
+        public var ignore: Bool
+
+        public init(sectorStart: UInt64, sectorCount: UInt64, ignore: Bool) {
+            self.sectorStart = sectorStart
+            self.sectorCount = sectorCount
+            self.ignore = ignore
+        }
+    }
+
+    /// The chunks of a region of `sectorCount` sectors: grid cells of `chunkSectors` from its
+    /// start, cut where `free` runs (sectors relative to the region, sorted, disjoint) begin
+    /// and end. Free runs become one ignore chunk each, however long: like a zero-fill run,
+    /// an ignore run costs a table entry, not one per cell.
+    public static func pieces(sectorCount: UInt64, chunkSectors: UInt64, free: [Range<UInt64>]) -> [Piece] {
+        var out: [Piece] = []
+        func data(_ from: UInt64, _ to: UInt64) {
+            var s = from
+            while s < to {
+                let e = min((s / chunkSectors + 1) * chunkSectors, to)
+                out.append(Piece(sectorStart: s, sectorCount: e - s, ignore: false))
+                s = e
+            }
+        }
+        var pos: UInt64 = 0
+        for run in free {
+            let lower = max(run.lowerBound, pos), upper = min(run.upperBound, sectorCount)
+            guard lower < upper else { continue }
+            data(pos, lower)
+            if let last = out.last, last.ignore, last.sectorStart + last.sectorCount == lower {
+                out[out.count - 1].sectorCount += upper - lower
+            } else {
+                out.append(Piece(sectorStart: lower, sectorCount: upper - lower, ignore: true))
+            }
+            pos = upper
+        }
+        data(pos, sectorCount)
+        return out
     }
 
     private struct Encoded: Sendable {
@@ -100,13 +150,30 @@ public struct ImageWriter: Sendable {
         guard plans.reduce(0, { $0 + $1.sectorCount }) == sectors else {
             throw UDIFError.unusableSource("regions do not cover the source's \(sectors) sectors")
         }
+        var previous: UInt64 = 0
+        for run in ignore {
+            guard run.lowerBound % sectorSize == 0, run.upperBound % sectorSize == 0, run.lowerBound >= previous,
+                  run.upperBound <= source.byteCount else {
+                throw UDIFError.unusableSource("free space runs must be whole sectors, sorted, within the source")
+            }
+            previous = run.upperBound
+        }
         var jobs: [Job] = []
+        var nextRun = 0
         for (r, plan) in plans.enumerated() {
-            var s: UInt64 = 0
-            while s < plan.sectorCount {
-                let n = min(chunkSectors, plan.sectorCount - s)
-                jobs.append(Job(region: r, sectorStart: s, sectorCount: n, diskOffset: (plan.firstSector + s) * sectorSize))
-                s += n
+            let end = plan.firstSector + plan.sectorCount
+            // Free runs that reach into this region, relative to it; a run may span regions.
+            while nextRun < ignore.count, ignore[nextRun].upperBound / sectorSize <= plan.firstSector { nextRun += 1 }
+            var free: [Range<UInt64>] = []
+            var k = nextRun
+            while k < ignore.count, ignore[k].lowerBound / sectorSize < end {
+                let lower = max(ignore[k].lowerBound / sectorSize, plan.firstSector), upper = min(ignore[k].upperBound / sectorSize, end)
+                if lower < upper { free.append((lower - plan.firstSector)..<(upper - plan.firstSector)) }
+                k += 1
+            }
+            for p in Self.pieces(sectorCount: plan.sectorCount, chunkSectors: chunkSectors, free: free) {
+                jobs.append(Job(region: r, sectorStart: p.sectorStart, sectorCount: p.sectorCount,
+                                diskOffset: (plan.firstSector + p.sectorStart) * sectorSize, ignore: p.ignore))
             }
         }
 
@@ -118,6 +185,7 @@ public struct ImageWriter: Sendable {
         var regionCRCs = [UInt32](repeating: 0, count: plans.count)
         var tables = [[BlockChunk]](repeating: [], count: plans.count)
         var counts: [ChunkType: Int] = [:]
+        var ignored: UInt64 = 0
         var done: UInt64 = 0
         var writeback = WritebackTrigger(file: out)
         let format = self.format
@@ -131,6 +199,7 @@ public struct ImageWriter: Sendable {
 
         try orderedParallelMap(count: jobList.count, workers: workerCount, window: window) { i -> Encoded in
             let job = jobList[i]
+            if job.ignore { return Encoded(type: .ignore, buffer: nil, length: 0, crc: 0) }
             let count = Int(job.sectorCount * sectorSize)
             let raw = pool.take()
             let input = raw.prefix(count)
@@ -170,7 +239,11 @@ public struct ImageWriter: Sendable {
                                                  storedOffset: offset, storedLength: stored))
             offset += stored
             let length = job.sectorCount * sectorSize
-            regionCRCs[job.region] = CRC32.combine(regionCRCs[job.region], encoded.crc, lengthOfB: length)
+            if encoded.type == .ignore {
+                ignored += length  // outside the region's CRC-32, as UDIF defines it
+            } else {
+                regionCRCs[job.region] = CRC32.combine(regionCRCs[job.region], encoded.crc, lengthOfB: length)
+            }
             counts[encoded.type, default: 0] += 1
             done += length
             progress?(done, source.byteCount)
@@ -202,7 +275,8 @@ public struct ImageWriter: Sendable {
         try out.write(trailer.serialized(), at: offset + UInt64(xml.count))
         let fileSize = offset + UInt64(xml.count) + UInt64(Trailer.size)
         try partial.commit()
-        return WriteSummary(fileSize: fileSize, diskBytes: source.byteCount, chunkCounts: counts, regionCRCs: regionCRCs)
+        return WriteSummary(fileSize: fileSize, diskBytes: source.byteCount, chunkCounts: counts, regionCRCs: regionCRCs,
+                            ignoredBytes: ignored)
     }
 }
 

@@ -2,14 +2,28 @@ import Foundation
 
 /// A contiguous run of sectors that becomes one blkx region, named as hdiutil names them.
 public struct RegionPlan: Sendable, Equatable {
+    /// What a region is on the disk: whose bytes a filesystem may own.
+    public enum Role: Sendable, Equatable {
+        /// The partition map itself (MBR, GPT headers and tables).
+        case mapStructure
+        /// A gap between partitions.
+        case free
+        /// A map entry, by its number in the map (1 for the first GPT entry or MBR slot).
+        case partition(Int)
+        /// A disk without a partition map: it may hold a filesystem of its own.
+        case wholeDisk
+    }
+
     public var name: String
     public var firstSector: UInt64
     public var sectorCount: UInt64
+    public var role: Role
 
-    public init(name: String, firstSector: UInt64, sectorCount: UInt64) {
+    public init(name: String, firstSector: UInt64, sectorCount: UInt64, role: Role = .mapStructure) {
         self.name = name
         self.firstSector = firstSector
         self.sectorCount = sectorCount
+        self.role = role
     }
 }
 
@@ -33,6 +47,7 @@ public enum PartitionMap {
         var name: String
         var first: UInt64
         var count: UInt64
+        var role: RegionPlan.Role = .mapStructure
     }
 
     /// Orders extents, fills the gaps with Apple_Free and numbers them as hdiutil does.
@@ -42,15 +57,15 @@ public enum PartitionMap {
         var pos: UInt64 = 0
         for e in sorted {
             guard e.first >= pos, e.first <= sectors, e.count <= sectors - e.first else { return nil }
-            if e.first > pos { out.append(Extent(name: "", first: pos, count: e.first - pos)) }
+            if e.first > pos { out.append(Extent(name: "", first: pos, count: e.first - pos, role: .free)) }
             out.append(e)
             pos = e.first + e.count
         }
-        if pos < sectors { out.append(Extent(name: "", first: pos, count: sectors - pos)) }
+        if pos < sectors { out.append(Extent(name: "", first: pos, count: sectors - pos, role: .free)) }
         sorted = out
         return sorted.enumerated().map { i, e in
             let label = e.name.isEmpty ? " (Apple_Free : \(i))" : e.name.replacingPlaceholder(with: i)
-            return RegionPlan(name: label, firstSector: e.first, sectorCount: e.count)
+            return RegionPlan(name: label, firstSector: e.first, sectorCount: e.count, role: e.role)
         }
     }
 
@@ -88,7 +103,7 @@ public enum PartitionMap {
                 nameUnits.append(unit)
             }
             let name = String(decoding: nameUnits, as: UTF16.self)
-            extents.append(Extent(name: "\(name) (\(gptTypeName(typeGUID)) : #)", first: first, count: last - first + 1))
+            extents.append(Extent(name: "\(name) (\(gptTypeName(typeGUID)) : #)", first: first, count: last - first + 1, role: .partition(i + 1)))
         }
         if backupLBA == sectors - 1, backupLBA >= tableSectors + 1 {
             extents.append(Extent(name: "GPT Partition Data (Backup GPT Table : #)", first: backupLBA - tableSectors, count: tableSectors))
@@ -108,14 +123,14 @@ public enum PartitionMap {
             let count = UInt64(head[at + 12]) | UInt64(head[at + 13]) << 8 | UInt64(head[at + 14]) << 16 | UInt64(head[at + 15]) << 24
             guard type != 0, count > 0 else { continue }
             if type == 0xEE { return nil }  // protective MBR without a valid GPT
-            extents.append(Extent(name: " (\(mbrTypeName(type)) : #)", first: first, count: count))
+            extents.append(Extent(name: " (\(mbrTypeName(type)) : #)", first: first, count: count, role: .partition(i + 1)))
         }
         guard extents.count > 1 else { return nil }
         return layout(extents, sectors: sectors)
     }
 
     private static func wholeDisk(_ sectors: UInt64, source: some ByteSource) -> RegionPlan {
-        RegionPlan(name: "whole disk (\(filesystemName(source)) : 0)", firstSector: 0, sectorCount: sectors)
+        RegionPlan(name: "whole disk (\(filesystemName(source)) : 0)", firstSector: 0, sectorCount: sectors, role: .wholeDisk)
     }
 
     /// The partition type names hdiutil uses, by filesystem signature.

@@ -10,6 +10,9 @@ import Foundation
 /// SHA-256 (32).
 public struct ScanData: Sendable, Equatable {
     public static let resourceKey = "asrc"
+    /// The entry of an ignore chunk (free space), which is never hashed. Scans written before
+    /// hold the SHA-256 of zeros there; readers skip ignore chunks by their type either way.
+    public static let unhashed = [UInt8](repeating: 0, count: 32)
     static let magic = Array("ASRSCAN1".utf8)
     static let headerSize = 56
     static let entrySize = 48

@@ -90,6 +90,10 @@ struct Create: ParsableCommand {
             filesystem (its block device is imaged; a read-write mount is refused unless --force). \
             With --srcfolder, a new ext4 or FAT32 filesystem is built from the folder tree by \
             mke2fs or mkfs.vfat and mcopy, then packed. Sizes take K, M, G or T suffixes.
+            Each partition's filesystem is examined (ext2/3/4, FAT, NTFS, ...) and its free space \
+            is left out of the image as UDIF ignore runs, never read or stored; a line per \
+            partition says how much is in use, or why it was imaged whole. --all-blocks images \
+            every block instead.
             """)
 
     @Option(help: "Raw image, block device or mount point to image.") var source: String?
@@ -102,6 +106,7 @@ struct Create: ParsableCommand {
     @Option(help: "Volume label for --srcfolder.") var volname: String?
     @Option(help: "Filesystem size for --srcfolder: auto or a size like 512M.") var size: String = "auto"
     @Flag(help: "Image a read-write mounted source anyway.") var force = false
+    @Flag(help: "Image every block, free space included (do not examine filesystems).") var allBlocks = false
     @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
 
     func validate() throws {
@@ -115,6 +120,7 @@ struct Create: ParsableCommand {
         creator.format = try ImageFormat(parsing: format)
         creator.chunkSize = try ImageCreator.parseChunkSize(chunkSize)
         creator.force = force
+        creator.allBlocks = allBlocks
         creator.overwrite = overwrite
         creator.reporter = .terminalOnly
         if let source {

@@ -58,7 +58,9 @@ struct Restore: ParsableCommand {
             replaced). The target is refused when mounted or in use, when it is the source, or \
             when it is too small, before anything is written. After writing, the target is read \
             back and checked against the source's scan, unless --noverify. If the restore fails \
-            once writing has begun, the target's first and last MiB are erased.
+            once writing has begun, the target's first and last MiB are erased. Free space the \
+            image left out (UDIF ignore runs) is neither written nor verified: the target keeps \
+            what it held there, unless --erase-free.
             """)
 
     @Option(help: "Image file, block device, http(s):// URL, or asr://SERVER[:PORT] for multicast.") var source: String
@@ -69,6 +71,7 @@ struct Restore: ParsableCommand {
     @Flag(help: "Required: the target's contents are erased.") var erase = false
     @Flag(help: "Do not ask before erasing.") var noprompt = false
     @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
+    @Flag(help: "Zero the image's free space on the target too (a byte-identical disk), and verify it.") var eraseFree = false
     @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
     @OptionGroup var output: OutputOptions
 
@@ -91,6 +94,7 @@ struct Restore: ParsableCommand {
         if source.lowercased().hasPrefix("asr://") {
             var client = MulticastClient(reporter: output.reporter)
             client.verify = !noverify
+            client.eraseFree = eraseFree
             client.timeout = timeout
             client.interfaceName = interface
             client.confirmErase = confirm
@@ -98,6 +102,7 @@ struct Restore: ParsableCommand {
         } else {
             var restorer = Restorer(reporter: output.reporter)
             restorer.verify = !noverify
+            restorer.eraseFree = eraseFree
             restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
             try restorer.restore(source: source, target: target)

@@ -3,7 +3,8 @@ import Foundation
 import TestSupport
 
 /// A real nginx serving a folder on 127.0.0.1 at a free port, for HTTP restore tests.
-/// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries.
+/// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries. Its access
+/// log counts the body bytes sent per request.
 final class Nginx {
     let root: String
     let port: Int
@@ -22,7 +23,8 @@ final class Nginx {
             user root;
             events {}
             http {
-                access_log off;
+                log_format asrbytes '$request_method $uri $status $body_bytes_sent';
+                access_log \(dir.file("access.log")) asrbytes;
                 client_body_temp_path \(dir.file("body"));
                 proxy_temp_path \(dir.file("proxy"));
                 fastcgi_temp_path \(dir.file("fastcgi"));
@@ -56,6 +58,15 @@ final class Nginx {
     }
 
     func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+
+    /// Body bytes nginx has sent for `uri` ("/disk.dmg"), from its access log.
+    func bytesSent(for uri: String) -> UInt64 {
+        let log = (try? String(contentsOfFile: dir.file("access.log"), encoding: .utf8)) ?? ""
+        return log.split(separator: "\n").reduce(0) { sum, line in
+            let f = line.split(separator: " ")
+            return f.count == 4 && f[1] == uri ? sum + (UInt64(f[3]) ?? 0) : sum
+        }
+    }
 
     deinit {
         process.terminate()
