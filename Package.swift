@@ -32,7 +32,8 @@ let package = Package(
         .systemLibrary(name: "CNtfs3g", pkgConfig: "libntfs-3g", providers: [.apt(["ntfs-3g-dev"])]),
         // libext2fs's io_manager and libntfs-3g's device operations over a read callback, so
         // both libraries read a ByteSource at a partition's offset, and can never write.
-        .target(name: "CFilesystemIO", dependencies: ["CExt2fs", "CNtfs3g"]),
+        // libext2fs's error texts come from libcom_err, which its pkg-config file leaves out.
+        .target(name: "CFilesystemIO", dependencies: ["CExt2fs", "CNtfs3g"], linkerSettings: [.linkedLibrary("com_err")]),
         .target(name: "SystemSupport", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "UDIF", dependencies: ["SystemSupport", "CDeflate", "CZlib", "CBzip2", "CLzma"]),
         // Filesystem structures: which filesystem a partition holds and what it has allocated.
