@@ -58,7 +58,8 @@ public enum FilesystemUsage {
         // Two signatures mean one is left over from an earlier filesystem, and nothing here says
         // which: mapping the wrong one would drop the other's data.
         if found.count > 1 {
-            return .unreadable(filesystem: first.name, reason: "it also carries a \(found.dropFirst().map(\.name).joined(separator: " and a ")) signature")
+            let others = found.dropFirst().map(\.name).joined(separator: " and a ")
+            return .unreadable(filesystem: first.name, reason: "it also carries a \(others) signature")
         }
         return first.finding()
     }
@@ -75,7 +76,11 @@ struct Recognised {
     /// A mapped filesystem: its map, or why it cannot be trusted.
     static func mapped(_ name: String, _ map: @escaping () throws(FilesystemError) -> UsageMap) -> Recognised {
         Recognised(name: name) {
-            do throws(FilesystemError) { return .mapped(try map()) } catch { return .unreadable(filesystem: name, reason: error.description) }
+            do throws(FilesystemError) {
+                return .mapped(try map())
+            } catch {
+                return .unreadable(filesystem: name, reason: error.description)
+            }
         }
     }
 

@@ -64,9 +64,9 @@ enum FilesystemSeeds {
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let file = dir + "/file.txt"
-        FileManager.default.createFile(atPath: file, contents: Data(Seeds.text.prefix(5000)))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(Seeds.text.prefix(5000)))
         try? FileManager.default.createDirectory(atPath: dir + "/tree/sub", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dir + "/tree/sub/file.txt", contents: Data(Seeds.text.prefix(3000)))
+        _ = FileManager.default.createFile(atPath: dir + "/tree/sub/file.txt", contents: Data(Seeds.text.prefix(3000)))
         var seeds: [[UInt8]] = []
         func make(_ name: String, size: Int, _ commands: [[String]]) {
             let path = dir + "/" + name

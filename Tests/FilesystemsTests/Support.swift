@@ -70,7 +70,7 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
 
 /// An empty file of `size` bytes (sparse).
 func emptyFile(_ path: String, size: Int) throws {
-    FileManager.default.createFile(atPath: path, contents: nil)
+    guard FileManager.default.createFile(atPath: path, contents: nil) else { throw TestFailure("cannot create \(path)") }
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
     try handle.truncate(atOffset: UInt64(size))
     try handle.close()
