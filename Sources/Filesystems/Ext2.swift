@@ -19,6 +19,7 @@ enum Ext2 {
     static let incompatRecover: UInt64 = 0x4
     static let incompatJournalDevice: UInt64 = 0x8
     static let incompat64Bit: UInt64 = 0x80
+    static let readOnlyCompatBigalloc: UInt64 = 0x200
     /// What ext3 may have; anything beyond makes it ext4 (blkid's rule).
     static let ext3Incompat: UInt64 = 0x2 | incompatRecover | 0x10
     static let ext3ReadOnlyCompat: UInt64 = 0x1 | 0x2 | 0x4
@@ -38,9 +39,10 @@ enum Ext2 {
         guard bytes <= partition.length else {
             throw .inconsistent("it is \(bytes) bytes, larger than its \(partition.length)-byte partition")
         }
-        let perGroup = sb.le32(32)
-        guard perGroup > 0, perGroup <= 8 * blockSize, sb.le32(40) > 0 else {
-            throw .inconsistent("its superblock gives \(perGroup) blocks and \(sb.le32(40)) inodes per group")
+        // A group's block bitmap is one block: a bit per block, or per cluster with bigalloc.
+        let perGroup = sb.le32(100) & readOnlyCompatBigalloc != 0 ? sb.le32(36) : sb.le32(32)
+        guard perGroup > 0, perGroup <= 8 * blockSize, sb.le32(32) > 0, sb.le32(40) > 0 else {
+            throw .inconsistent("its superblock gives \(perGroup) bitmap bits and \(sb.le32(40)) inodes per group")
         }
         if sb.le32(96) & incompatRecover != 0 { throw .unsafeState("its journal needs recovery (run e2fsck)") }
         // s_state: bit 0 cleanly unmounted, bit 1 errors found. Either way the bitmaps may be wrong.

@@ -100,6 +100,17 @@ import TestSupport
         #expect(try mapped(image) == map)
     }
 
+    /// A hibernated Windows resumes from memory and may allocate clusters $Bitmap does not
+    /// show: hiberfil.sys starting "hibr" makes the volume unreadable.
+    @Test func hibernatedVolumeIsUnreadable() throws {
+        let made = try Self.make()
+        let hiberfile = made.dir.file("hiberfil.sys")
+        try write(Array("hibr".utf8) + randomBytes(8188, seed: 21), to: hiberfile)
+        try Tool.run(["ntfscp", "-q", made.image, hiberfile, "hiberfil.sys"])
+        guard case .unreadable("NTFS", let reason) = examine(try contents(made.image)) else { Issue.record("not unreadable"); return }
+        #expect(reason.contains("hibernated"))
+    }
+
     @Test func damagedVolumesAreUnreadable() throws {
         let made = try Self.make()
         let image = try contents(made.image)
