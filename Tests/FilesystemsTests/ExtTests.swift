@@ -21,8 +21,10 @@ import TestSupport
     }
 
     /// ext4 with 4 KiB blocks (BLOCK_UNINIT groups), ext2 with 1 KiB blocks (the boot block
-    /// before the first data block), ext4 with bigalloc (a bitmap bit per 16 KiB cluster).
+    /// before the first data block), ext3 with 2 KiB blocks, ext4 with bigalloc (a bitmap bit
+    /// per 16 KiB cluster).
     static let variants = [Variant(kind: "ext4", blockSize: 4096), Variant(kind: "ext2", blockSize: 1024),
+                           Variant(kind: "ext3", blockSize: 2048),
                            Variant(kind: "ext4", blockSize: 4096, options: ["-O", "bigalloc", "-C", "16384"])]
 
     static func make(_ kind: String, blockSize: Int, options: [String] = []) throws -> Made {
