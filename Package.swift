@@ -28,10 +28,16 @@ let package = Package(
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CAvahi", pkgConfig: "avahi-client", providers: [.apt(["libavahi-client-dev"])]),
         .systemLibrary(name: "CFuzzer"),
+        .systemLibrary(name: "CExt2fs", pkgConfig: "ext2fs", providers: [.apt(["libext2fs-dev"])]),
+        .systemLibrary(name: "CNtfs3g", pkgConfig: "libntfs-3g", providers: [.apt(["ntfs-3g-dev"])]),
+        // libext2fs's io_manager and libntfs-3g's device operations over a read callback, so
+        // both libraries read a ByteSource at a partition's offset, and can never write.
+        // libext2fs's error texts come from libcom_err, which its pkg-config file leaves out.
+        .target(name: "CFilesystemIO", dependencies: ["CExt2fs", "CNtfs3g"], linkerSettings: [.linkedLibrary("com_err")]),
         .target(name: "SystemSupport", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "UDIF", dependencies: ["SystemSupport", "CDeflate", "CZlib", "CBzip2", "CLzma"]),
         // Filesystem structures: which filesystem a partition holds and what it has allocated.
-        .target(name: "Filesystems", dependencies: ["UDIF", "SystemSupport"]),
+        .target(name: "Filesystems", dependencies: ["UDIF", "SystemSupport", "CFilesystemIO"]),
         .target(name: "Imaging", dependencies: [
             "UDIF", "SystemSupport", "Filesystems", "CCurl", .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -52,7 +58,7 @@ let package = Package(
         ]),
         // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
         .target(name: "FuzzTargets", dependencies: [
-            "UDIF", "Imaging", "Multicast", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "Multicast", "Filesystems", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
         .target(name: "TestSupport", dependencies: ["SystemSupport"], path: "Tests/TestSupport"),
@@ -64,8 +70,9 @@ let package = Package(
         .testTarget(name: "ImageFSTests", dependencies: ["SystemSupport", 
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF"], exclude: ["Regressions"]),
+        .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF", "Filesystems"], exclude: ["Regressions"]),
         .testTarget(name: "CommandSupportTests", dependencies: ["CommandSupport"]),
+        .testTarget(name: "FilesystemsTests", dependencies: ["Filesystems", "UDIF", "TestSupport", "SystemSupport"]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
             "UDIF", "ImageFS", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -28,6 +28,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
     case control
     /// A bmaptool `.bmap` file.
     case bmap
+    /// A partition's bytes, as `FilesystemUsage.examine` identifies and maps them.
+    case filesystem
 
     public var description: String { rawValue }
 
@@ -47,6 +49,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
         case .packet: try MulticastHarness.packets(input)
         case .control: try MulticastHarness.control(input)
         case .bmap: try BlockMapHarness.bmap(input)
+        case .filesystem: try FilesystemHarness.examine(input)
         }
     }
 }

@@ -28,6 +28,7 @@ public struct Seeds: Sendable {
         case .packet: Self.packetSeeds
         case .control: Self.controlSeeds
         case .bmap: Self.bmapSeeds
+        case .filesystem: FilesystemSeeds.all(images: images)
         }
     }
 
@@ -249,6 +250,10 @@ extension FuzzTarget {
                             "Multicast TTL", "Port", "<real>", "239.", "224.0.0."] + bigNumbers
         case .packet: return ["ASRD\u{01}\0"]
         case .control: return ["ASRC", "\0\0\0\u{01}\u{05}"]
+        case .filesystem:
+            // Magics of every filesystem examine knows, and JNLx (an HFS+ journal header).
+            return ["\u{53}\u{EF}", "NTFS    ", "FAT32   ", "FAT16   ", "FAT12   ", "\u{55}\u{AA}", "H+\0\u{04}", "HX\0\u{05}",
+                    "SWAPSPACE2", "S1SUSPEND", "XFSB", "_BHRfS_M", "NXSB", "JNLx", "\u{FF}\u{FF}\u{FF}\u{0F}"]
         case .bmap:
             return ["<bmap version=\"2.0\">", "<ImageSize>", "</ImageSize>", "<BlockSize>", "</BlockSize>", "<BlocksCount>",
                     "</BlocksCount>", "<MappedBlocksCount>", "</MappedBlocksCount>", "<ChecksumType>", "sha256",

@@ -1,3 +1,4 @@
+import Filesystems
 import Foundation
 @testable import FuzzTargets
 import Testing
@@ -75,5 +76,20 @@ import UDIF
             #expect(n == size)
         }
         for seed in Seeds.bmapSeeds { #expect(throws: Never.self) { try BlockMapHarness.bmap(seed) } }
+    }
+
+    /// Every filesystem seed is made (the tools are installed by `make deps`) and mapped, so
+    /// the mutants start from inputs that reach the bitmaps.
+    @Test func filesystemSeedsAreMapped() {
+        let seeds = Self.seeds.inputs(for: .filesystem)
+        var names: [String] = []
+        for seed in seeds {
+            guard case .mapped(let map) = FilesystemUsage.examine(MemoryBytes(seed), offset: 0, length: UInt64(seed.count)) else {
+                Issue.record("a \(seed.count)-byte seed is not mapped: \(FilesystemUsage.examine(MemoryBytes(seed), offset: 0, length: UInt64(seed.count)))")
+                continue
+            }
+            names.append(map.filesystem)
+        }
+        #expect(names.sorted() == ["FAT12", "FAT16", "HFS+", "NTFS", "ext2", "ext4", "swap"])
     }
 }
