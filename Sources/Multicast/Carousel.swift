@@ -3,9 +3,10 @@
 /// some connected client still lacks; chunks nobody needs are skipped, and when nobody needs
 /// anything nothing is sent. A client that joins late takes the stream from where it is and
 /// gets the head when the cursor comes round to it, so the clients already there never wait
-/// for it. Fragments lacking from chunks already behind the cursor go first, however many
-/// (a burst can take a large part of a chunk, and a client that waits for the cursor for it
-/// would wait behind a late joiner's head); whole missing chunks wait for the cursor. No I/O and no clock: fed reports, asked for the
+/// for it. What a client lost of chunks already behind the cursor goes first: lacking
+/// fragments however many, and whole chunks sent since it joined (a burst can take a large
+/// part of a chunk, or all of a small one, and a client that waited for the cursor for it
+/// would wait behind a late joiner's head). A late joiner's head waits for the cursor. No I/O and no clock: fed reports, asked for the
 /// next chunk. Who is connected, and whether to send at all, is `ClientRoster`'s business.
 package struct Carousel: Sendable {
     package typealias ClientID = Int
@@ -21,6 +22,9 @@ package struct Carousel: Sendable {
         var position: (pass: UInt32, chunk: Int)?
         /// It had heard nothing for a while when it reported: nothing is on its way to it.
         var quiet = false
+        /// Where the cursor was when it first reported: what the cursor sent from there on and
+        /// it lacks whole was lost (a small chunk fits in one GSO burst), not a head.
+        var joined: (pass: UInt32, cursor: Int) = (0, 0)
     }
 
     /// Manifest indices of the chunks that travel (zero chunks do not).
@@ -99,11 +103,26 @@ package struct Carousel: Sendable {
         var need = Need(whole: whole, partial: partial)
         need.position = report.position.map { ($0.pass, Int($0.chunk)) }
         need.quiet = report.quiet
+        need.joined = needs[id]?.joined ?? (pass, cursor)
         replace(id, with: need)
-        // Fragments lacking from chunks the cursor has gone past are repaired now, not a round later.
+        // What it lost of chunks the cursor has gone past is repaired now, not a round later:
+        // lacking fragments, and whole chunks sent since it joined.
         for c in partial.keys where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
             repairs.insert(c)
         }
+        let sinceJoining = need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
+        var at = sinceJoining.lowerBound
+        while let c = whole.first(from: at, below: sinceJoining.upperBound) {
+            if lost(need, c) && behindCursor(c) && !pending(need, c) && !repairPending(need, c) { repairs.insert(c) }
+            at = c + 1
+        }
+    }
+
+    /// The cursor sent `c` after the client joined, and the client lacks it.
+    private func lost(_ need: Need, _ c: Int) -> Bool {
+        let sent = sentPass[c]
+        guard sent != Self.never else { return false }
+        return sent > need.joined.pass || (sent == need.joined.pass && c >= need.joined.cursor)
     }
 
     /// The client left, was dropped or is done: it lacks nothing any more.
@@ -117,11 +136,15 @@ package struct Carousel: Sendable {
         inFlight = nil
         while let c = repairs.min() {
             repairs.remove(c)
-            if case .fragments(let fragments) = plan(c, repair: true) {
-                repairedAt[c] = (pass, cursor - 1)
-                inFlight = c
-                return (c, pass, fragments)
+            let fragments: [UInt16]?
+            switch plan(c, repair: true) {
+            case .nothing: continue
+            case .all: fragments = nil
+            case .fragments(let some): fragments = some
             }
+            repairedAt[c] = (pass, cursor - 1)
+            inFlight = c
+            return (c, pass, fragments)
         }
         guard wantedCount > 0 else { return nil }
         if let (c, fragments) = firstEligible(from: cursor, to: chunkCount) {
@@ -163,7 +186,7 @@ package struct Carousel: Sendable {
         var fragments = Set<UInt16>()
         for need in needs.values where !pending(need, c) {
             if need.whole.contains(c) {
-                if !repair { return .all }
+                if !repair || lost(need, c) { return .all }
             } else if let lacking = need.partial[c] {
                 fragments.formUnion(lacking)
             }

@@ -227,6 +227,21 @@ import Imaging
         #expect(repair?.chunk == 15 && repair?.fragments == [0, 1, 2, 3, 4, 5] && repair?.pass == 0)
     }
 
+    /// A small chunk fits in one GSO burst and can be lost whole. Lost after the client joined,
+    /// it is repaired at once; a late joiner's head still waits for the cursor.
+    @Test func aChunkLostWholeIsRepairedAtOnceButAHeadWaits() {
+        var carousel = Carousel(manifest: Self.manifest(40))
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 40)]))
+        for c in 0..<10 { #expect(carousel.next()?.chunk == c) }
+        carousel.update(2, with: .init(received: 0, writeRate: 0, missing: [(10, 30), (0, 10)], position: (0, 9)))
+        for c in 10..<20 { #expect(carousel.next()?.chunk == c) }
+        carousel.update(1, with: .init(received: 19, writeRate: 0, missing: [(20, 20), (5, 1)], position: (0, 19)))
+        carousel.update(2, with: .init(received: 9, writeRate: 0, missing: [(20, 20), (0, 10)], position: (0, 19)))
+        let repair = carousel.next()
+        #expect(repair?.chunk == 5 && repair?.fragments == nil && repair?.pass == 0, "client 1's loss, whole, at once")
+        #expect(carousel.next()?.chunk == 20, "client 2's head waits for the cursor")
+    }
+
     /// A report is trusted no further than the manifest: chunks past its end or without data
     /// and fragments past a chunk's last are ignored, overlapping ranges count once.
     @Test func reportsAreBoundedByTheManifest() {
