@@ -74,8 +74,8 @@ package final class TrailingVerifier: Sendable {
         }
     }
 
-    /// Stops the thread (at once if called again). Returns the indices of the ranges not yet verified, in disk order;
-    /// throws the index of a range that did not match.
+    /// Stops the thread (at once if called again). Returns the indices of the ranges not yet
+    /// verified, in disk order; throws the index of a range that did not match.
     package func stop() throws -> [Int] {
         // A second call (after a failure, say) has nothing left to wait for.
         let first = state.update { s in
