@@ -61,7 +61,7 @@ let package = Package(
             "UDIF", "Imaging", "Multicast", "Filesystems", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
-        .target(name: "TestSupport", dependencies: ["SystemSupport"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["SystemSupport", "UDIF"], path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["SystemSupport", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",
             "Imaging", "UDIF", "Filesystems", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),

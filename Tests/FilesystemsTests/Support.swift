@@ -5,17 +5,6 @@ import Testing
 import TestSupport
 import UDIF
 
-/// A partition or disk held in memory.
-struct MemorySource: ByteSource {
-    let bytes: [UInt8]
-    var byteCount: UInt64 { UInt64(bytes.count) }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else { throw TestFailure("read past the end") }
-        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
-    }
-}
-
 /// The filesystem tools, run as a user would. They are required (`make deps` installs them):
 /// a missing tool fails the test that needs it.
 enum Tool {

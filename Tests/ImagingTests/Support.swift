@@ -5,17 +5,6 @@ import SystemSupport
 import TestSupport
 import UDIF
 
-/// A disk held in memory.
-struct MemorySource: ByteSource {
-    let bytes: [UInt8]
-    var byteCount: UInt64 { UInt64(bytes.count) }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else { throw TestFailure("read past the end") }
-        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
-    }
-}
-
 /// A file read through another that shows each read's offset to `hook` first, until the hook
 /// returns true: how a test makes something happen at a known point of a read pipeline.
 final class HookedFile: RandomAccessFile, @unchecked Sendable {

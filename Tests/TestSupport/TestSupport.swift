@@ -2,6 +2,7 @@
 
 import Foundation
 import SystemSupport
+import UDIF
 
 public enum Fixtures {
     /// ../shared beside the checkout, as CI lays it out.
@@ -58,5 +59,18 @@ extension SplitMix64 {
     /// else the test's own fixed default.
     package static func seed(default value: UInt64) -> UInt64 {
         ProcessInfo.processInfo.environment["ASR_TEST_SEED"].flatMap { UInt64($0) } ?? value
+    }
+}
+
+/// A disk or partition held in memory.
+package struct MemorySource: ByteSource {
+    package let bytes: [UInt8]
+    package var byteCount: UInt64 { UInt64(bytes.count) }
+
+    package init(bytes: [UInt8]) { self.bytes = bytes }
+
+    package func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        guard offset <= byteCount, UInt64(buffer.count) <= byteCount - offset else { throw TestFailure("read past the end") }
+        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
     }
 }

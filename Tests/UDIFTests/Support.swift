@@ -5,16 +5,6 @@ import TestSupport
 import UDIF
 
 /// A disk held in memory, for writer and reader tests without files.
-struct MemorySource: ByteSource {
-    let bytes: [UInt8]
-    var byteCount: UInt64 { UInt64(bytes.count) }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
-        guard offset + UInt64(buffer.count) <= byteCount else { throw TestFailure("past end") }
-        bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
-    }
-}
-
 func sha256Hex(_ bytes: [UInt8]) -> String {
     SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
 }
