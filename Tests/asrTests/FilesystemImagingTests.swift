@@ -63,6 +63,7 @@ import Testing
                     rm '\(mnt)/big.bin'; sync
                     cp -r '\(files)/more' '\(mnt)/'; sync
                     umount '\(mnt)'
+                    blockdev --flushbufs \(loop)  # the clean-unmount superblock, into the file create reads
                     """)
             case .fat32:
                 try Run.shell("""
@@ -82,6 +83,7 @@ import Testing
                     rm '\(mnt)/big.bin'; sync
                     cp -r '\(files)/more' '\(mnt)/'; sync
                     umount '\(mnt)'
+                    blockdev --flushbufs \(loop)  # the clean-unmount superblock, into the file create reads
                     """)
             }
             unlink(dir.file("big.bin"))
