@@ -35,7 +35,7 @@ let package = Package(
         // libext2fs's error texts come from libcom_err, which its pkg-config file leaves out.
         .target(name: "CFilesystemIO", dependencies: ["CExt2fs", "CNtfs3g"], linkerSettings: [.linkedLibrary("com_err")]),
         .target(name: "SystemSupport", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
-        .target(name: "UDIF", dependencies: ["SystemSupport", "CDeflate", "CZlib", "CBzip2", "CLzma"]),
+        .target(name: "UDIF", dependencies: ["SystemSupport", "CDeflate", "CZlib", "CBzip2", "CLzma", .product(name: "Crypto", package: "swift-crypto")]),
         // Filesystem structures: which filesystem a partition holds and what it has allocated.
         .target(name: "Filesystems", dependencies: ["UDIF", "SystemSupport", "CFilesystemIO"]),
         .target(name: "Imaging", dependencies: [

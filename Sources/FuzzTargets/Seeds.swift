@@ -201,7 +201,7 @@ public struct Seeds: Sendable {
             return ManifestEntry(diskOffset: UInt64(i) << 20, length: 1 << 20, storedLength: stored,
                                  codec: ChunkType.zlib.rawValue, sha256: [UInt8](repeating: UInt8(i), count: 32))
         }
-        let welcome = ControlMessage.Welcome(version: 1, sessionID: 99, imageSHA256: [UInt8](repeating: 1, count: 32),
+        let welcome = ControlMessage.Welcome(version: 1, sessionID: 99, identity: [UInt8](repeating: 1, count: 32),
                                              diskBytes: 6 << 20, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)
         let session: [ControlMessage] = [
             .welcome(welcome), .manifest(entries),

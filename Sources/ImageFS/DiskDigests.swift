@@ -47,7 +47,7 @@ struct DiskDigests: Sendable, Equatable {
             }
             var result = sink.finish()
             result.regionCRCs = crcs
-            if let scan, result.disk != scan.diskSHA256 {
+            if let expected = scan?.diskSHA256, result.disk != expected {
                 throw ImageFSError.diskSHA256Mismatch
             }
             return result

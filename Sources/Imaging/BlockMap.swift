@@ -183,8 +183,7 @@ public struct ExpectedRange: Sendable, Equatable {
     public var offset: UInt64
     public var length: UInt64
     public var sha256: [UInt8]?
-    /// Free space (a UDIF ignore run) the target keeps as it was: not read, not checked. A
-    /// whole-disk digest counts it as the zeros the image decodes it to.
+    /// Free space (a UDIF ignore run) the target keeps as it was: not read, not checked.
     public var unchecked: Bool
 
     public init(offset: UInt64, length: UInt64, sha256: [UInt8]?, unchecked: Bool = false) {
@@ -215,4 +214,15 @@ func unhex(_ s: String) -> [UInt8]? {
         out.append(v)
     }
     return out
+}
+
+extension ExpectedRange {
+    /// What a chunk of a scan asks of the disk: nothing for free space (zeros with
+    /// `eraseFree`), zeros where its digest is that of zeros (a check that needs no hashing,
+    /// and none of a file's holes read), its digest otherwise.
+    public static func chunk(offset: UInt64, length: UInt64, sha256: [UInt8], isFree: Bool, eraseFree: Bool) -> ExpectedRange {
+        if isFree { return ExpectedRange(offset: offset, length: length, sha256: nil, unchecked: !eraseFree) }
+        let zeros = sha256 == ZeroDigests.shared.sha256(of: length)
+        return ExpectedRange(offset: offset, length: length, sha256: zeros ? nil : sha256)
+    }
 }

@@ -78,6 +78,9 @@ public struct ImageCreator {
         writer.chunkSectors = chunkSize / sectorSize
         writer.regions = regions
         writer.ignore = ignore
+        if let file = (source as? RawSource)?.file as? FileIO {
+            writer.dataExtents = file.dataExtents(upTo: source.byteCount).map { $0.offset..<($0.offset + $0.length) }
+        }
         if let usage { writer.extraResources = usage.resources() }
         reporter.begin("\tCreating  ", key: "create")
         defer { reporter.abandon() }

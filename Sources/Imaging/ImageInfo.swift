@@ -54,6 +54,10 @@ public struct ImageInfo: Codable, Sendable {
     public var dataForkChecksum: String?
     public var checksumsVerified: Bool
     public var scanned: Bool
+    /// The image's identity (hex; `ImageIdentity`), from its scan.
+    public var identity: String?
+    /// Whether the scan holds Apple's linear whole-disk digests (`nsiz`).
+    public var appleDigests: Bool?
     public var ordered: Bool
     /// Per partition, how much is in use; nil when the image records nothing and has no free space.
     public var usage: [UsageInfo]?
@@ -110,6 +114,7 @@ public struct ImageInfo: Codable, Sendable {
         }
         let t = image.trailer
         let (usage, recorded) = usageInfo(image)
+        let scan = try? ScanData.stored(in: image)
         return ImageInfo(
             path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
             diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,
@@ -117,7 +122,9 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksum: t.masterChecksum.type == UDIFChecksum.typeNone ? nil : t.masterChecksum.description,
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
-            checksumsVerified: computed != nil, scanned: image.resourceFork.resources["nsiz"] != nil, ordered: image.isOrdered,
+            checksumsVerified: computed != nil, scanned: scan != nil || image.resourceFork.resources["nsiz"] != nil,
+            identity: scan.map { $0.identity(of: image).map { String(format: "%02x", $0) }.joined() },
+            appleDigests: scan.map { _ in image.resourceFork.resources["nsiz"] != nil }, ordered: image.isOrdered,
             usage: usage, usageRecorded: usage == nil ? nil : recorded)
     }
 
@@ -203,7 +210,8 @@ public struct ImageInfo: Codable, Sendable {
         if format != "RAW" {
             s += "Checksums verified: \(checksumsVerified ? (checksumsOK ? "yes" : "NO, the image is corrupt") : "not checked")\n"
         }
-        s += "Scanned: \(scanned ? "yes" : "no")\n"
+        s += "Scanned: \(scanned ? "yes" : "no")" + (appleDigests == false ? " (without Apple's whole-disk digests)" : "") + "\n"
+        if let identity { s += "Identity: \(identity)\n" }
         s += "Ordered: \(ordered ? "yes" : "no")\n"
         return s
     }

@@ -6,9 +6,9 @@ import UDIF
 
 /// `asr imagescan`: records checksums so an image can be verified, restored with
 /// verification and served by multicast.
-/// - UDIF: SHA-256 per chunk and of the whole disk (plus Apple's `nsiz`), after checking the
-///   blkx CRC-32s; the data fork is rewritten in logical order unless `reorder` is off. The new
-///   image replaces the old only when complete.
+/// - UDIF: SHA-256 per chunk, after checking the blkx CRC-32s, and (unless `appleDigests` is
+///   off) Apple's linear whole-disk SHA-1 and SHA-256 in `nsiz`; the data fork is rewritten in
+///   logical order unless `reorder` is off. The new image replaces the old only when complete.
 /// - Raw image or block device: a bmaptool 2.0 `.bmap` sidecar.
 public struct ImageScanner {
     public enum Outcome: Sendable, Equatable {
@@ -19,6 +19,9 @@ public struct ImageScanner {
 
     public var reporter: Reporter
     public var reorder = true
+    /// Apple's linear whole-disk digests, for images that go back to a Mac. They hash every
+    /// byte of the disk, free space included; nothing of ours needs them.
+    public var appleDigests = true
     /// Where to write the block map of a raw source; default IMAGE.bmap (./NAME.bmap for devices).
     public var blockMapPath: String?
 
@@ -35,11 +38,12 @@ public struct ImageScanner {
             }
             return .wroteBlockMap(try writeBlockMap(source))
         }
-        if (try? ScanData.stored(in: image)) != nil, image.isOrdered || !reorder {
+        // A scan without Apple's digests is done again when they are asked for.
+        if let stored = try? ScanData.stored(in: image), image.isOrdered || !reorder, stored.diskSHA256 != nil || !appleDigests {
             return .alreadyScanned
         }
         let rewriter = try ImageRewriter(image, replacing: path, reorder: reorder)
-        let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil)
+        let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil, appleDigests: appleDigests)
         try reporter.step("Writing scan data") {
             try rewriter.finish(replacingResources: scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0))
         }
@@ -53,16 +57,16 @@ public struct ImageScanner {
         var stored: [UInt8]?
     }
 
-    /// Decodes and hashes every chunk on all cores; the whole-disk SHA-256 runs on this
-    /// thread and the SHA-1 on another, and the stored bytes go to `rewriter` as they pass.
-    func computeScan(_ image: UDIFImage, copyingInto rewriter: ImageRewriter?) throws -> (ScanData, [UInt8]) {
-        var whole = SHA256()
-        let sha1 = BackgroundHasher<Insecure.SHA1>()
+    /// Decodes and hashes every chunk on all cores; Apple's linear SHA-256 and SHA-1 each run
+    /// on a thread of their own from the decoded bytes as they pass (free and zero runs from a
+    /// shared zero buffer), and the stored bytes go to `rewriter`.
+    func computeScan(_ image: UDIFImage, copyingInto rewriter: ImageRewriter?,
+                     appleDigests: Bool = true) throws -> (ScanData, [UInt8]?) {
+        let linear = appleDigests ? (sha256: BackgroundHasher<SHA256>(), sha1: BackgroundHasher<Insecure.SHA1>()) : nil
         let keepStored = rewriter != nil
         var crcs = [UInt32](repeating: 0, count: image.regions.count)
         var entries: [ScanData.Entry] = []
         entries.reserveCapacity(image.chunks.count)
-        let zeroDigests = ZeroDigests()
         reporter.begin("Block checksum: ", key: "imagescan")
         defer { reporter.abandon() }
         try orderedParallelMap(count: image.chunks.count) { i -> ChunkDigest in
@@ -71,7 +75,7 @@ public struct ImageScanner {
             // so the entry holds zeros in place of a digest.
             if c.type == .ignore { return ChunkDigest(sha256: ScanData.unhashed, crc: nil, bytes: nil) }
             if c.type == .zeroFill {
-                return ChunkDigest(sha256: zeroDigests.sha256(of: c.length),
+                return ChunkDigest(sha256: ZeroDigests.shared.sha256(of: c.length),
                                    crc: image.regionCRC(of: i, decoded: nil), bytes: nil)
             }
             let stored = try image.storedBytes(of: i)
@@ -81,13 +85,15 @@ public struct ImageScanner {
                                stored: keepStored ? stored : nil)
         } consume: { i, d in
             let c = image.chunks[i]
-            if let bytes = d.bytes {
-                whole.update(data: bytes)
-                sha1.update(bytes)
-            } else {
-                // Apple's whole-disk digests read ignore runs as zeros, as every UDIF reader does.
-                hashZeros(&whole, count: c.length)
-                sha1.updateZeros(c.length)
+            if let linear {
+                if let bytes = d.bytes {
+                    linear.sha256.update(bytes)
+                    linear.sha1.update(bytes)
+                } else {
+                    // Apple's whole-disk digests read ignore runs as zeros, as every UDIF reader does.
+                    linear.sha256.updateZeros(c.length)
+                    linear.sha1.updateZeros(c.length)
+                }
             }
             if let stored = d.stored { try rewriter?.append(storedBytesOf: i, stored) }
             image.addRegionCRC(d.crc, of: i, to: &crcs)
@@ -100,7 +106,7 @@ public struct ImageScanner {
                 throw ImagingError.regionChecksumMismatch(id: region.id, name: region.name)
             }
         }
-        return (ScanData(diskBytes: image.byteCount, diskSHA256: Array(whole.finalize()), chunks: entries), sha1.finalize())
+        return (ScanData(diskBytes: image.byteCount, diskSHA256: linear?.sha256.finalize(), chunks: entries), linear?.sha1.finalize())
     }
 
     // MARK: raw images and devices
@@ -178,6 +184,7 @@ public struct ImageScanner {
 
 /// SHA-256 of runs of zeros, remembered by length: images have many equal zero chunks.
 final class ZeroDigests: Sendable {
+    static let shared = ZeroDigests()
     private let known = Locked<[UInt64: [UInt8]]>([:])
 
     func sha256(of length: UInt64) -> [UInt8] {

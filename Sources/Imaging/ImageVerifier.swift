@@ -1,8 +1,10 @@
 import Foundation
+import SystemSupport
 import UDIF
 
 /// `asr verify`: every chunk (UDIF) or mapped range (raw image with a .bmap) against the
-/// checksums `imagescan` recorded, and the whole disk's SHA-256 where it was recorded.
+/// checksums `imagescan` recorded. A UDIF image's zero-fill and free chunks hold no bytes to
+/// check: their entries are checked against the table alone.
 public struct ImageVerifier {
     public var reporter: Reporter
     /// The block map of a raw image or device, when it is not the image's sidecar.
@@ -15,8 +17,14 @@ public struct ImageVerifier {
         let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }
-        try RangeVerifier(reporter: reporter).verify(source.bytes, plan.ranges, wholeDiskSHA256: plan.wholeDiskSHA256,
-                                                     mismatch: { plan.mismatch($0, .scan) })
+        var ranges = plan.ranges
+        if let image = source.udif {
+            // A zero-fill chunk whose entry is the digest of zeros decodes to zeros by its type.
+            for i in ranges.indices where ranges[i].sha256 == nil && image.chunks[i].type == .zeroFill { ranges[i].unchecked = true }
+        }
+        var verifier = RangeVerifier(reporter: reporter)
+        verifier.holes = source.kind == .raw ? (source.bytes as? RawSource)?.file as? FileIO : nil
+        try verifier.verify(source.bytes, ranges, mismatch: { plan.mismatch($0, .scan) })
         reporter.end()
     }
 }
@@ -24,7 +32,6 @@ public struct ImageVerifier {
 /// What a disk must hold according to a source's scan: from its UDIF scan data or its block map.
 struct VerificationPlan: Sendable {
     var ranges: [ExpectedRange]
-    var wholeDiskSHA256: [UInt8]?
     /// Locates a mismatch in range `i`, against what the caller compared it with.
     var mismatch: @Sendable (Int, Mismatch.Reference) -> Mismatch
     var blockMap: BlockMap?
@@ -45,11 +52,9 @@ struct VerificationPlan: Sendable {
             self.scan = scan
             // Ignore chunks are told by their type: their scan entries hold no digest to check.
             ranges = zip(scan.chunks, image.chunks).map { entry, chunk in
-                chunk.type == .ignore
-                    ? ExpectedRange(offset: entry.diskOffset, length: entry.length, sha256: nil, unchecked: !eraseFree)
-                    : ExpectedRange(offset: entry.diskOffset, length: entry.length, sha256: entry.sha256)
+                ExpectedRange.chunk(offset: entry.diskOffset, length: entry.length, sha256: entry.sha256,
+                                    isFree: chunk.type == .ignore, eraseFree: eraseFree)
             }
-            wholeDiskSHA256 = scan.diskSHA256
             mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
             return
         }

@@ -29,7 +29,6 @@ public enum ImagingError: UserFacingError {
     case mismatch(Mismatch)
     /// A source chunk that does not match its own scan: the image is damaged.
     case damagedSource(Mismatch)
-    case diskDigestMismatch
     case regionChecksumMismatch(id: String, name: String)
     case badBlockMap(String)
     case blockMapSizeMismatch(path: String, mapBytes: UInt64, sourcePath: String, sourceBytes: UInt64)
@@ -88,7 +87,6 @@ public enum ImagingError: UserFacingError {
         case .cancelled(let target): "restore cancelled; \(target) was not changed"
         case .mismatch(let mismatch): mismatch.description
         case .damagedSource(let mismatch): "source \(mismatch): the image is damaged"
-        case .diskDigestMismatch: "the disk's SHA-256 does not match its scan"
         case .regionChecksumMismatch(let id, let name):
             "blkx \(displayable(id)) (\(displayable(name))) does not match its CRC-32: the image is damaged and was not scanned"
         case .badBlockMap(let why): "block map is invalid: \(why)"

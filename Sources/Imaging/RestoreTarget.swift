@@ -126,7 +126,9 @@ public struct RestoreTarget: Sendable {
                 if let check, let left {
                     reporter.begin("\tVerifying  ", key: "verify")
                     defer { reporter.abandon() }
-                    try RangeVerifier(reporter: reporter).verify(RawSource(file: file, byteCount: diskBytes), left.map { check.ranges[$0] }) {
+                    var verifier = RangeVerifier(reporter: reporter)
+                    verifier.holes = isBlockDevice ? nil : file
+                    try verifier.verify(RawSource(file: file, byteCount: diskBytes), left.map { check.ranges[$0] }) {
                         afterWriting(left[$0])
                     }
                     reporter.end()

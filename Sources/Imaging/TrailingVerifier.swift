@@ -117,6 +117,7 @@ package final class TrailingVerifier: Sendable {
 
     private func run() {
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        let disk = RawSource(file: file, byteCount: ranges.last.map { $0.offset + $0.length } ?? 0)
         while true {
             let work: Work = state.wait(until: { $0.stopped || !$0.ready.isEmpty }) { s in
                 if s.stopped { return .stop }
@@ -141,33 +142,12 @@ package final class TrailingVerifier: Sendable {
             let start = ranges[batch.lowerBound].offset
             file.flushAndDrop(offset: start, length: end(batch.upperBound - 1) - start)
             for i in batch {
-                let matches = (try? check(ranges[i], &buffer)) ?? false
+                let matches = (try? RangeVerifier.holds(ranges[i], disk, holes: holesAreZeros ? file : nil, buffer: &buffer)) ?? false
                 state.update { s in
                     if matches { s.verified += 1 } else { s.failed = s.failed ?? i }
                 }
                 if !matches { return }
             }
         }
-    }
-
-    /// Whether the target holds what the range expects.
-    private func check(_ range: ExpectedRange, _ buffer: inout [UInt8]) throws -> Bool {
-        if range.unchecked { return true }  // free space: whatever the target held stays
-        if range.sha256 == nil, holesAreZeros, file.isHole(offset: range.offset, length: range.length) { return true }
-        var hasher = SHA256()
-        var at = range.offset
-        while at < range.offset + range.length {
-            let n = Int(min(UInt64(buffer.count), range.offset + range.length - at))
-            let ok = try buffer.withUnsafeMutableBytes { whole -> Bool in
-                let part = UnsafeMutableRawBufferPointer(rebasing: whole[0..<n])
-                try file.read(into: part, at: at)
-                if range.sha256 == nil { return isAllZero(UnsafeRawBufferPointer(part)) }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(part))
-                return true
-            }
-            if !ok { return false }
-            at += UInt64(n)
-        }
-        return range.sha256.map { Array(hasher.finalize()) == $0 } ?? true
     }
 }

@@ -9,10 +9,11 @@ import UDIF
 /// or a block device travels as 1 MiB raw chunks, hashed when the server starts.
 public struct ImageFeed: Sendable {
     package let manifest: [ManifestEntry]
-    public let imageSHA256: [UInt8]
+    /// The image's identity (`ImageIdentity`), which clients check the manifest against.
+    public let identity: [UInt8]
     public let diskBytes: UInt64
     /// Free space (ignore chunks): never sent, and no client waits for it.
-    public let freeBytes: UInt64
+    public var freeBytes: UInt64 { manifest.reduce(0) { $0 + ($1.isFree ? $1.length : 0) } }
     private let stored: @Sendable (Int) throws -> [UInt8]
 
     package func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
@@ -27,8 +28,7 @@ public struct ImageFeed: Sendable {
                               storedLength: c.type.hasStoredData ? UInt32(c.storedLength) : 0,
                               codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
             }
-            imageSHA256 = scan.diskSHA256
-            freeBytes = image.chunks.reduce(UInt64(0)) { $0 + ($1.type == .ignore ? $1.length : 0) }
+            identity = scan.identity(of: image)
             stored = { try image.storedBytes(of: $0) }
             return
         }
@@ -49,21 +49,18 @@ public struct ImageFeed: Sendable {
         let step: UInt64 = 1 << 20
         let count = Int((size + step - 1) / step)
         var entries: [ManifestEntry] = []
-        var whole = SHA256()
         try orderedParallelMap(count: count) { i -> ([UInt8], Bool) in
             let at = UInt64(i) * step
             let data = try bytes.read(at: at, count: Int(min(step, size - at)))
             return (data, data.withUnsafeBytes(isAllZero))
         } consume: { i, result in
             let (data, zero) = result
-            whole.update(data: data)
             entries.append(ManifestEntry(diskOffset: UInt64(i) * step, length: UInt64(data.count),
                                          storedLength: zero ? 0 : UInt32(data.count), codec: ChunkType.raw.rawValue,
                                          sha256: Array(SHA256.hash(data: data))))
         }
         manifest = entries
-        freeBytes = 0
-        imageSHA256 = Array(whole.finalize())
+        identity = ManifestEntry.identity(of: entries, diskBytes: size)
         stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
     }
 }

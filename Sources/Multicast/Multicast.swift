@@ -48,6 +48,7 @@ public enum MulticastError: UserFacingError, Equatable {
     case noManifest(host: String)
     case malformedWelcome(host: String)
     case malformedManifest
+    case manifestNotOfIdentity(host: String)
     case manifestShort
     case differentImage(host: String)
     case droppedByServer(reason: String)
@@ -132,6 +133,7 @@ public enum MulticastError: UserFacingError, Equatable {
         case .noManifest(let host): "\(displayable(host)) sent no manifest"
         case .malformedWelcome(let host): "\(displayable(host)) sent a malformed welcome"
         case .malformedManifest: "the server's manifest is malformed"
+        case .manifestNotOfIdentity(let host): "the manifest from \(host) does not match the image identity it announced"
         case .manifestShort: "the server's manifest does not cover the disk"
         case .differentImage(let host): "the server at \(displayable(host)) now serves a different image"
         case .droppedByServer(let reason): "the server dropped this client: \(displayable(reason))"

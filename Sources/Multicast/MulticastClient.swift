@@ -64,8 +64,7 @@ public struct MulticastClient {
         let eraseFree = self.eraseFree
         target.keepsContents = !eraseFree && manifest.contains { $0.isFree }
         let ranges = manifest.map { e in
-            e.isFree ? ExpectedRange(offset: e.diskOffset, length: e.length, sha256: nil, unchecked: !eraseFree)
-                     : ExpectedRange(offset: e.diskOffset, length: e.length, sha256: e.sha256)
+            ExpectedRange.chunk(offset: e.diskOffset, length: e.length, sha256: e.sha256, isFree: e.isFree, eraseFree: eraseFree)
         }
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
@@ -107,10 +106,13 @@ public struct MulticastClient {
             try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
             guard case .welcome(let welcome)? = try connection.receive() else { throw .notWelcomed(host: host) }
             guard case .manifest(let manifest)? = try connection.receive() else { throw .noManifest(host: host) }
-            guard welcome.imageSHA256.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
+            guard welcome.identity.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
                 throw .malformedWelcome(host: host)
             }
             try ManifestEntry.check(manifest, diskBytes: welcome.diskBytes)
+            guard ManifestEntry.identity(of: manifest, diskBytes: welcome.diskBytes) == welcome.identity else {
+                throw .manifestNotOfIdentity(host: host)
+            }
             connection.setReceiveTimeout(0.05)
             return Session(connection: connection, welcome: welcome, manifest: manifest, host: host, port: port, name: name)
         }
@@ -118,7 +120,7 @@ public struct MulticastClient {
         /// After the server restarted: the same image carries on under its new session.
         mutating func reconnect(timeout: TimeInterval) throws(MulticastError) {
             let again = try Session.connect(host: host, port: port, name: name, timeout: timeout)
-            guard again.welcome.imageSHA256 == welcome.imageSHA256, again.manifest == manifest else {
+            guard again.welcome.identity == welcome.identity, again.manifest == manifest else {
                 throw .differentImage(host: host)
             }
             self = again

@@ -124,7 +124,7 @@ public final class MulticastServer: Sendable {
                         return
                     }
                     try connection.send(.welcome(.init(
-                        version: ControlMessage.protocolVersion, sessionID: sessionID, imageSHA256: feed.imageSHA256,
+                        version: ControlMessage.protocolVersion, sessionID: sessionID, identity: feed.identity,
                         diskBytes: feed.diskBytes, group: ipv4(config.multicastAddress).map { withUnsafeBytes(of: $0.s_addr) { Array($0) } } ?? [],
                         dataPort: config.port, dataRate: config.effectiveRate)))
                     try connection.send(.manifest(feed.manifest))

@@ -15,15 +15,16 @@ public enum ServiceDiscovery {
         public var port: UInt16
         public var image: String?
         public var size: UInt64?
-        public var sha256Prefix: String?
+        /// The first 16 hex digits of the image's identity.
+        public var identityPrefix: String?
         public var rate: UInt64?
         public var group: String?
         public var protocolVersion: Int?
 
         /// TXT strings as the server publishes them.
-        static func txt(image: String, size: UInt64, sha256: [UInt8], rate: UInt64, group: String) -> [String] {
-            let prefix = sha256.prefix(8).map { String(format: "%02x", $0) }.joined()
-            return ["image=\(image)", "size=\(size)", "sha256=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
+        static func txt(image: String, size: UInt64, identity: [UInt8], rate: UInt64, group: String) -> [String] {
+            let prefix = identity.prefix(8).map { String(format: "%02x", $0) }.joined()
+            return ["image=\(image)", "size=\(size)", "identity=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
         }
 
         mutating func apply(txt entries: [String]) {
@@ -34,7 +35,7 @@ public enum ServiceDiscovery {
                 switch key {
                 case "image": image = value
                 case "size": size = UInt64(value)
-                case "sha256": sha256Prefix = value
+                case "identity": identityPrefix = value
                 case "rate": rate = UInt64(value)
                 case "group": group = value
                 case "proto": protocolVersion = Int(value)
@@ -62,13 +63,13 @@ public final class ServiceAnnouncer: @unchecked Sendable {
     private let log: @Sendable (String) -> Void
     private var thread: Thread?
 
-    public init(name: String, port: UInt16, image: String, size: UInt64, sha256: [UInt8], rate: UInt64, group: String,
+    public init(name: String, port: UInt16, image: String, size: UInt64, identity: [UInt8], rate: UInt64, group: String,
                 log: @escaping @Sendable (String) -> Void) {
         poll = avahi_simple_poll_new()
         self.name = name
         self.port = port
         self.log = log
-        txt = ServiceDiscovery.Session.txt(image: image, size: size, sha256: sha256, rate: rate, group: group)
+        txt = ServiceDiscovery.Session.txt(image: image, size: size, identity: identity, rate: rate, group: group)
         var error: Int32 = 0
         let me = Unmanaged.passUnretained(self).toOpaque()
         client = avahi_client_new(avahi_simple_poll_get(poll), AvahiClientFlags(0), { client, state, me in

@@ -120,6 +120,11 @@ package struct ManifestEntry: Sendable, Equatable {
         self.sha256 = sha256
     }
 
+    /// The image's identity as this manifest gives it (`ImageIdentity`).
+    package static func identity(of manifest: [ManifestEntry], diskBytes: UInt64) -> [UInt8] {
+        ImageIdentity.digest(diskBytes: diskBytes, chunks: manifest.map { ($0.diskOffset, $0.length, $0.isFree ? nil : $0.sha256) })
+    }
+
     package var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
 
     /// Free space (a UDIF ignore chunk): never sent, never verified; the client leaves it as
@@ -155,22 +160,22 @@ package enum ControlMessage: Sendable, Equatable {
 
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 3
+    package static let protocolVersion: UInt16 = 4
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
     package struct Welcome: Sendable, Equatable {
         package var version: UInt16
         package var sessionID: UInt64
-        package var imageSHA256: [UInt8]
+        package var identity: [UInt8]
         package var diskBytes: UInt64
         package var group: [UInt8]  // IPv4, 4 bytes
         package var dataPort: UInt16
         package var dataRate: UInt64
-        package init(version: UInt16, sessionID: UInt64, imageSHA256: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
+        package init(version: UInt16, sessionID: UInt64, identity: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
             self.version = version
             self.sessionID = sessionID
-            self.imageSHA256 = imageSHA256
+            self.identity = identity
             self.diskBytes = diskBytes
             self.group = group
             self.dataPort = dataPort
@@ -237,7 +242,7 @@ package enum ControlMessage: Sendable, Equatable {
         case .welcome(let w):
             p.appendBE(w.version)
             p.appendBE(w.sessionID)
-            p += w.imageSHA256
+            p += w.identity
             p.appendBE(w.diskBytes)
             p += w.group
             p.appendBE(w.dataPort)
@@ -292,7 +297,7 @@ package enum ControlMessage: Sendable, Equatable {
         case 2:
             guard let version = r.u16(), let session = r.u64(), let sha = r.bytes(32), let disk = r.u64(), let group = r.bytes(4),
                   let port = r.u16(), let rate = r.u64() else { throw bad }
-            message = .welcome(Welcome(version: version, sessionID: session, imageSHA256: Array(sha), diskBytes: disk,
+            message = .welcome(Welcome(version: version, sessionID: session, identity: Array(sha), diskBytes: disk,
                                        group: Array(group), dataPort: port, dataRate: rate))
         case 3:
             guard let count = r.u32(), Int(count) <= maxManifestEntries, r.remaining == Int(count) * 56 else { throw bad }

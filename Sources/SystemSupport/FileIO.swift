@@ -68,13 +68,17 @@ public final class FileIO: Sendable {
     }
 
     /// Where the first `size` bytes have data, as the filesystem allocates it (SEEK_DATA and
-    /// SEEK_HOLE): holes are skipped.
+    /// SEEK_HOLE): holes are skipped. Where the kernel cannot tell, the rest counts as data.
     public func dataExtents(upTo size: UInt64) -> [(offset: UInt64, length: UInt64)] {
         var extents: [(offset: UInt64, length: UInt64)] = []
         var at: Int64 = 0
         while UInt64(at) < size {
-            // ENXIO: only a hole remains.
-            guard let data = try? descriptor.seek(offset: at, from: Kernel.seekData) else { break }
+            let data: Int64
+            do { data = try descriptor.seek(offset: at, from: Kernel.seekData) } catch {
+                // ENXIO: only a hole remains.
+                if (error as? Errno) != .noSuchAddressOrDevice { extents.append((UInt64(at), size - UInt64(at))) }
+                break
+            }
             var hole = (try? descriptor.seek(offset: data, from: Kernel.seekHole)) ?? Int64(size)
             if UInt64(hole) > size { hole = Int64(size) }
             if hole > data { extents.append((UInt64(data), UInt64(hole - data))) }

@@ -48,6 +48,10 @@ public struct ImageWriter: Sendable {
     public var memoryBudget = 256 << 20
     /// Regions to lay out; nil means detect the partition map.
     public var regions: [RegionPlan]?
+    /// Where the source holds data, sorted (a sparse file's extents); nil: everywhere. A chunk
+    /// wholly outside is zero-fill without a read, and of the others only the parts inside are
+    /// read, so holes cost nothing.
+    public var dataExtents: [Range<UInt64>]?
     /// Disk byte ranges written as ignore chunks: free space, never read and never stored.
     /// Whole sectors, sorted and disjoint. Data chunks still keep to the grid of
     /// `chunkSectors` cells from each region's start; a cell cut by free space becomes pieces.
@@ -192,6 +196,7 @@ public struct ImageWriter: Sendable {
         let level = zlibLevel
         let jobList = jobs
 
+        let extents = dataExtents
         let xz = xzSettings
         let bzip2Level = self.bzip2Level
         let (workerCount, window) = parallelism()
@@ -201,9 +206,16 @@ public struct ImageWriter: Sendable {
             let job = jobList[i]
             if job.ignore { return Encoded(type: .ignore, buffer: nil, length: 0, crc: 0) }
             let count = Int(job.sectorCount * sectorSize)
+            let span = job.diskOffset..<(job.diskOffset + UInt64(count))
+            let parts = extents.map { Self.parts(of: span, in: $0) } ?? [span]
+            if parts.isEmpty { return Encoded(type: .zeroFill, buffer: nil, length: 0, crc: CRC32.updateZeros(0, count: UInt64(count))) }
             let raw = pool.take()
             let input = raw.prefix(count)
-            try source.read(into: input, at: job.diskOffset)
+            if parts != [span] { input.initializeMemory(as: UInt8.self, repeating: 0) }
+            for part in parts {
+                let at = Int(part.lowerBound - span.lowerBound)
+                try source.read(into: UnsafeMutableRawBufferPointer(rebasing: input[at..<(at + part.count)]), at: part.lowerBound)
+            }
             let crc = CRC32.update(0, UnsafeRawBufferPointer(input))
             if isAllZero(UnsafeRawBufferPointer(input)) {
                 pool.giveBack(raw)
@@ -277,6 +289,23 @@ public struct ImageWriter: Sendable {
         try partial.commit()
         return WriteSummary(fileSize: fileSize, diskBytes: source.byteCount, chunkCounts: counts, regionCRCs: regionCRCs,
                             ignoredBytes: ignored)
+    }
+}
+
+extension ImageWriter {
+    /// The parts of `span` inside `extents` (sorted, disjoint).
+    static func parts(of span: Range<UInt64>, in extents: [Range<UInt64>]) -> [Range<UInt64>] {
+        var low = 0, high = extents.count
+        while low < high {  // the first extent ending after the span starts
+            let mid = (low + high) / 2
+            if extents[mid].upperBound <= span.lowerBound { low = mid + 1 } else { high = mid }
+        }
+        var parts: [Range<UInt64>] = []
+        while low < extents.count, extents[low].lowerBound < span.upperBound {
+            parts.append(max(extents[low].lowerBound, span.lowerBound)..<min(extents[low].upperBound, span.upperBound))
+            low += 1
+        }
+        return parts
     }
 }
 

@@ -9,20 +9,24 @@ struct ImageScan: ParsableCommand {
         commandName: "imagescan",
         abstract: "Record checksums for an image so it can be verified, restored and served.",
         discussion: """
-            A UDIF image gets a SHA-256 per chunk and for the whole disk, and its data fork is \
-            rewritten in logical order (unless --nostream), through a temporary file that replaces \
-            the image only when complete. A raw image or block device gets a bmaptool 2.0 .bmap \
-            sidecar. Scanning a scanned image changes nothing.
+            A UDIF image gets a SHA-256 per chunk (its identity is the digest of that table) \
+            and Apple's linear SHA-1 and SHA-256 of the whole disk (unless --no-apple-digests), \
+            and its data fork is rewritten in logical order (unless --nostream), through a \
+            temporary file that replaces the image only when complete. A raw image or block \
+            device gets a bmaptool 2.0 .bmap sidecar. Scanning a scanned image changes nothing.
             """)
 
     @Option(help: "The image (UDIF or raw) or block device to scan.") var source: String
     @Flag(help: "Do not reorder the data fork for streaming.") var nostream = false
+    @Flag(help: "Skip Apple's whole-disk digests (nsiz), which hash every byte of the disk; for images that never go back to a Mac.")
+    var noAppleDigests = false
     @Option(help: "Where to write the block map of a raw source (default: SOURCE.bmap).") var bmap: String?
     @OptionGroup var output: OutputOptions
 
     func run() throws {
         var scanner = ImageScanner(reporter: output.reporter)
         scanner.reorder = !nostream
+        scanner.appleDigests = !noAppleDigests
         scanner.blockMapPath = bmap
         switch try scanner.scan(source) {
         case .scanned: print("asr: successfully scanned image \"\(source)\"")
@@ -158,7 +162,7 @@ struct Server: ParsableCommand {
         let image = URL(fileURLWithPath: source).lastPathComponent
         let announcer = cfg.dnsServiceDiscovery ? ServiceAnnouncer(
             name: "\(URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent)@\(ProcessInfo.processInfo.hostName)",
-            port: cfg.port, image: image, size: feed.diskBytes, sha256: feed.imageSHA256, rate: cfg.effectiveRate,
+            port: cfg.port, image: image, size: feed.diskBytes, identity: feed.identity, rate: cfg.effectiveRate,
             group: "\(cfg.multicastAddress):\(cfg.port)", log: log) : nil
         defer { announcer?.stop() }
         try server.run()

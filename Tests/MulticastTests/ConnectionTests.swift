@@ -67,3 +67,51 @@ import Testing
         #expect(e?.description == #"the server dropped this client: "full\nup""#, "one line")
     }
 }
+
+/// The client takes the image to be the identity WELCOME names, and refuses a manifest that
+/// gives another.
+@Suite struct ManifestIdentityTests {
+    /// Two zlib chunks around one of free space.
+    let manifest: [ManifestEntry] = [
+        ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 900, codec: 0x8000_0005, sha256: [UInt8](repeating: 1, count: 32)),
+        ManifestEntry(diskOffset: 1 << 20, length: 1 << 20, storedLength: 0, codec: 2, sha256: [UInt8](repeating: 0, count: 32)),
+        ManifestEntry(diskOffset: 2 << 20, length: 1 << 20, storedLength: 900, codec: 0x8000_0005, sha256: [UInt8](repeating: 3, count: 32)),
+    ]
+
+    /// A one-connection server on loopback that answers HELLO with `identity` and the manifest.
+    func handshake(announcing identity: [UInt8]) throws -> Result<MulticastClient.Session, MulticastError> {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var addr = sockaddrIn(in_addr(s_addr: UInt32(0x7F00_0001).bigEndian), 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        try #require(ok && listen(fd, 1) == 0)
+        let manifest = self.manifest
+        let served = Thread {
+            let peer = accept(fd, nil, nil)
+            guard peer >= 0 else { return }
+            let connection = ControlConnection(fd: peer, peer: "client")
+            _ = try? connection.receive()
+            try? connection.send(.welcome(ControlMessage.Welcome(version: ControlMessage.protocolVersion, sessionID: 1, identity: identity,
+                                                                diskBytes: 3 << 20, group: [239, 1, 2, 3], dataPort: 7801, dataRate: 1000)))
+            try? connection.send(.manifest(manifest))
+            Thread.sleep(forTimeInterval: 1)
+            close(peer)
+        }
+        served.start()
+        return Result { () throws(MulticastError) in
+            try MulticastClient.Session.connect(host: "127.0.0.1", port: UInt16(bigEndian: addr.sin_port), name: "test", timeout: 2)
+        }
+    }
+
+    @Test func theManifestMustGiveTheAnnouncedIdentity() throws {
+        let identity = ManifestEntry.identity(of: manifest, diskBytes: 3 << 20)
+        #expect(try handshake(announcing: identity).get().manifest == manifest)
+        var other = identity
+        other[0] ^= 1
+        #expect(throws: MulticastError.manifestNotOfIdentity(host: "127.0.0.1")) { try handshake(announcing: other).get() }
+    }
+}

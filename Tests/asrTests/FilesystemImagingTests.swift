@@ -55,7 +55,7 @@ import Testing
             try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
             switch kind {
             case .ext4:
-                try Run.shell("""
+                try Run.withPrivateMounts("""
                     mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 \(loop)
                     mount \(loop) '\(mnt)'
                     cp -r '\(files)/docs' '\(mnt)/'
@@ -63,7 +63,6 @@ import Testing
                     rm '\(mnt)/big.bin'; sync
                     cp -r '\(files)/more' '\(mnt)/'; sync
                     umount '\(mnt)'
-                    blockdev --flushbufs \(loop)  # the clean-unmount superblock, into the file create reads
                     """)
             case .fat32:
                 try Run.shell("""
@@ -75,7 +74,7 @@ import Testing
                     mcopy -s -i \(loop) '\(files)/more' ::/
                     """)
             case .ntfs:
-                try Run.shell("""
+                try Run.withPrivateMounts("""
                     mkntfs -Q -F -q \(loop)
                     ntfs-3g \(loop) '\(mnt)'
                     cp -r '\(files)/docs' '\(mnt)/'
@@ -83,7 +82,6 @@ import Testing
                     rm '\(mnt)/big.bin'; sync
                     cp -r '\(files)/more' '\(mnt)/'; sync
                     umount '\(mnt)'
-                    blockdev --flushbufs \(loop)  # the clean-unmount superblock, into the file create reads
                     """)
             }
             unlink(dir.file("big.bin"))

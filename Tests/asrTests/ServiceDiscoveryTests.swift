@@ -71,10 +71,11 @@ struct ServiceDiscoveryTests {
         #expect(session["size"] as? Int == 12 << 20)
         #expect(session["rate"] as? Int == 30_000_000)
         #expect(session["group"] as? String == "239.77.0.1:7800")
-        #expect(session["protocolVersion"] as? Int == 3)
+        #expect(session["protocolVersion"] as? Int == 4)
         #expect(session["port"] as? Int == 7800)
         #expect(session["address"] as? String == host.bed.address("srv"))
-        #expect(f.sha.hasPrefix(session["sha256Prefix"] as? String ?? "-"))
+        let info = try CLI.run(["info", "--source", f.image])
+        #expect(info.stdout.contains("Identity: " + (session["identityPrefix"] as? String ?? "-")), "\(info.stdout)")
         let text = try host.asr(["list", "--timeout", "3"])
         #expect(text.stdout.hasPrefix(name + "\t"), "\(text.stdout)")
 

@@ -62,6 +62,20 @@ enum Run {
         return (code >> 8) & 0xFF
     }
 
+    /// A shell script that mounts, writes and unmounts, run in a mount namespace of its own.
+    /// A namespace another test creates meanwhile (`ip netns exec`, `unshare`) would otherwise
+    /// get a copy of the mount, and the filesystem would stay live, its last writes (the
+    /// clean-unmount superblock) still to come, after `umount` returned here.
+    @discardableResult
+    static func withPrivateMounts(_ script: String, timeout: TimeInterval = 300) throws -> String {
+        let dir = TemporaryDirectory()
+        try Array(script.utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dir.file("script.sh"))) }
+        let out = try process("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/bash", "-euo", "pipefail", dir.file("script.sh")],
+                              timeout: timeout)
+        guard out.status == 0, !out.timedOut else { throw TestFailure("mount script failed (\(out.status)): \(out.stderr)\n\(script)") }
+        return out.stdout
+    }
+
     /// A shell command that must succeed; returns its standard output.
     @discardableResult
     static func shell(_ command: String, timeout: TimeInterval = 300) throws -> String {

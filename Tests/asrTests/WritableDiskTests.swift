@@ -92,7 +92,7 @@ struct WritableDiskTests {
 
         do {
             let overlay = try Mounted(writable: ["--overlay", image, "--cow", cow], in: dir)
-            try Run.shell("mount -o loop '\(overlay.file("disk.img"))' '\(fs)' && echo added > '\(fs)/etc/new.txt' && umount '\(fs)'")
+            try Run.withPrivateMounts("mount -o loop '\(overlay.file("disk.img"))' '\(fs)' && echo added > '\(fs)/etc/new.txt' && umount '\(fs)'")
             try expectOK(["create", "--source", overlay.file("disk.img"), "--output", dir.file("changed.dmg")])
             try overlay.unmount()
         }
