@@ -44,17 +44,29 @@ package struct MountOptions: Sendable, Equatable {
 /// Where a mount's serving process records its pid, by mount point: /run/asr as root, else
 /// the user's runtime directory. `asr unmount` reads it to wait for the process to end.
 package enum MountRecord {
+    /// Never a shared directory such as /tmp, where another user could plant records.
     package static var directory: String {
-        getuid() == 0 ? "/run/asr" : (ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] ?? NSTemporaryDirectory()) + "/asr"
+        if getuid() == 0 { return "/run/asr" }
+        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/asr" }
+        if FileManager.default.fileExists(atPath: "/run/user/\(getuid())") { return "/run/user/\(getuid())/asr" }
+        return NSHomeDirectory() + "/.local/state/asr"
     }
 
     package static func path(for mountPoint: String, in directory: String = directory) -> String {
         directory + "/mount" + escape(resolved(mountPoint)) + ".pid"
     }
 
-    /// "/" becomes "-" and "-" becomes "--", so different mount points never share a name.
+    /// "/" becomes "-", and "-" and "%" are percent-encoded: a code no two mount points share
+    /// ("/a-/b" and "/a/-b" differ).
     package static func escape(_ path: String) -> String {
-        path.unicodeScalars.map { $0 == "/" ? "-" : ($0 == "-" ? "--" : String($0)) }.joined()
+        path.unicodeScalars.map { c in
+            switch c {
+            case "/": "-"
+            case "-": "%2D"
+            case "%": "%25"
+            default: String(c)
+            }
+        }.joined()
     }
 
     /// The mount point as the kernel names it; as given when it cannot be resolved.
@@ -66,7 +78,8 @@ package enum MountRecord {
 
     /// Records this process; a failure only costs `asr unmount` its wait.
     package static func write(_ path: String) {
-        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                                                 attributes: [.posixPermissions: 0o700])
         try? "\(getpid())\n".write(toFile: path, atomically: true, encoding: .utf8)
     }
 

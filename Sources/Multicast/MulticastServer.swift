@@ -21,6 +21,9 @@ public final class MulticastServer: Sendable {
         var carousel: Carousel
         var roster: ClientRoster
         var connections: [ClientRoster.ID: ControlConnection] = [:]
+        /// Open control connections by peer address, HELLO or not.
+        var open: [String: Int] = [:]
+        var openTotal = 0
         var stopped = false
         var bytesSent: UInt64 = 0
         /// Counts reports, arrivals and departures: the idle send loop waits for it to move.
@@ -84,22 +87,61 @@ public final class MulticastServer: Sendable {
         return fd
     }
 
+    /// Bytes of partly received control frames, all connections together.
+    static let frameBudget = 16 << 20
+    /// How long a connection may stay open without saying HELLO.
+    static let helloDeadline: Duration = .seconds(10)
+    /// How long a send to a client may block: a client that does not read is given up on.
+    static let sendTimeout: TimeInterval = 5
+
     private func acceptLoop(_ listener: Int32) {
+        let budget = FrameBudget(limit: Self.frameBudget)
+        var lastRefusal: ContinuousClock.Instant?
         while !Interruption.requested && !state.read({ $0.stopped }) {
             var addr = sockaddr_in()
             var len = socklen_t(MemoryLayout<sockaddr_in>.size)
             let fd = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &len) } }
-            guard fd >= 0 else { continue }  // the 0.2 s timeout, or a signal: look at the flags again
+            guard fd >= 0 else {
+                // Out of descriptors or memory: accepting again at once would spin a core.
+                if [EMFILE, ENFILE, ENOBUFS, ENOMEM].contains(errno) { usleep(100_000) }
+                continue  // else the 0.2 s timeout, or a signal: look at the flags again
+            }
             var text = [CChar](repeating: 0, count: 32)
             inet_ntop(AF_INET, &addr.sin_addr, &text, 32)
-            let connection = ControlConnection(fd: fd, peer: string(fromCBuffer: text))
-            Thread { [self] in serve(connection) }.start()
+            let peer = string(fromCBuffer: text)
+            let admitted = state.update { s in
+                guard s.openTotal < config.maxConnections, s.open[peer, default: 0] < config.maxConnectionsPerAddress else { return false }
+                s.openTotal += 1
+                s.open[peer, default: 0] += 1
+                return true
+            }
+            guard admitted else {
+                close(fd)
+                let now = ContinuousClock.now
+                if lastRefusal.map({ now - $0 > .seconds(10) }) ?? true {
+                    lastRefusal = now
+                    log("refusing control connections from \(peer) and others: at most \(config.maxConnections) open, "
+                        + "\(config.maxConnectionsPerAddress) per address")
+                }
+                continue
+            }
+            setTimeout(fd, SO_SNDTIMEO, Self.sendTimeout)
+            let connection = ControlConnection(fd: fd, peer: peer, budget: budget)
+            Thread { [self] in
+                serve(connection)
+                state.update { s in
+                    s.openTotal -= 1
+                    s.open[peer, default: 1] -= 1
+                    if s.open[peer] == 0 { s.open[peer] = nil }
+                }
+            }.start()
         }
     }
 
     /// One client's control conversation.
     private func serve(_ connection: ControlConnection) {
         connection.setReceiveTimeout(1)
+        let opened = ContinuousClock.now
         var id: ClientRoster.ID?
         var clientName = ""
         var hasEverything = false
@@ -115,10 +157,14 @@ public final class MulticastServer: Sendable {
             }
         }
         do {
-            while !Interruption.requested {
-                guard let message = try connection.receive() else { continue }
+            while !Interruption.requested && !state.read({ $0.stopped }) {
+                guard let message = try connection.receive() else {
+                    if id == nil && ContinuousClock.now - opened > Self.helloDeadline { return }
+                    continue
+                }
                 switch message {
-                case .hello(let version, let name):
+                case .hello(let version, let claimedName):
+                    let name = displayable(claimedName, limit: 64)  // it goes into every log line about this client
                     guard version == ControlMessage.protocolVersion else {
                         try connection.send(.drop(reason: "protocol version \(version) is not supported (server speaks \(ControlMessage.protocolVersion))"))
                         return
@@ -215,8 +261,14 @@ public final class MulticastServer: Sendable {
         // The dropped client is told why; the others carry on at the same rate.
         for (drop, connection) in drops {
             log("dropped client \(drop.client.name) (\(drop.client.peer)): \(drop.reason)")
-            try? connection?.send(.drop(reason: drop.reason.description))
-            connection?.shutDown()
+            // On a thread of its own: a client that does not read would block this one, the
+            // stream's, for the send timeout.
+            if let connection {
+                Thread {
+                    try? connection.send(.drop(reason: drop.reason.description))
+                    connection.shutDown()
+                }.start()
+            }
         }
         return (next, generation)
     }

@@ -5,7 +5,9 @@ import UDIF
 /// The multicast configuration plist, with Apple's key names:
 /// `Data Rate` (bytes/s, required), `Multicast Address` (required, in 224.0.0.0/4),
 /// `Client Data Rate`, `DNS Service Discovery` (default true), `Loop Suspend` (passes with no
-/// client before pausing; 0 = never), `Multicast TTL` (default 3, never 0), `Port` (7800).
+/// client before pausing; 0 = never), `Multicast TTL` (default 3, never 0), `Port` (7800);
+/// and asr's own `Max Connections` (256) and `Max Connections Per Address` (8), the control
+/// connections the server keeps open at once.
 public struct ServerConfig: Sendable, Equatable {
     public var dataRate: UInt64
     public var multicastAddress: String
@@ -14,6 +16,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var loopSuspend: UInt64 = 0
     public var multicastTTL: UInt8 = 3
     public var port: UInt16 = 7800
+    public var maxConnections = 256
+    public var maxConnectionsPerAddress = 8
 
     public init(dataRate: UInt64, multicastAddress: String) {
         self.dataRate = dataRate
@@ -63,6 +67,14 @@ public struct ServerConfig: Sendable, Equatable {
             guard (1...65535).contains(p) else { throw problem(.port, .outOfRange(p, 1...65535)) }
             port = UInt16(p)
         }
+        if let n = raw.maxConnections {
+            guard (1...65536).contains(n) else { throw problem(.maxConnections, .outOfRange(n, 1...65536)) }
+            maxConnections = Int(n)
+        }
+        if let n = raw.maxConnectionsPerAddress {
+            guard (1...65536).contains(n) else { throw problem(.maxConnectionsPerAddress, .outOfRange(n, 1...65536)) }
+            maxConnectionsPerAddress = Int(n)
+        }
     }
 }
 
@@ -75,11 +87,14 @@ private struct RawConfig: Decodable {
     var loopSuspend: UInt64?
     var multicastTTL: UInt64?
     var port: UInt64?
+    var maxConnections: UInt64?
+    var maxConnectionsPerAddress: UInt64?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataRate = "Data Rate", multicastAddress = "Multicast Address", clientDataRate = "Client Data Rate"
         case dnsServiceDiscovery = "DNS Service Discovery", loopSuspend = "Loop Suspend"
         case multicastTTL = "Multicast TTL", port = "Port"
+        case maxConnections = "Max Connections", maxConnectionsPerAddress = "Max Connections Per Address"
     }
 
     /// A key present with the wrong type; `ServerConfig` names the file.
@@ -101,6 +116,8 @@ private struct RawConfig: Decodable {
         loopSuspend = try value(.loopSuspend, "a non-negative integer")
         multicastTTL = try value(.multicastTTL, "an integer")
         port = try value(.port, "an integer")
+        maxConnections = try value(.maxConnections, "an integer")
+        maxConnectionsPerAddress = try value(.maxConnectionsPerAddress, "an integer")
     }
 }
 

@@ -67,15 +67,40 @@ func interfaceAddress(_ name: String) throws(MulticastError) -> in_addr {
 }
 
 /// A connected TCP stream carrying framed control messages. One thread reads; any may send.
+/// Bytes of partly received frames, across every connection of a server: a peer's claimed
+/// length costs nothing until its bytes arrive, and all of them together at most `limit`.
+final class FrameBudget: Sendable {
+    let limit: Int
+    private let held = Locked(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    func take(_ n: Int) -> Bool {
+        held.withLock { held in
+            guard held + n <= limit else { return false }
+            held += n
+            return true
+        }
+    }
+
+    func give(_ n: Int) { held.withLock { $0 -= n } }
+}
+
 final class ControlConnection: Sendable {
     let fd: Int32
     let peer: String
     /// Whole frames only: two senders must not interleave their bytes.
     private let writeLock = Locked(())
+    /// The server's: frame bytes held across connections are bounded, and a frame must be
+    /// complete `frameDeadline` after its first byte (a client takes a large manifest as
+    /// slowly as its link needs).
+    private let budget: FrameBudget?
+    static let frameDeadline: TimeInterval = 10
 
-    init(fd: Int32, peer: String) {
+    init(fd: Int32, peer: String, budget: FrameBudget? = nil) {
         self.fd = fd
         self.peer = peer
+        self.budget = budget
         setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
 
@@ -135,7 +160,11 @@ final class ControlConnection: Sendable {
     private func read(_ count: Int, waitingForAll: Bool = false) throws(MulticastError) -> [UInt8]? {
         var buffer: [UInt8] = []
         var piece = [UInt8](repeating: 0, count: min(count, 1 << 16))
+        let limited = budget != nil
+        var deadline = limited && waitingForAll ? Date().addingTimeInterval(Self.frameDeadline) : nil
+        defer { budget?.give(buffer.count) }
         while buffer.count < count {
+            if let deadline, Date() > deadline { throw .stalledMidMessage(peer: peer) }
             let want = min(piece.count, count - buffer.count)
             let n: Int
             do throws(Errno) {
@@ -149,7 +178,9 @@ final class ControlConnection: Sendable {
                 throw .closed(peer: peer)
             }
             guard n > 0 else { throw .closed(peer: peer) }
+            if let budget, !budget.take(n) { throw .frameSize(peer: peer, length: count) }
             buffer += piece[0..<n]
+            if limited && deadline == nil { deadline = Date().addingTimeInterval(Self.frameDeadline) }
         }
         return buffer
     }

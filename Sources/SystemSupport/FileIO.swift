@@ -11,7 +11,8 @@ public final class FileIO: Sendable {
     public var fd: Int32 { descriptor.rawValue }
 
     /// `flags` are open(2)'s: an access mode with O_CREAT, O_EXCL, O_DIRECT and the like.
-    public init(path: String, flags: Int32, mode: mode_t = 0o644) throws(SystemError) {
+    /// Files it creates are 0600: an image of a root-only device must not be readable by all.
+    public init(path: String, flags: Int32, mode: mode_t = 0o600) throws(SystemError) {
         do {
             descriptor = try FileDescriptor.open(
                 FilePath(path), .init(rawValue: flags & O_ACCMODE),

@@ -18,9 +18,11 @@ import Glibc
 public protocol UserFacingError: Error, CustomStringConvertible, Sendable {}
 
 /// Text from a file or the network as a message may show it: as it is, or quoted with escapes
-/// when it holds control characters (a line break in a name must not break the message's line).
-public func displayable(_ text: String) -> String {
-    text.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? text : text.debugDescription
+/// when it holds control characters (a line break in a name must not break the message's line),
+/// and cut to `limit` characters (a 64 KiB name must not flood a log).
+public func displayable(_ text: String, limit: Int = 256) -> String {
+    let cut = text.count > limit ? String(text.prefix(limit)) + "...(\(text.count - limit) more)" : text
+    return cut.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? cut : cut.debugDescription
 }
 
 /// What a system call said, as a user reads it.

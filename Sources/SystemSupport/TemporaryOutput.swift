@@ -16,7 +16,7 @@ public final class TemporaryOutput {
         let prefix = ".\(base).partial-"
         Self.removeStale(in: dir.isEmpty ? "." : dir, prefix: prefix)
         tempPath = (dir.isEmpty ? "" : dir + "/") + prefix + "\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        file = try FileIO(path: tempPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+        file = try FileIO(path: tempPath, flags: O_RDWR | O_CREAT | O_EXCL)
     }
 
     /// Temporary files left by a process that was killed outright (SIGKILL, power loss).

@@ -86,6 +86,23 @@ public enum Codec {
         return out
     }
 
+    /// Whether a chunk looks incompressible (media, archives, encrypted or random data): three
+    /// 16 KiB samples, from its start, middle and end, that libdeflate's fastest level cannot
+    /// shrink by 2%. Such a chunk is stored raw without a full compression at the image's level,
+    /// which on random data costs about as much as compressing text and saves nothing.
+    public static func looksIncompressible(_ input: UnsafeRawBufferPointer) -> Bool {
+        let sample = 16 << 10
+        guard input.count >= 4 * sample, let c = libdeflate_alloc_compressor(1) else { return false }
+        defer { libdeflate_free_compressor(c) }
+        var out = [UInt8](repeating: 0, count: sample)
+        return out.withUnsafeMutableBytes { out in
+            [0, input.count / 2 - sample / 2, input.count - sample].allSatisfy { at in
+                let n = libdeflate_deflate_compress(c, input.baseAddress! + at, sample, out.baseAddress, out.count)
+                return n == 0 || n * 100 >= sample * 98
+            }
+        }
+    }
+
     /// Compresses into `output`; the stream's length, or nil when it would not be smaller
     /// than the input (the chunk is then stored raw).
     public static func compressZlib(_ input: UnsafeRawBufferPointer, level: Int32, into output: UnsafeMutableRawBufferPointer) -> Int? {

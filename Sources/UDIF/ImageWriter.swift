@@ -221,7 +221,7 @@ public struct ImageWriter: Sendable {
                 pool.giveBack(raw)
                 return Encoded(type: .zeroFill, buffer: nil, length: 0, crc: crc)
             }
-            if format != .udro {
+            if format != .udro && !Codec.looksIncompressible(UnsafeRawBufferPointer(input)) {
                 let out = pool.take()
                 let bytes = UnsafeRawBufferPointer(input)
                 let n: Int? = switch format {

@@ -38,10 +38,11 @@ struct MountOptionsTests {
 
 struct MountRecordTests {
     @Test func pathEscapesTheMountPoint() {
-        #expect(MountRecord.escape("/mnt/a-b") == "-mnt-a--b")
-        // "/a-b" and "/a/b" must not share a record.
-        #expect(MountRecord.escape("/a-b") != MountRecord.escape("/a/b"))
-        #expect(MountRecord.path(for: "/no/such/mount-point", in: "/run/x") == "/run/x/mount-no-such-mount--point.pid")
+        #expect(MountRecord.escape("/mnt/a-b%") == "-mnt-a%2Db%25")
+        // No two mount points share a record.
+        let points = ["/a-b", "/a/b", "/a-/b", "/a/-b", "/a--b", "/a%2Db", "/a/%2D"]
+        #expect(Set(points.map(MountRecord.escape)).count == points.count)
+        #expect(MountRecord.path(for: "/no/such/mount-point", in: "/run/x") == "/run/x/mount-no-such-mount%2Dpoint.pid")
     }
 
     @Test func aRecordIsResolvedWrittenReadAndRemoved() throws {

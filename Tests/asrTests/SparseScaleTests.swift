@@ -42,6 +42,11 @@ import Testing
         #expect(restore < 2 * budget, "restore and its read-back read \(restore) bytes")
 
         try Run.shell("e2fsck -fn '\(target)' >&2")
+        // Outputs are the owner's alone: an image of a root-only disk must not be readable by all.
+        for output in [image, target] {
+            let mode = (try FileManager.default.attributesOfItem(atPath: output)[.posixPermissions] as? Int) ?? -1
+            #expect(mode == 0o600, "\(output) is \(String(mode, radix: 8))")
+        }
         let info = try CLI.run(["info", "--source", image])
         #expect(info.stdout.contains("Scanned: yes (without Apple's whole-disk digests)"), "\(info.stdout)")
         #expect(info.stdout.contains("Identity: "))
