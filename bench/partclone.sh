@@ -45,7 +45,7 @@ for fs in ext4 ntfs; do
 			sh -c 'partclone.'"$fs"' -q -c -s "$1" -o - 2>/dev/null | zstd -3 -T0 -q > "$2"' sh "$disk" "$WORK/pc-$fs.pc.zst"
 	done
 	bench_run "$WORK/pc-$fs-ulmo.log" "$WORK/pc-$fs-ulmo.dmg" /dev/null "$ASR" create --source "$disk" --format ULMO --output "$WORK/pc-$fs-ulmo.dmg"
-	used=$(grep -o 'partition.*in use' <("$ASR" info --source "$WORK/pc-$fs.dmg") | head -1 || true)
+	used=$("$ASR" info --source "$WORK/pc-$fs.dmg" | grep -m1 "in use" | sed 's/^[[:space:]]*//' || true)
 	udzo=$(size_of "$WORK/pc-$fs.dmg") ulmo=$(size_of "$WORK/pc-$fs-ulmo.dmg") pc=$(size_of "$WORK/pc-$fs.pc.zst")
 	read -r asr_best asr_med _ _ < <(summarize "$WORK/pc-$fs-udzo.log")
 	read -r pc_best pc_med _ _ < <(summarize "$WORK/pc-$fs-pc.log")

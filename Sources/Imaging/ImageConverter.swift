@@ -23,6 +23,7 @@ public struct ImageConverter {
     public var overwrite = false
     /// Chunk size of UDIF output (see `ImageCreator.chunkSizes`).
     public var chunkSize: UInt64 = 1 << 20
+    public var zlibLevel: Int32 = 6
     public var reporter = Reporter(.quiet)
 
     public init() {}
@@ -35,6 +36,7 @@ public struct ImageConverter {
         if let format = target.imageFormat {
             creator.format = format
             creator.chunkSize = chunkSize
+            creator.zlibLevel = zlibLevel
             creator.reporter = reporter
             // Free space stays free: the source's ignore chunks are neither read nor stored,
             // and what create found in each partition goes along.

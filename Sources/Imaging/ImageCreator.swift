@@ -7,6 +7,8 @@ import UDIF
 /// device) or a folder tree (through a real filesystem made by mke2fs or mkfs.vfat).
 public struct ImageCreator {
     public var format: ImageFormat = .udzo
+    /// UDZO's zlib (libdeflate) level: 1...12.
+    public var zlibLevel: Int32 = 6
     /// Decoded bytes per chunk; hdiutil writes 1 MiB. See `chunkSizes`.
     public var chunkSize: UInt64 = 1 << 20
     public var overwrite = false
@@ -53,6 +55,12 @@ public struct ImageCreator {
     /// reader accepts.
     public static let chunkSizes: ClosedRange<UInt64> = (1 << 20)...UDIFImage.maxChunkBytes
 
+    /// A `--zlib-level` value: 1...12, libdeflate's range.
+    public static func parseZlibLevel(_ text: String) throws(ImagingError) -> Int32 {
+        guard let level = Int32(text), (1...12).contains(level) else { throw .invalidZlibLevel(text) }
+        return level
+    }
+
     /// A `--chunk-size` value ("16M", "4194304").
     public static func parseChunkSize(_ text: String) throws(ImagingError) -> UInt64 {
         guard let bytes = try? ByteSize.parse(text), chunkSizes.contains(bytes), bytes % sectorSize == 0 else {
@@ -76,6 +84,7 @@ public struct ImageCreator {
         guard Self.chunkSizes.contains(chunkSize), chunkSize % sectorSize == 0 else { throw ImagingError.invalidChunkSize(String(chunkSize)) }
         var writer = ImageWriter(format: format)
         writer.chunkSectors = chunkSize / sectorSize
+        writer.zlibLevel = zlibLevel
         writer.regions = regions
         writer.ignore = ignore
         if let file = (source as? RawSource)?.file as? FileIO {

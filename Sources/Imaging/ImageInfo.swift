@@ -58,6 +58,9 @@ public struct ImageInfo: Codable, Sendable {
     public var identity: String?
     /// Whether the scan holds Apple's linear whole-disk digests (`nsiz`).
     public var appleDigests: Bool?
+    /// The image's Ed25519 signature over its identity (hex), and its key's fingerprint.
+    public var signature: String?
+    public var signer: String?
     public var ordered: Bool
     /// Per partition, how much is in use; nil when the image records nothing and has no free space.
     public var usage: [UsageInfo]?
@@ -115,6 +118,8 @@ public struct ImageInfo: Codable, Sendable {
         let t = image.trailer
         let (usage, recorded) = usageInfo(image)
         let scan = try? ScanData.stored(in: image)
+        let signature = try? ImageSignature.stored(in: image)
+        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
         return ImageInfo(
             path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
             diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,
@@ -123,8 +128,9 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
             checksumsVerified: computed != nil, scanned: scan != nil || image.resourceFork.resources["nsiz"] != nil,
-            identity: scan.map { $0.identity(of: image).map { String(format: "%02x", $0) }.joined() },
-            appleDigests: scan.map { _ in image.resourceFork.resources["nsiz"] != nil }, ordered: image.isOrdered,
+            identity: scan.map { hex($0.identity(of: image)) },
+            appleDigests: scan.map { _ in image.resourceFork.resources["nsiz"] != nil },
+            signature: signature.map { hex($0.signature) }, signer: signature.map { Ed25519PEM.fingerprint($0.publicKey) }, ordered: image.isOrdered,
             usage: usage, usageRecorded: usage == nil ? nil : recorded)
     }
 
@@ -212,6 +218,7 @@ public struct ImageInfo: Codable, Sendable {
         }
         s += "Scanned: \(scanned ? "yes" : "no")" + (appleDigests == false ? " (without Apple's whole-disk digests)" : "") + "\n"
         if let identity { s += "Identity: \(identity)\n" }
+        if let signature, let signer { s += "Signature: \(signature) (Ed25519 key \(signer))\n" }
         s += "Ordered: \(ordered ? "yes" : "no")\n"
         return s
     }

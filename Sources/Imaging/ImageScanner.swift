@@ -24,6 +24,9 @@ public struct ImageScanner {
     public var appleDigests = true
     /// Where to write the block map of a raw source; default IMAGE.bmap (./NAME.bmap for devices).
     public var blockMapPath: String?
+    /// Signs the image's identity: into the image, or for a raw source into a detached .sig
+    /// beside its block map.
+    public var signingKey: SigningKey?
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -32,21 +35,34 @@ public struct ImageScanner {
         let source = try ImageSource.open(path)
         guard let image = source.udif else {
             // An `asr mount`'s disk.img comes with its block map, kept up to date by the mount.
-            if blockMapPath == nil, let map = BlockMap.servedSidecar(for: path),
+            if blockMapPath == nil, signingKey == nil, let map = BlockMap.servedSidecar(for: path),
                (try? BlockMap.load(map))?.imageSize == source.bytes.byteCount {
                 return .alreadyScanned
             }
-            return .wroteBlockMap(try writeBlockMap(source))
+            let mapPath = try writeBlockMap(source)
+            if let signingKey {
+                let signature = try signingKey.sign(try BlockMap.load(mapPath).identity)
+                let out = try TemporaryOutput(finalPath: BlockMap.signaturePath(forMap: mapPath))
+                defer { out.discard() }
+                try out.file.write(signature.serialized(), at: 0)
+                try out.commit()
+            }
+            return .wroteBlockMap(mapPath)
         }
         // A scan without Apple's digests is done again when they are asked for.
         if let stored = try? ScanData.stored(in: image), image.isOrdered || !reorder, stored.diskSHA256 != nil || !appleDigests {
-            return .alreadyScanned
+            guard let signingKey else { return .alreadyScanned }
+            let signature = try signingKey.sign(stored.identity(of: image))
+            if (try? ImageSignature.stored(in: image)) == signature { return .alreadyScanned }
+            let rewriter = try ImageRewriter(image, replacing: path, reorder: false)
+            try reporter.step("Writing signature") { try rewriter.finish(replacingResources: signature.resources()) }
+            return .scanned
         }
         let rewriter = try ImageRewriter(image, replacing: path, reorder: reorder)
         let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil, appleDigests: appleDigests)
-        try reporter.step("Writing scan data") {
-            try rewriter.finish(replacingResources: scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0))
-        }
+        var resources = scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0)
+        if let signingKey { resources.merge(try signingKey.sign(scan.identity(of: image)).resources()) { $1 } }
+        try reporter.step("Writing scan data") { try rewriter.finish(replacingResources: resources) }
         return .scanned
     }
 

@@ -9,12 +9,18 @@ public struct ImageVerifier {
     public var reporter: Reporter
     /// The block map of a raw image or device, when it is not the image's sidecar.
     public var blockMapPath: String?
+    /// Keys one of which must have signed the image; none: unsigned images are fine.
+    public var trusted = TrustedKeys()
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
     public func verify(_ path: String) throws {
-        let source = try ImageSource.open(path)
+        try verify(ImageSource.open(path))
+    }
+
+    public func verify(_ source: ImageSource) throws {
         let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
+        try trusted.check(identity: plan.identity, signature: plan.signature, source: source.path)
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }
         var ranges = plan.ranges
@@ -36,6 +42,9 @@ struct VerificationPlan: Sendable {
     var mismatch: @Sendable (Int, Mismatch.Reference) -> Mismatch
     var blockMap: BlockMap?
     var scan: ScanData?
+    /// What the scan or block map says the image is (`ImageIdentity`), and its signature.
+    var identity: [UInt8] = []
+    var signature: ImageSignature?
 
     /// Throws when the source has no scan: it must be scanned before it can be verified.
     init(for source: ImageSource, blockMap mapPath: String? = nil) throws {
@@ -56,6 +65,8 @@ struct VerificationPlan: Sendable {
                                     isFree: chunk.type == .ignore, eraseFree: eraseFree)
             }
             mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
+            identity = scan.identity(of: image)
+            signature = try ImageSignature.stored(in: image)
             return
         }
         guard source.kind != .udif, let path = mapPath ?? BlockMap.sidecar(for: source.path) else { return nil }
@@ -64,6 +75,14 @@ struct VerificationPlan: Sendable {
             throw ImagingError.blockMapSizeMismatch(path: path, mapBytes: map.imageSize, sourcePath: source.path, sourceBytes: source.bytes.byteCount)
         }
         blockMap = map
+        identity = map.identity
+        let signaturePath = BlockMap.signaturePath(forMap: path)
+        if FileManager.default.fileExists(atPath: signaturePath) {
+            guard let bytes = try? FileIO.readSmallFile(signaturePath, limit: 4096) else {
+                throw ImagingError.unusableSource(path: signaturePath, "cannot be read")
+            }
+            signature = try ImageSignature(parsing: bytes)
+        }
         let expectations = map.expectations
         ranges = expectations
         mismatch = { i, _ in

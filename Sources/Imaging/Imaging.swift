@@ -16,6 +16,7 @@ public enum ImagingError: UserFacingError {
     case unknownFormat(String, allowed: [String])
     /// A `--chunk-size` outside 1M...64M or not whole sectors.
     case invalidChunkSize(String)
+    case invalidZlibLevel(String)
     /// A source that cannot be read as a disk, and why.
     case unusableSource(path: String, String)
     /// An output that cannot be written, and why.
@@ -24,6 +25,11 @@ public enum ImagingError: UserFacingError {
     case unusableTarget(path: String, TargetProblem)
     case mountedReadWrite(path: String, device: String)
     case notScanned(path: String, restoring: Bool)
+    /// A key file for `--sign` or `--trust` that cannot be used, and why.
+    case unusableKey(path: String, String)
+    case unsigned(path: String)
+    case untrustedSigner(path: String, fingerprint: String)
+    case badSignature(path: String)
     case cancelled(target: String)
     /// Bytes that differ from what the scan, block map or source says they hold.
     case mismatch(Mismatch)
@@ -64,6 +70,7 @@ public enum ImagingError: UserFacingError {
         case .invalidSize(let text, true): "size \"\(text)\" is too large"
         case .unknownFormat(let text, let allowed):
             "unknown format \"\(displayable(text))\": use \(allowed.dropLast().joined(separator: ", ")) or \(allowed.last ?? "")"
+        case .invalidZlibLevel(let text): "zlib level \"\(displayable(text))\" is not 1 to 12"
         case .invalidChunkSize(let text):
             "invalid chunk size \"\(displayable(text))\": use a multiple of 512 bytes from 1M to 64M"
         case .unusableSource(let path, let why), .unusableOutput(let path, let why): "\(path) \(why)"
@@ -84,6 +91,10 @@ public enum ImagingError: UserFacingError {
         case .mountedReadWrite(let path, let device): "\(path) is mounted read-write from \(device); remount it read-only or pass --force"
         case .notScanned(let path, let restoring):
             "\(path) is not scanned; run asr imagescan --source \(path) first" + (restoring ? ", or restore with --noverify" : "")
+        case .unusableKey(let path, let why): "\(path) \(why)"
+        case .unsigned(let path): "\(path) is not signed, and only signed images are trusted here (--trust, \(TrustedKeys.directory))"
+        case .untrustedSigner(let path, let fingerprint): "\(path) is signed by key \(fingerprint), which is not trusted here"
+        case .badSignature(let path): "\(path): its signature does not match its contents; the image was changed after it was signed"
         case .cancelled(let target): "restore cancelled; \(target) was not changed"
         case .mismatch(let mismatch): mismatch.description
         case .damagedSource(let mismatch): "source \(mismatch): the image is damaged"

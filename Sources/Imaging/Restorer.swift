@@ -19,6 +19,9 @@ public struct Restorer {
     public var confirmErase: ((String) throws -> Bool)?
     /// Zero the image's free space on the target too, and verify it reads as zeros.
     public var eraseFree = false
+    /// Keys one of which must have signed the source; with any, `verify` is always on (a
+    /// signature over chunk digests that nobody checks would vouch for nothing).
+    public var trusted = TrustedKeys()
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -46,9 +49,11 @@ public struct Restorer {
         reporter.step("Validating source") {}
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath, eraseFree: eraseFree) }
+        let verify = self.verify || !trusted.isEmpty
         if plan == nil && verify {
-            throw ImagingError.notScanned(path: sourcePath, restoring: true)
+            throw ImagingError.notScanned(path: sourcePath, restoring: trusted.isEmpty)
         }
+        if let plan { try trusted.check(identity: plan.identity, signature: plan.signature, source: sourcePath) }
         let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)

@@ -11,6 +11,8 @@ public struct ImageFeed: Sendable {
     package let manifest: [ManifestEntry]
     /// The image's identity (`ImageIdentity`), which clients check the manifest against.
     public let identity: [UInt8]
+    /// The image's signature over `identity`, if it has one (a scanned, signed UDIF image).
+    public let signature: ImageSignature?
     public let diskBytes: UInt64
     /// Free space (ignore chunks): never sent, and no client waits for it.
     public var freeBytes: UInt64 { manifest.reduce(0) { $0 + ($1.isFree ? $1.length : 0) } }
@@ -23,12 +25,16 @@ public struct ImageFeed: Sendable {
         if let image = source.udif {
             guard let scan = try ScanData.stored(in: image) else { throw MulticastError.sourceNotScanned(path: source.path) }
             guard image.isOrdered else { throw MulticastError.sourceNotOrdered(path: source.path) }
+            // Every chunk against the scan before anything is served: a damaged image would be
+            // refused by every client, after each had spent the time to receive it.
+            try ImageVerifier(reporter: Reporter(.quiet)).verify(source)
             manifest = image.chunks.enumerated().map { i, c in
                 ManifestEntry(diskOffset: c.diskOffset, length: c.length,
                               storedLength: c.type.hasStoredData ? UInt32(c.storedLength) : 0,
                               codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
             }
             identity = scan.identity(of: image)
+            signature = try ImageSignature.stored(in: image)
             stored = { try image.storedBytes(of: $0) }
             return
         }
@@ -61,6 +67,7 @@ public struct ImageFeed: Sendable {
         }
         manifest = entries
         identity = ManifestEntry.identity(of: entries, diskBytes: size)
+        signature = nil
         stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
     }
 }

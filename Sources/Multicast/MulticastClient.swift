@@ -23,6 +23,9 @@ public struct MulticastClient {
     public var eraseFree = false
     public var confirmErase: ((String) throws -> Bool)?
     public var name = ProcessInfo.processInfo.hostName
+    /// Keys one of which must have signed the image the server offers (checked before the
+    /// target is touched); none: any image is taken.
+    public var trusted = TrustedKeys()
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -58,6 +61,7 @@ public struct MulticastClient {
         var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
+        try trusted.check(identity: session.welcome.identity, signature: session.signature, source: url)
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
@@ -80,6 +84,7 @@ public struct MulticastClient {
         var connection: ControlConnection
         var welcome: ControlMessage.Welcome
         var manifest: [ManifestEntry]
+        var signature: ImageSignature?
         let host: String
         let port: UInt16
         let name: String
@@ -106,6 +111,7 @@ public struct MulticastClient {
             try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
             guard case .welcome(let welcome)? = try connection.receive() else { throw .notWelcomed(host: host) }
             guard case .manifest(let manifest)? = try connection.receive() else { throw .noManifest(host: host) }
+            guard case .signature(let signed)? = try connection.receive() else { throw .noManifest(host: host) }
             guard welcome.identity.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
                 throw .malformedWelcome(host: host)
             }
@@ -114,7 +120,8 @@ public struct MulticastClient {
                 throw .manifestNotOfIdentity(host: host)
             }
             connection.setReceiveTimeout(0.05)
-            return Session(connection: connection, welcome: welcome, manifest: manifest, host: host, port: port, name: name)
+            let signature = signed.isEmpty ? nil : try? ImageSignature(parsing: signed)
+            return Session(connection: connection, welcome: welcome, manifest: manifest, signature: signature, host: host, port: port, name: name)
         }
 
         /// After the server restarted: the same image carries on under its new session.

@@ -157,10 +157,14 @@ package enum ControlMessage: Sendable, Equatable {
     case report(Report)
     case done
     case drop(reason: String)
+    /// The image's signature (`ImageSignature`, 104 bytes), or nothing when it has none;
+    /// sent after MANIFEST.
+    case signature([UInt8])
 
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
-    /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 4
+    /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
+    /// names the image's identity. 5: SIGNATURE follows MANIFEST (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 5
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
@@ -228,6 +232,7 @@ package enum ControlMessage: Sendable, Equatable {
         case .report: 4
         case .done: 5
         case .drop: 6
+        case .signature: 7
         }
     }
 
@@ -277,6 +282,8 @@ package enum ControlMessage: Sendable, Equatable {
             break
         case .drop(let reason):
             p.appendString(reason)
+        case .signature(let bytes):
+            p += bytes
         }
         var frame: [UInt8] = []
         frame.appendBE(UInt32(p.count + 1))
@@ -330,6 +337,9 @@ package enum ControlMessage: Sendable, Equatable {
         case 6:
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)
+        case 7:
+            guard let bytes = r.bytes(r.remaining), bytes.isEmpty || bytes.count == 104 else { throw bad }
+            message = .signature(Array(bytes))
         default:
             throw .unknownMessage(type: type)
         }

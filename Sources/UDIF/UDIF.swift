@@ -27,6 +27,7 @@ public enum UDIFError: UserFacingError, Equatable {
     /// The imagescan data is damaged, or stale against the chunk table.
     case badScanData(String)
     case staleScanData
+    case badSignatureData
     /// A source that cannot become an image (empty, not whole sectors, regions not covering it).
     case unusableSource(String)
     /// The file beneath failed.
@@ -67,6 +68,7 @@ public enum UDIFError: UserFacingError, Equatable {
             "read of \(count) bytes at \(offset) is past the end of the \(diskBytes)-byte disk"
         case .badScanData(let why): "scan data is damaged (\(why))"
         case .staleScanData: "the image's scan data does not match its chunk table; run asr imagescan again"
+        case .badSignatureData: "the image's signature resource is damaged"
         case .unusableSource(let why): why
         case .system(let error): error.description
         }

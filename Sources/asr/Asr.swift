@@ -102,6 +102,7 @@ struct Create: ParsableCommand {
     @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest) or UDRO (uncompressed).") var format = "UDZO"
     @Option(help: "Bytes per chunk, a multiple of 512 from 1M (what hdiutil writes) to 64M; larger is denser.")
     var chunkSize = "1M"
+    @Option(help: "UDZO: zlib level, 1 (fastest) to 12 (densest; hdiutil's zlib-level goes to 9).") var zlibLevel = "6"
     @Option(help: "Filesystem for --srcfolder: ext4 or fat32.") var fs: FolderFilesystem = .ext4
     @Option(help: "Volume label for --srcfolder.") var volname: String?
     @Option(help: "Filesystem size for --srcfolder: auto or a size like 512M.") var size: String = "auto"
@@ -119,6 +120,7 @@ struct Create: ParsableCommand {
         var creator = ImageCreator()
         creator.format = try ImageFormat(parsing: format)
         creator.chunkSize = try ImageCreator.parseChunkSize(chunkSize)
+        creator.zlibLevel = try ImageCreator.parseZlibLevel(zlibLevel)
         creator.force = force
         creator.allBlocks = allBlocks
         creator.overwrite = overwrite
@@ -172,6 +174,7 @@ struct Convert: ParsableCommand {
     @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest), UDRO (uncompressed) or RAW.") var format: String
     @Option(help: "Bytes per chunk of a UDIF output, a multiple of 512 from 1M (what hdiutil writes) to 64M.")
     var chunkSize = "1M"
+    @Option(help: "UDZO: zlib level, 1 (fastest) to 12 (densest).") var zlibLevel = "6"
     @Option(help: "The file (or device, for RAW) to write.") var output: String
     @Flag(help: "Replace OUTPUT if it exists.") var overwrite = false
 
@@ -179,6 +182,7 @@ struct Convert: ParsableCommand {
         var converter = ImageConverter()
         let target = try ImageConverter.Target(parsing: format)
         converter.chunkSize = try ImageCreator.parseChunkSize(chunkSize)
+        converter.zlibLevel = try ImageCreator.parseZlibLevel(zlibLevel)
         converter.overwrite = overwrite
         let toStdout = output == "-" || output == "/dev/stdout"
         converter.reporter = toStdout ? Reporter(.quiet) : .terminalOnly

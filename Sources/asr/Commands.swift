@@ -21,10 +21,13 @@ struct ImageScan: ParsableCommand {
     @Flag(help: "Skip Apple's whole-disk digests (nsiz), which hash every byte of the disk; for images that never go back to a Mac.")
     var noAppleDigests = false
     @Option(help: "Where to write the block map of a raw source (default: SOURCE.bmap).") var bmap: String?
+    @Option(help: ArgumentHelp("Sign the image with this Ed25519 private key (PEM, as openssl genpkey -algorithm ed25519 writes).",
+                               valueName: "key.pem")) var sign: String?
     @OptionGroup var output: OutputOptions
 
     func run() throws {
         var scanner = ImageScanner(reporter: output.reporter)
+        scanner.signingKey = try sign.map { try SigningKey(pemFile: $0) }
         scanner.reorder = !nostream
         scanner.appleDigests = !noAppleDigests
         scanner.blockMapPath = bmap
@@ -43,11 +46,13 @@ struct Verify: ParsableCommand {
 
     @Option(help: "A scanned UDIF image, or a raw image or block device with its .bmap.") var source: String
     @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
+    @OptionGroup var trust: TrustOptions
     @OptionGroup var output: OutputOptions
 
     func run() throws {
         var verifier = ImageVerifier(reporter: output.reporter)
         verifier.blockMapPath = bmap
+        verifier.trusted = try trust.keys()
         try verifier.verify(source)
         print("asr: successfully verified image \"\(source)\"")
     }
@@ -77,6 +82,7 @@ struct Restore: ParsableCommand {
     @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
     @Flag(help: "Zero the image's free space on the target too (a byte-identical disk), and verify it.") var eraseFree = false
     @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
+    @OptionGroup var trust: TrustOptions
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -102,10 +108,12 @@ struct Restore: ParsableCommand {
             client.timeout = timeout
             client.interfaceName = interface
             client.confirmErase = confirm
+            client.trusted = try trust.keys()
             try client.restore(source: source, target: target)
         } else {
             var restorer = Restorer(reporter: output.reporter)
             restorer.verify = !noverify
+            restorer.trusted = try trust.keys()
             restorer.eraseFree = eraseFree
             restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
@@ -167,4 +175,12 @@ struct Server: ParsableCommand {
         defer { announcer?.stop() }
         try server.run()
     }
+}
+
+/// `--trust`, for the commands that read an image someone else made.
+struct TrustOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Accept only images signed by this Ed25519 public key (PEM); repeatable. Keys in \(TrustedKeys.directory) count too.",
+                               valueName: "pub.pem")) var trust: [String] = []
+
+    func keys() throws -> TrustedKeys { try TrustedKeys(files: trust) }
 }

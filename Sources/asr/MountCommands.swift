@@ -36,6 +36,7 @@ struct Mount: ParsableCommand {
     @Option(help: ArgumentHelp("On unmount, pack the writable disk into this scanned UDZO image.", valueName: "image.dmg"))
     var saveAs: String?
     @Option(help: .hidden) var readyFD: Int32?
+    @OptionGroup var trust: TrustOptions
 
     func validate() throws {
         let writable = target != nil || overlay != nil
@@ -49,7 +50,13 @@ struct Mount: ParsableCommand {
     }
 
     func run() throws {
-        let parsed = try MountOptions(options, writable: target != nil || overlay != nil)
+        var parsed = try MountOptions(options, writable: target != nil || overlay != nil)
+        let trusted = try trust.keys()
+        if !trusted.isEmpty, let image = overlay ?? (target == nil ? paths[0] : nil) {
+            // Before anything is shown; and every chunk is then checked against the signed scan.
+            try trusted.check(imageAt: absolute(image))
+            parsed.verify = true
+        }
         if !foreground { try MountDaemon.startInBackground() }
         let mountPoint = paths.last!
         var mounted = false

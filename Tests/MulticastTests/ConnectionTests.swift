@@ -98,6 +98,7 @@ import Testing
             try? connection.send(.welcome(ControlMessage.Welcome(version: ControlMessage.protocolVersion, sessionID: 1, identity: identity,
                                                                 diskBytes: 3 << 20, group: [239, 1, 2, 3], dataPort: 7801, dataRate: 1000)))
             try? connection.send(.manifest(manifest))
+            try? connection.send(.signature([]))
             Thread.sleep(forTimeInterval: 1)
             close(peer)
         }

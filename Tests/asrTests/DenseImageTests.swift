@@ -89,7 +89,7 @@ extension InteropTests {
 
 extension BadInputTests {
     @Test(arguments: [["--chunk-size", "512K"], ["--chunk-size", "65M"], ["--chunk-size", "1048577"], ["--chunk-size", "lots"],
-                      ["--chunk-size", "0"], ["--format", "LZMA"], ["--format", "UDZO2"]])
+                      ["--chunk-size", "0"], ["--format", "LZMA"], ["--format", "UDZO2"], ["--zlib-level", "13"], ["--zlib-level", "x"]])
     func badFormatOrChunkSizeIsOneLine(option: [String]) throws {
         let dir = TemporaryDirectory()
         try Run.shell("seq 1 100000 > '\(dir.file("disk.raw"))'; truncate -s 2M '\(dir.file("disk.raw"))'")

@@ -7,13 +7,15 @@ import Testing
 /// SIGTERM.
 @Suite(.serialized) struct ServerHardeningTests {
     static let enabled = MulticastNetworkTests.enabled
+    /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
+    static let protocolVersion = 5
 
     /// The attacker: raw control frames (4-byte length, type byte, payload) from Python.
     static let attacker = #"""
         import resource, socket, struct, sys, time
-        mode, host = sys.argv[1], sys.argv[2]
+        mode, host, version = sys.argv[1], sys.argv[2], int(sys.argv[3])
         def frame(body): return struct.pack(">I", len(body)) + body
-        hello = frame(b"\x01ASRC" + struct.pack(">HH", 4, 8) + b"attacker")
+        hello = frame(b"\x01ASRC" + struct.pack(">HH", version, 8) + b"attacker")
         lacking_all = frame(b"\x04" + struct.pack(">IQBIII", 0, 0, 0, 0, 0, 1) + struct.pack(">II", 0, 12) + struct.pack(">I", 0))
         def connect():
             s = socket.create_connection((host, 7800))
@@ -32,7 +34,7 @@ import Testing
         elif mode == "idle":  # as many connections as it can hold, saying nothing
             resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
             held = []
-            for _ in range(int(sys.argv[3])):
+            for _ in range(int(sys.argv[4])):
                 try: held.append(connect())
                 except OSError: pass
             print("held", len(held), flush=True)
@@ -59,7 +61,8 @@ import Testing
         if !FileManager.default.fileExists(atPath: script) {
             _ = FileManager.default.createFile(atPath: script, contents: Data(Self.attacker.utf8))
         }
-        return try bed.start(host, ["/usr/bin/python3", script, mode, bed.address("server")] + args, log: dir.file("\(host).log"))
+        return try bed.start(host, ["/usr/bin/python3", script, mode, bed.address("server"), String(Self.protocolVersion)] + args,
+                             log: dir.file("\(host).log"))
     }
 
     @Test(.enabled(if: enabled, "needs root and network namespaces"))

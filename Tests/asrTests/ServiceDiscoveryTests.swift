@@ -71,7 +71,7 @@ struct ServiceDiscoveryTests {
         #expect(session["size"] as? Int == 12 << 20)
         #expect(session["rate"] as? Int == 30_000_000)
         #expect(session["group"] as? String == "239.77.0.1:7800")
-        #expect(session["protocolVersion"] as? Int == 4)
+        #expect(session["protocolVersion"] as? Int == ServerHardeningTests.protocolVersion)
         #expect(session["port"] as? Int == 7800)
         #expect(session["address"] as? String == host.bed.address("srv"))
         let info = try CLI.run(["info", "--source", f.image])

@@ -1,0 +1,87 @@
+import Crypto
+import Foundation
+import SystemSupport
+import UDIF
+
+/// The keys whose signatures a command accepts: `--trust PUB.pem` files and every `*.pem` in
+/// /etc/asr/trusted.d. With none, images are taken unsigned, as before. With any, an image
+/// must carry a signature by one of them over its identity, and that is checked before a byte
+/// is written or shown; the identity itself comes from the scan, which is checked against the
+/// chunk table, and every chunk is then checked against the scan.
+public struct TrustedKeys: Sendable {
+    public static let directory = "/etc/asr/trusted.d"
+    public var keys: [[UInt8]] = []
+
+    /// Trusts no key: images are taken unsigned.
+    public init() {}
+
+    public init(files: [String], directory: String? = TrustedKeys.directory) throws(ImagingError) {
+        var paths = files
+        if let directory, let names = try? FileManager.default.contentsOfDirectory(atPath: directory) {
+            paths += names.filter { $0.hasSuffix(".pem") }.sorted().map { directory + "/" + $0 }
+        }
+        for path in paths {
+            guard let bytes = try? FileIO.readSmallFile(path, limit: 64 << 10), bytes.count <= 64 << 10,
+                  let key = Ed25519PEM.publicKey(String(decoding: bytes, as: UTF8.self)) else {
+                throw .unusableKey(path: path, "is not an Ed25519 public key in PEM form (openssl pkey -pubout writes one)")
+            }
+            keys.append(key)
+        }
+    }
+
+    public var isEmpty: Bool { keys.isEmpty }
+
+    /// Throws unless the image at `path` (a scanned UDIF image, or a raw one with its block
+    /// map) is signed by a trusted key; nothing to check when no key is trusted.
+    public func check(imageAt path: String, blockMap: String? = nil) throws {
+        guard !keys.isEmpty else { return }
+        let source = try ImageSource.open(path)
+        guard let plan = try VerificationPlan(ifScanned: source, blockMap: blockMap) else {
+            throw ImagingError.notScanned(path: path, restoring: false)
+        }
+        try check(identity: plan.identity, signature: plan.signature, source: path)
+    }
+
+    /// Throws unless `signature` is a trusted key's over `identity` (nothing to check when no
+    /// key is trusted).
+    public func check(identity: [UInt8], signature: ImageSignature?, source: String) throws(ImagingError) {
+        guard !keys.isEmpty else { return }
+        guard let signature else { throw .unsigned(path: source) }
+        guard keys.contains(signature.publicKey) else {
+            throw .untrustedSigner(path: source, fingerprint: Ed25519PEM.fingerprint(signature.publicKey))
+        }
+        guard signature.isValid(for: identity) else { throw .badSignature(path: source) }
+    }
+}
+
+/// The private key `imagescan --sign` signs with: Ed25519 in the PEM form
+/// `openssl genpkey -algorithm ed25519` writes.
+public struct SigningKey: Sendable {
+    /// The 32 raw key bytes (swift-crypto's key type is not Sendable).
+    private let raw: [UInt8]
+
+    public init(pemFile path: String) throws(ImagingError) {
+        guard let bytes = try? FileIO.readSmallFile(path, limit: 64 << 10), bytes.count <= 64 << 10,
+              let key = Ed25519PEM.privateKey(String(decoding: bytes, as: UTF8.self)) else {
+            throw .unusableKey(path: path, "is not an Ed25519 private key in PEM form (openssl genpkey -algorithm ed25519 writes one)")
+        }
+        raw = Array(key.rawRepresentation)
+    }
+
+    public func sign(_ identity: [UInt8]) throws -> ImageSignature {
+        try ImageSignature(signing: identity, with: Curve25519.Signing.PrivateKey(rawRepresentation: raw))
+    }
+}
+
+extension BlockMap {
+    /// A raw image's identity from its block map: its ranges in disk order, each mapped one
+    /// with its SHA-256 and each unmapped one (which must read as zeros) marked as kind 1.
+    public var identity: [UInt8] {
+        ImageIdentity.digest(diskBytes: imageSize, chunks: expectations.map { ($0.offset, $0.length, $0.sha256) })
+    }
+
+    /// Where a block map's detached signature lives: X.sig for X.bmap.
+    public static func signaturePath(forMap path: String) -> String {
+        (path.hasSuffix(".bmap") ? String(path.dropLast(5)) : path) + ".sig"
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import TestSupport
+import Testing
+import UDIF
+
+/// Images signed with `imagescan --sign` and accepted with `--trust`: what is refused, and that
+/// openssl checks the signature from the documented message alone.
+@Suite struct SignatureTests {
+    struct Fixture {
+        let dir = TemporaryDirectory()
+        let raw: String, image: String, key: String, pub: String, otherPub: String, sha: String
+
+        init() throws {
+            raw = dir.file("disk.raw")
+            image = dir.file("disk.dmg")
+            key = dir.file("key.pem")
+            pub = dir.file("pub.pem")
+            otherPub = dir.file("other.pem")
+            try Run.shell("""
+                { head -c 3M /dev/urandom; seq 1 400000; } > '\(raw)'; truncate -s 6M '\(raw)'
+                openssl genpkey -algorithm ed25519 -out '\(key)'
+                openssl pkey -in '\(key)' -pubout -out '\(pub)'
+                openssl genpkey -algorithm ed25519 | openssl pkey -pubout -out '\(otherPub)'
+                """)
+            sha = try sha256(file: raw)
+            #expect(try CLI.run(["create", "--source", raw, "--output", image]).status == 0)
+        }
+
+        func restore(_ source: String, trusting keys: [String], into name: String) throws -> CLI.Output {
+            try CLI.run(["restore", "--source", source, "--file", dir.file(name), "--erase", "--noprompt"] + keys.flatMap { ["--trust", $0] })
+        }
+    }
+
+    /// Refused in one line, exit 1, and nothing written.
+    func expectRefused(_ out: CLI.Output, _ f: Fixture, _ target: String, saying words: String) {
+        #expect(out.status == 1 && out.stderrLines.count == 1 && out.stderr.contains(words), "\(out.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: f.dir.file(target)), "nothing written")
+    }
+
+    @Test func signedImagesRestoreAndEveryForgeryIsRefusedFirst() throws {
+        let f = try Fixture()
+        #expect(try CLI.run(["imagescan", "--source", f.image]).status == 0)
+        expectRefused(try f.restore(f.image, trusting: [f.pub], into: "unsigned.raw"), f, "unsigned.raw", saying: "is not signed")
+
+        let signed = try CLI.run(["imagescan", "--source", f.image, "--sign", f.key])
+        #expect(signed.status == 0, "\(signed.stderr)")
+        #expect(try CLI.run(["verify", "--source", f.image, "--trust", f.pub]).status == 0)
+        let good = try f.restore(f.image, trusting: [f.otherPub, f.pub], into: "good.raw")
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(try sha256(file: f.dir.file("good.raw")) == f.sha)
+        expectRefused(try f.restore(f.image, trusting: [f.otherPub], into: "wrong-key.raw"), f, "wrong-key.raw", saying: "which is not trusted here")
+        let notAKey = try CLI.run(["verify", "--source", f.image, "--trust", f.raw])
+        #expect(notAKey.status == 1 && notAKey.stderr.contains("is not an Ed25519 public key"), "\(notAKey.stderr)")
+
+        // One digest byte of the scan changed: the identity changes, the signature fails.
+        let tampered = f.dir.file("tampered.dmg")
+        try FileManager.default.copyItem(atPath: f.image, toPath: tampered)
+        let image = try UDIFImage(path: tampered)
+        var scan = try #require(try ScanData.stored(in: image))
+        scan.chunks[1].sha256[0] ^= 1
+        let rewriter = try ImageRewriter(image, replacing: tampered, reorder: false)
+        try rewriter.finish(replacingResources: [ScanData.resourceKey: [ResourceEntry(data: scan.serialized(), id: "0", name: "asr chunk checksums")]])
+        expectRefused(try f.restore(tampered, trusting: [f.pub], into: "tampered.raw"), f, "tampered.raw", saying: "signature does not match")
+        #expect(try CLI.run(["verify", "--source", tampered, "--trust", f.pub]).status == 1)
+
+        // Over HTTP the same checks run before a byte is written.
+        let nginx = try Nginx(serving: (f.image as NSString).deletingLastPathComponent)
+        let http = try f.restore(nginx.url("disk.dmg"), trusting: [f.pub], into: "http.raw")
+        #expect(http.status == 0, "\(http.stderr)")
+        expectRefused(try f.restore(nginx.url("tampered.dmg"), trusting: [f.pub], into: "http-tampered.raw"), f, "http-tampered.raw",
+                      saying: "signature does not match")
+    }
+
+    /// The message is "asr image signature 1\n" and the identity `asr info` prints: openssl
+    /// verifies the signature `asr info` prints with the public key alone.
+    @Test func opensslVerifiesTheDocumentedMessage() throws {
+        let f = try Fixture()
+        #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
+        let info = try CLI.run(["info", "--source", f.image]).stdout
+        func field(_ name: String) -> String {
+            info.split(separator: "\n").first { $0.hasPrefix(name + ": ") }.map { String($0.dropFirst(name.count + 2).prefix { $0 != " " }) } ?? ""
+        }
+        let identity = field("Identity"), signature = field("Signature")
+        #expect(identity.count == 64 && signature.count == 128, "\(info)")
+        let message = f.dir.file("message.bin"), sig = f.dir.file("sig.bin")
+        try Run.shell("""
+            unhex() { python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$1"; }
+            { printf 'asr image signature 1\\n'; unhex '\(identity)'; } > '\(message)'
+            unhex '\(signature)' > '\(sig)'
+            openssl pkeyutl -verify -pubin -inkey '\(f.pub)' -rawin -in '\(message)' -sigfile '\(sig)'
+            """)
+        #expect(try Run.process("/usr/bin/openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", f.otherPub, "-rawin", "-in", message, "-sigfile", sig]).status != 0)
+    }
+
+    /// A raw image's signature sits beside its block map and covers the map's ranges.
+    @Test func rawImagesAreSignedBesideTheirBlockMap() throws {
+        let f = try Fixture()
+        let scanned = try CLI.run(["imagescan", "--source", f.raw, "--sign", f.key])
+        #expect(scanned.status == 0, "\(scanned.stderr)")
+        #expect(FileManager.default.fileExists(atPath: f.dir.file("disk.raw.sig")))
+        #expect(try CLI.run(["verify", "--source", f.raw, "--trust", f.pub]).status == 0)
+        let good = try f.restore(f.raw, trusting: [f.pub], into: "good.raw")
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(try sha256(file: f.dir.file("good.raw")) == f.sha)
+        // The image changed and was scanned again (a consistent block map), the old signature
+        // left beside it: the map's identity is no longer the signed one.
+        try Run.shell("printf 'X' | dd of='\(f.raw)' bs=1 seek=4096 conv=notrunc status=none")
+        #expect(try CLI.run(["imagescan", "--source", f.raw]).status == 0)
+        expectRefused(try f.restore(f.raw, trusting: [f.pub], into: "bad.raw"), f, "bad.raw", saying: "signature does not match")
+    }
+
+    /// Over multicast the signature comes after the manifest, and a client that trusts another
+    /// key stops before it touches its target.
+    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+    func multicastClientsCheckTheSignatureFirst() throws {
+        let f = try Fixture()
+        #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
+        let net = MulticastNetworkTests()
+        let config = f.dir.file("cfg.plist")
+        _ = FileManager.default.createFile(atPath: config, contents: Data("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <plist version="1.0"><dict><key>Data Rate</key><integer>30000000</integer>
+            <key>Multicast Address</key><string>239.77.0.1</string></dict></plist>
+            """.utf8))
+        let bed = try Testbed(hosts: ["server", "c1"])
+        defer { bed.teardown() }
+        try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        let source = "asr://\(bed.address("server"))"
+        let refused = try bed.run("c1", [CLI.binary, "restore", "--source", source, "--file", f.dir.file("refused.raw"), "--erase", "--noprompt",
+                                         "--timeout", "20", "--trust", f.otherPub])
+        expectRefused(refused, f, "refused.raw", saying: "which is not trusted here")
+        let good = try bed.run("c1", [CLI.binary, "restore", "--source", source, "--file", f.dir.file("good.raw"), "--erase", "--noprompt",
+                                      "--timeout", "20", "--trust", f.pub])
+        #expect(good.status == 0, "\(good.stderr) \(net.log(f.dir.file("server.log")))")
+        #expect(try sha256(file: f.dir.file("good.raw")) == f.sha)
+    }
+}
