@@ -11,6 +11,8 @@ public struct ImageVerifier {
     public var blockMapPath: String?
     /// Keys one of which must have signed the image; none: unsigned images are fine.
     public var trusted = TrustedKeys()
+    /// The only image to accept, by identity.
+    public var pin: IdentityPin?
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -20,6 +22,7 @@ public struct ImageVerifier {
 
     public func verify(_ source: ImageSource) throws {
         let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
+        try pin?.check(identity: plan.identity, source: source.path)
         try trusted.check(identity: plan.identity, signature: plan.signature, source: source.path)
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }

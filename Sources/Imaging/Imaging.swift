@@ -30,6 +30,8 @@ public enum ImagingError: UserFacingError {
     case unsigned(path: String)
     case untrustedSigner(path: String, fingerprint: String)
     case badSignature(path: String)
+    case badPin(String)
+    case notThePinnedImage(path: String, found: String)
     case cancelled(target: String)
     /// Bytes that differ from what the scan, block map or source says they hold.
     case mismatch(Mismatch)
@@ -95,6 +97,8 @@ public enum ImagingError: UserFacingError {
         case .unsigned(let path): "\(path) is not signed, and only signed images are trusted here (--trust, \(TrustedKeys.directory))"
         case .untrustedSigner(let path, let fingerprint): "\(path) is signed by key \(fingerprint), which is not trusted here"
         case .badSignature(let path): "\(path): its signature does not match its contents; the image was changed after it was signed"
+        case .badPin(let text): "\"\(displayable(text))\" is not an image identity: give the 64 hex digits asr info prints as Identity"
+        case .notThePinnedImage(let path, let found): "\(path) is not the pinned image: its identity is \(found)"
         case .cancelled(let target): "restore cancelled; \(target) was not changed"
         case .mismatch(let mismatch): mismatch.description
         case .damagedSource(let mismatch): "source \(mismatch): the image is damaged"

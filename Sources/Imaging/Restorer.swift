@@ -19,9 +19,11 @@ public struct Restorer {
     public var confirmErase: ((String) throws -> Bool)?
     /// Zero the image's free space on the target too, and verify it reads as zeros.
     public var eraseFree = false
-    /// Keys one of which must have signed the source; with any, `verify` is always on (a
-    /// signature over chunk digests that nobody checks would vouch for nothing).
+    /// Keys one of which must have signed the source; with any (or a pin), `verify` is always
+    /// on (a signature over chunk digests that nobody checks would vouch for nothing).
     public var trusted = TrustedKeys()
+    /// The only image to accept, by identity.
+    public var pin: IdentityPin?
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -49,11 +51,14 @@ public struct Restorer {
         reporter.step("Validating source") {}
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath, eraseFree: eraseFree) }
-        let verify = self.verify || !trusted.isEmpty
+        let verify = self.verify || !trusted.isEmpty || pin != nil
         if plan == nil && verify {
-            throw ImagingError.notScanned(path: sourcePath, restoring: trusted.isEmpty)
+            throw ImagingError.notScanned(path: sourcePath, restoring: trusted.isEmpty && pin == nil)
         }
-        if let plan { try trusted.check(identity: plan.identity, signature: plan.signature, source: sourcePath) }
+        if let plan {
+            try pin?.check(identity: plan.identity, source: sourcePath)
+            try trusted.check(identity: plan.identity, signature: plan.signature, source: sourcePath)
+        }
         let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)

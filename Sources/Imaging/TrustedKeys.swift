@@ -85,3 +85,32 @@ extension BlockMap {
         (path.hasSuffix(".bmap") ? String(path.dropLast(5)) : path) + ".sig"
     }
 }
+
+/// An image identity given on the command line (`--image-sha256 HEX`, or `?sha256=HEX` in an
+/// asr:// URL): only that image is accepted, with or without keys.
+public struct IdentityPin: Sendable, Equatable {
+    public let identity: [UInt8]
+
+    public init(hex text: String) throws(ImagingError) {
+        let digits = Array(text.lowercased().utf8)
+        guard digits.count == 64, digits.allSatisfy({ (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }) else {
+            throw .badPin(text)
+        }
+        identity = stride(from: 0, to: 64, by: 2).map { UInt8(String(decoding: digits[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+    }
+
+    public var hex: String { identity.map { String(format: "%02x", $0) }.joined() }
+
+    public func check(identity found: [UInt8], source: String) throws(ImagingError) {
+        guard found == identity else { throw .notThePinnedImage(path: source, found: found.map { String(format: "%02x", $0) }.joined()) }
+    }
+
+    /// Checks the image at `path` (scanned) has this identity.
+    public func check(imageAt path: String, blockMap: String? = nil) throws {
+        let source = try ImageSource.open(path)
+        guard let plan = try VerificationPlan(ifScanned: source, blockMap: blockMap) else {
+            throw ImagingError.notScanned(path: path, restoring: false)
+        }
+        try check(identity: plan.identity, source: path)
+    }
+}

@@ -25,6 +25,8 @@ public enum MulticastError: UserFacingError, Equatable {
     case noServerName(url: String)
     case badPort(url: String)
     case unknownSession(String)
+    case severalSessions(name: String, identities: [String])
+    case notTheAnnouncedImage(host: String)
     case cannotResolve(host: String)
     case noInterfaceAddress(interface: String)
     case badMulticastAddress(String)
@@ -108,6 +110,10 @@ public enum MulticastError: UserFacingError, Equatable {
         case .noServerName(let url): "\(displayable(url)): no server name"
         case .badPort(let url): "\(displayable(url)): bad port"
         case .unknownSession(let name): "\(displayable(name)) is neither a host nor an asr session announced on the network (see asr list)"
+        case .severalSessions(let name, let identities):
+            "\(identities.count) servers announce \(displayable(name)) (images \(identities.map { displayable($0) }.joined(separator: ", "))...); "
+                + "name the image: asr://\(displayable(name))?sha256=IDENTITY (asr info prints it)"
+        case .notTheAnnouncedImage(let host): "\(host) serves another image than the one its announcement names"
         case .cannotResolve(let host): "cannot resolve \(displayable(host))"
         case .noInterfaceAddress(let name): "interface \(displayable(name)) has no IPv4 address"
         case .badMulticastAddress(let address): "bad multicast address \(displayable(address))"

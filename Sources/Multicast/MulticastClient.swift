@@ -29,10 +29,14 @@ public struct MulticastClient {
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
-    /// "asr://host[:port]" into host and port.
+    /// The only image to accept, by identity (`--image-sha256`, or `?sha256=` in the URL).
+    public var pin: IdentityPin?
+
+    /// "asr://host[:port][/][?sha256=HEX]" into host and port.
     package static func parse(_ url: String) throws(MulticastError) -> (host: String, port: UInt16) {
         guard url.lowercased().hasPrefix("asr://") else { throw .notAnASRAddress(url) }
-        let rest = url.dropFirst(6).split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+        let address = url.dropFirst(6).prefix { $0 != "?" }
+        let rest = address.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
         let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
         guard let host = parts.first, !host.isEmpty, parts.count <= 2 else { throw .noServerName(url: url) }
         guard parts.count == 2 else { return (String(host), 7800) }
@@ -42,26 +46,60 @@ public struct MulticastClient {
 
     /// A host name or address as given; otherwise the name of a session announced through
     /// DNS Service Discovery (`asr list` shows them).
-    static func locate(_ url: String, timeout: Double) throws -> (host: String, port: UInt16) {
+    /// The identity `?sha256=HEX` in an asr:// URL pins, if any.
+    package static func pin(in url: String) throws -> IdentityPin? {
+        guard let q = url.firstIndex(of: "?") else { return nil }
+        for pair in url[url.index(after: q)...].split(separator: "&") where pair.hasPrefix("sha256=") {
+            return try IdentityPin(hex: String(pair.dropFirst(7)))
+        }
+        return nil
+    }
+
+    /// Where to connect, and what the announcement said the image is (nil for a host).
+    /// Servers announcing the same name (a rogue one may announce first and push the real one
+    /// to "NAME #2") are told apart by `pin`; without one, several are an error, not a guess.
+    static func locate(_ url: String, timeout: Double, pin: IdentityPin?) throws -> (host: String, port: UInt16, announced: String?) {
         let (host, port) = try parse(url)
         var hints = addrinfo()
         hints.ai_family = AF_INET
         var result: UnsafeMutablePointer<addrinfo>?
         if getaddrinfo(host, nil, &hints, &result) == 0 {
             freeaddrinfo(result)
-            return (host, port)
+            return (host, port, nil)
         }
-        let found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { $0.name == host }
-        guard let session = found.first(where: { $0.name == host }) else { throw MulticastError.unknownSession(host) }
-        return (session.address, session.port)
+        func sameName(_ s: ServiceDiscovery.Session) -> Bool {
+            s.name == host || (s.name.hasPrefix(host + " #") && s.name.dropFirst(host.count + 2).allSatisfy(\.isNumber))
+        }
+        // Browse a second past the first answer, so a second server of that name is seen too;
+        // with a pin, stop at the first that matches it.
+        func pinned(_ s: ServiceDiscovery.Session) -> Bool { pin.map { $0.hex.hasPrefix(s.identityPrefix ?? "-") } ?? true }
+        var firstAnswer: Date?
+        var found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { s in
+            guard sameName(s) else { return false }
+            if pin != nil { return pinned(s) }
+            firstAnswer = firstAnswer ?? Date()
+            return Date().timeIntervalSince(firstAnswer!) > 1
+        }.filter(sameName)
+        found = found.filter(pinned)
+        guard let session = found.first else { throw MulticastError.unknownSession(host) }
+        guard found.count == 1 else {
+            throw MulticastError.severalSessions(name: host, identities: found.map { $0.identityPrefix ?? "?" })
+        }
+        return (session.address, session.port, session.identityPrefix)
     }
 
     public func restore(source url: String, target targetPath: String) throws {
-        let (host, port) = try Self.locate(url, timeout: timeout)
+        let pin = try Self.pin(in: url) ?? self.pin
+        let (host, port, announced) = try Self.locate(url, timeout: timeout, pin: pin)
         var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
-        try trusted.check(identity: session.welcome.identity, signature: session.signature, source: url)
+        let identity = session.welcome.identity
+        if let announced, !identity.map({ String(format: "%02x", $0) }).joined().hasPrefix(announced) {
+            throw MulticastError.notTheAnnouncedImage(host: host)
+        }
+        try pin?.check(identity: identity, source: url)
+        try trusted.check(identity: identity, signature: session.signature, source: url)
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }

@@ -53,6 +53,7 @@ struct Verify: ParsableCommand {
         var verifier = ImageVerifier(reporter: output.reporter)
         verifier.blockMapPath = bmap
         verifier.trusted = try trust.keys()
+        verifier.pin = try trust.pin()
         try verifier.verify(source)
         print("asr: successfully verified image \"\(source)\"")
     }
@@ -109,11 +110,13 @@ struct Restore: ParsableCommand {
             client.interfaceName = interface
             client.confirmErase = confirm
             client.trusted = try trust.keys()
+            client.pin = try trust.pin()
             try client.restore(source: source, target: target)
         } else {
             var restorer = Restorer(reporter: output.reporter)
             restorer.verify = !noverify
             restorer.trusted = try trust.keys()
+            restorer.pin = try trust.pin()
             restorer.eraseFree = eraseFree
             restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
@@ -181,6 +184,9 @@ struct Server: ParsableCommand {
 struct TrustOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Accept only images signed by this Ed25519 public key (PEM); repeatable. Keys in \(TrustedKeys.directory) count too.",
                                valueName: "pub.pem")) var trust: [String] = []
+    @Option(help: ArgumentHelp("Accept only the image with this identity (the 64 hex digits asr info prints).", valueName: "hex"))
+    var imageSha256: String?
 
     func keys() throws -> TrustedKeys { try TrustedKeys(files: trust) }
+    func pin() throws -> IdentityPin? { try imageSha256.map { try IdentityPin(hex: $0) } }
 }

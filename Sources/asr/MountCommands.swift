@@ -51,9 +51,10 @@ struct Mount: ParsableCommand {
 
     func run() throws {
         var parsed = try MountOptions(options, writable: target != nil || overlay != nil)
-        let trusted = try trust.keys()
-        if !trusted.isEmpty, let image = overlay ?? (target == nil ? paths[0] : nil) {
+        let trusted = try trust.keys(), pin = try trust.pin()
+        if !trusted.isEmpty || pin != nil, let image = overlay ?? (target == nil ? paths[0] : nil) {
             // Before anything is shown; and every chunk is then checked against the signed scan.
+            try pin?.check(imageAt: absolute(image))
             try trusted.check(imageAt: absolute(image))
             parsed.verify = true
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Imaging
 import Testing
 @testable import Multicast
 
@@ -12,6 +13,12 @@ import Testing
         #expect(throws: MulticastError.notAnASRAddress("http://x")) { try MulticastClient.parse("http://x") }
         #expect(throws: MulticastError.noServerName(url: "asr://")) { try MulticastClient.parse("asr://") }
         #expect(throws: MulticastError.badPort(url: "asr://h:0")) { try MulticastClient.parse("asr://h:0") }
+        let hex = String(repeating: "ab", count: 32)
+        #expect(try MulticastClient.parse("asr://lab?sha256=\(hex)") == ("lab", 7800))
+        #expect(try MulticastClient.parse("asr://lab:7900/?sha256=\(hex)") == ("lab", 7900))
+        #expect(try MulticastClient.pin(in: "asr://lab/?x=1&sha256=\(hex)")?.hex == hex)
+        #expect(try MulticastClient.pin(in: "asr://lab") == nil)
+        #expect(throws: ImagingError.self) { try MulticastClient.pin(in: "asr://lab?sha256=abc") }
     }
 
     /// A loopback port bound but not listening: connecting to it is refused.

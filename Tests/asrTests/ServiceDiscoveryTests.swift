@@ -87,6 +87,31 @@ struct ServiceDiscoveryTests {
         #expect(unknown.status == 1 && unknown.stderrLines.count == 1 && unknown.stderr.contains("asr list"), "\(unknown.stderr)")
     }
 
+    /// A rogue server that announces the name first pushes the real one to "NAME #2": a client
+    /// asking for NAME is told there are two, and takes the one its pin names.
+    @Test func aRogueServerAnnouncingTheSameNameFirstIsNotTaken() throws {
+        let rogue = try MulticastNetworkTests.Fixture(port: 7801)
+        let real = try MulticastNetworkTests.Fixture()
+        let host = try AvahiHost()
+        let name = "image-one@\(ProcessInfo.processInfo.hostName)"
+        let rogueLog = host.dir.file("rogue.log")
+        try host.bed.start("srv", host.env + [CLI.binary, "server", "--source", rogue.image, "--config", rogue.config], log: rogueLog)
+        try host.waitFor { ((try? String(contentsOfFile: rogueLog, encoding: .utf8)) ?? "").contains("announced as \"\(name)\"") }
+        _ = try host.server(real)
+        try host.waitFor { host.serverLog.contains("announced as \"\(name) #2\"") }
+
+        let target = real.dir.file("target.raw")
+        let ambiguous = try host.asr(["restore", "--source", "asr://\(name)", "--file", target, "--erase", "--noprompt", "--timeout", "10"])
+        #expect(ambiguous.status == 1 && ambiguous.stderrLines.count == 1 && ambiguous.stderr.contains("2 servers announce"), "\(ambiguous.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: target))
+        let info = try CLI.run(["info", "--source", real.image]).stdout
+        let identity = try #require(info.split(separator: "\n").first { $0.hasPrefix("Identity: ") }).dropFirst(10)
+        let pinned = try host.asr(["restore", "--source", "asr://\(name)?sha256=\(identity)", "--file", target, "--erase", "--noprompt",
+                                   "--timeout", "30"])
+        #expect(pinned.status == 0, "\(pinned.stderr)")
+        #expect(try sha256(file: target) == real.sha)
+    }
+
     @Test func nothingIsAnnouncedWhenTheKeyIsFalse() throws {
         let f = try MulticastNetworkTests.Fixture(extra: "\n<key>DNS Service Discovery</key><false/>")
         let host = try AvahiHost()

@@ -49,6 +49,18 @@ import UDIF
         #expect(good.status == 0, "\(good.stderr)")
         #expect(try sha256(file: f.dir.file("good.raw")) == f.sha)
         expectRefused(try f.restore(f.image, trusting: [f.otherPub], into: "wrong-key.raw"), f, "wrong-key.raw", saying: "which is not trusted here")
+        // A pin names the image by identity, keys or not.
+        let identity = try #require(try CLI.run(["info", "--source", f.image]).stdout.split(separator: "\n")
+            .first { $0.hasPrefix("Identity: ") }).dropFirst(10)
+        let pinned = try CLI.run(["restore", "--source", f.image, "--file", f.dir.file("pinned.raw"), "--erase", "--noprompt",
+                                  "--image-sha256", String(identity)])
+        #expect(pinned.status == 0, "\(pinned.stderr)")
+        let other = String(identity.reversed())
+        let wrongPin = try CLI.run(["restore", "--source", f.image, "--file", f.dir.file("wrong-pin.raw"), "--erase", "--noprompt",
+                                    "--image-sha256", other])
+        expectRefused(wrongPin, f, "wrong-pin.raw", saying: "is not the pinned image")
+        let badPin = try CLI.run(["verify", "--source", f.image, "--image-sha256", "12ab"])
+        #expect(badPin.status == 1 && badPin.stderr.contains("is not an image identity"), "\(badPin.stderr)")
         let notAKey = try CLI.run(["verify", "--source", f.image, "--trust", f.raw])
         #expect(notAKey.status == 1 && notAKey.stderr.contains("is not an Ed25519 public key"), "\(notAKey.stderr)")
 
