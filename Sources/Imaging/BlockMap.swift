@@ -194,17 +194,6 @@ public struct ExpectedRange: Sendable, Equatable {
     }
 }
 
-public func hex(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes {
-        out.append(digits[Int(b >> 4)])
-        out.append(digits[Int(b & 15)])
-    }
-    return String(decoding: out, as: UTF8.self)
-}
-
 func unhex(_ s: String) -> [UInt8]? {
     let chars = Array(s.utf8)
     guard chars.count % 2 == 0 else { return nil }

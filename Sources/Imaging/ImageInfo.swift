@@ -1,4 +1,5 @@
 import Foundation
+import SystemSupport
 import UDIF
 
 /// What `asr info` reports, in a shape that encodes to text, JSON and a property list.
@@ -119,7 +120,6 @@ public struct ImageInfo: Codable, Sendable {
         let (usage, recorded) = usageInfo(image)
         let scan = try? ScanData.stored(in: image)
         let signature = try? ImageSignature.stored(in: image)
-        func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
         return ImageInfo(
             path: path, format: formatName(uses.keys), sourceKind: source.kind.rawValue, fileSize: image.fileSize,
             diskBytes: image.byteCount, sectorCount: t.sectorCount, storedBytes: t.dataForkLength,

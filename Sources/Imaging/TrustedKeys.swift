@@ -32,13 +32,12 @@ public struct TrustedKeys: Sendable {
     public var isEmpty: Bool { keys.isEmpty }
 
     /// Throws unless the image at `path` (a scanned UDIF image, or a raw one with its block
-    /// map) is signed by a trusted key; nothing to check when no key is trusted.
-    public func check(imageAt path: String, blockMap: String? = nil) throws {
-        guard !keys.isEmpty else { return }
-        let source = try ImageSource.open(path)
-        guard let plan = try VerificationPlan(ifScanned: source, blockMap: blockMap) else {
-            throw ImagingError.notScanned(path: path, restoring: false)
-        }
+    /// map) has the pinned identity and is signed by a trusted key; nothing to check when
+    /// neither is asked for.
+    public func check(imageAt path: String, pin: IdentityPin?, blockMap: String? = nil) throws {
+        guard !keys.isEmpty || pin != nil else { return }
+        let plan = try VerificationPlan(for: ImageSource.open(path), blockMap: blockMap)
+        try pin?.check(identity: plan.identity, source: path)
         try check(identity: plan.identity, signature: plan.signature, source: path)
     }
 
@@ -99,18 +98,9 @@ public struct IdentityPin: Sendable, Equatable {
         identity = stride(from: 0, to: 64, by: 2).map { UInt8(String(decoding: digits[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
     }
 
-    public var hex: String { identity.map { String(format: "%02x", $0) }.joined() }
+    public var hex: String { SystemSupport.hex(identity) }
 
     public func check(identity found: [UInt8], source: String) throws(ImagingError) {
-        guard found == identity else { throw .notThePinnedImage(path: source, found: found.map { String(format: "%02x", $0) }.joined()) }
-    }
-
-    /// Checks the image at `path` (scanned) has this identity.
-    public func check(imageAt path: String, blockMap: String? = nil) throws {
-        let source = try ImageSource.open(path)
-        guard let plan = try VerificationPlan(ifScanned: source, blockMap: blockMap) else {
-            throw ImagingError.notScanned(path: path, restoring: false)
-        }
-        try check(identity: plan.identity, source: path)
+        guard found == identity else { throw .notThePinnedImage(path: source, found: SystemSupport.hex(found)) }
     }
 }

@@ -26,11 +26,10 @@ public struct MulticastClient {
     /// Keys one of which must have signed the image the server offers (checked before the
     /// target is touched); none: any image is taken.
     public var trusted = TrustedKeys()
-
-    public init(reporter: Reporter) { self.reporter = reporter }
-
     /// The only image to accept, by identity (`--image-sha256`, or `?sha256=` in the URL).
     public var pin: IdentityPin?
+
+    public init(reporter: Reporter) { self.reporter = reporter }
 
     /// "asr://host[:port][/][?sha256=HEX]" into host and port.
     package static func parse(_ url: String) throws(MulticastError) -> (host: String, port: UInt16) {
@@ -44,8 +43,6 @@ public struct MulticastClient {
         return (String(host), port)
     }
 
-    /// A host name or address as given; otherwise the name of a session announced through
-    /// DNS Service Discovery (`asr list` shows them).
     /// The identity `?sha256=HEX` in an asr:// URL pins, if any.
     package static func pin(in url: String) throws -> IdentityPin? {
         guard let q = url.firstIndex(of: "?") else { return nil }
@@ -55,7 +52,9 @@ public struct MulticastClient {
         return nil
     }
 
-    /// Where to connect, and what the announcement said the image is (nil for a host).
+    /// Where to connect: a host name or address as given, or the server of a session announced
+    /// through DNS Service Discovery (`asr list` shows them), with the identity prefix its
+    /// announcement names (nil for a host).
     /// Servers announcing the same name (a rogue one may announce first and push the real one
     /// to "NAME #2") are told apart by `pin`; without one, several are an error, not a guess.
     static func locate(_ url: String, timeout: Double, pin: IdentityPin?) throws -> (host: String, port: UInt16, announced: String?) {
@@ -95,7 +94,7 @@ public struct MulticastClient {
         var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let identity = session.welcome.identity
-        if let announced, !identity.map({ String(format: "%02x", $0) }).joined().hasPrefix(announced) {
+        if let announced, !hex(identity).hasPrefix(announced) {
             throw MulticastError.notTheAnnouncedImage(host: host)
         }
         try pin?.check(identity: identity, source: url)

@@ -1,4 +1,5 @@
 import CAvahi
+import SystemSupport
 import Foundation
 import Synchronization
 
@@ -23,7 +24,7 @@ public enum ServiceDiscovery {
 
         /// TXT strings as the server publishes them.
         static func txt(image: String, size: UInt64, identity: [UInt8], rate: UInt64, group: String) -> [String] {
-            let prefix = identity.prefix(8).map { String(format: "%02x", $0) }.joined()
+            let prefix = hex(Array(identity.prefix(8)))
             return ["image=\(image)", "size=\(size)", "identity=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
         }
 

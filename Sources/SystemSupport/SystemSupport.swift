@@ -25,6 +25,18 @@ public func displayable(_ text: String, limit: Int = 256) -> String {
     return cut.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? cut : cut.debugDescription
 }
 
+/// Bytes as lowercase hex digits (digests, keys, identities).
+public func hex(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 15)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
 /// What a system call said, as a user reads it.
 public func errnoString(_ code: Int32 = errno) -> String { Errno(rawValue: code).description }
 

@@ -1,4 +1,5 @@
 import Crypto
+import SystemSupport
 import Foundation
 
 /// An Ed25519 signature over an image's identity (`ImageIdentity`). Stored in resource `asrs`
@@ -70,7 +71,7 @@ public enum Ed25519PEM {
 
     /// Short form of a public key for messages: the first 8 bytes of its SHA-256, in hex.
     public static func fingerprint(_ key: [UInt8]) -> String {
-        SHA256.hash(data: key).prefix(8).map { String(format: "%02x", $0) }.joined()
+        hex(Array(SHA256.hash(data: key).prefix(8)))
     }
 
     private static func der(_ text: String, label: String) -> [UInt8]? {

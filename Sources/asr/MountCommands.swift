@@ -54,8 +54,7 @@ struct Mount: ParsableCommand {
         let trusted = try trust.keys(), pin = try trust.pin()
         if !trusted.isEmpty || pin != nil, let image = overlay ?? (target == nil ? paths[0] : nil) {
             // Before anything is shown; and every chunk is then checked against the signed scan.
-            try pin?.check(imageAt: absolute(image))
-            try trusted.check(imageAt: absolute(image))
+            try trusted.check(imageAt: absolute(image), pin: pin)
             parsed.verify = true
         }
         if !foreground { try MountDaemon.startInBackground() }
