@@ -21,9 +21,37 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
     /// Kernel cache lifetime of attributes and names that cannot change.
     static let stableTimeout = 86400.0
 
+    /// Whose the mount's files are, and which permission bits they may have at most.
+    public let owner: Owner
+
+    /// The owner and permissions of what a mount shows: those of its source file (an image, a
+    /// device, a backing file), so that `allow_other` opens nothing the file itself keeps
+    /// closed; the mounting user's, with any bits, when there is no local file.
+    public struct Owner: Sendable {
+        var uid = getuid(), gid = getgid()
+        /// Read and write bits of files; directories get execute where they get read.
+        var mode: mode_t = 0o666
+
+        public init() {}
+
+        public init(of path: String) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { return }
+            uid = st.st_uid
+            gid = st.st_gid
+            mode = st.st_mode & 0o666
+        }
+
+        func permissions(_ a: Attributes) -> mode_t {
+            a.isDirectory ? a.permissions & (mode | (mode & 0o444) >> 2) : a.permissions & mode
+        }
+    }
+
     /// Creates the session; `options` are FUSE `-o` options (`allow_other`, `fsname=...`).
-    public init(fileSystem: any FileSystem, mountPoint: String, options: [String], readAheadKiB: Int = 1024) throws(ImageFSError) {
+    public init(fileSystem: any FileSystem, mountPoint: String, options: [String], owner: Owner = Owner(),
+                readAheadKiB: Int = 1024) throws(ImageFSError) {
         self.fileSystem = fileSystem
+        self.owner = owner
         self.mountPoint = mountPoint
         self.readAheadKiB = readAheadKiB
         FuseLog.install()
@@ -90,16 +118,16 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
         Unmanaged<FuseMount>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
     }
 
-    private static func fill(_ a: Attributes) -> stat {
+    private static func fill(_ a: Attributes, _ owner: Owner) -> stat {
         var st = stat()
         st.st_ino = __ino_t(a.inode)
-        st.st_mode = (a.isDirectory ? S_IFDIR : S_IFREG) | a.permissions
+        st.st_mode = (a.isDirectory ? S_IFDIR : S_IFREG) | owner.permissions(a)
         st.st_nlink = UInt(a.linkCount)
         st.st_size = off_t(clamping: a.size)
         st.st_blksize = 4096
         st.st_blocks = blkcnt_t(clamping: (a.allocatedBytes ?? a.size + 511) / 512)
-        st.st_uid = getuid()
-        st.st_gid = getgid()
+        st.st_uid = owner.uid
+        st.st_gid = owner.gid
         st.st_mtim = a.modified
         st.st_ctim = a.modified
         st.st_atim = a.modified
@@ -112,7 +140,7 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
         var e = fuse_entry_param()
         e.ino = a.inode
         e.generation = 1
-        e.attr = fill(a)
+        e.attr = fill(a, mount(of: req).owner)
         e.attr_timeout = timeout(a)
         e.entry_timeout = stableTimeout
         fuse_reply_entry(req, &e)
@@ -133,18 +161,19 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
         }
         ops.getattr = { req, ino, _ in
             do {
-                let a = try FuseMount.mount(of: req).fileSystem.attributes(of: ino)
-                var st = FuseMount.fill(a)
+                let mount = FuseMount.mount(of: req)
+                let a = try mount.fileSystem.attributes(of: ino)
+                var st = FuseMount.fill(a, mount.owner)
                 fuse_reply_attr(req, &st, FuseMount.timeout(a))
             } catch { FuseMount.reply(req, error) }
         }
         ops.setattr = { req, ino, attr, toSet, _ in
-            let fs = FuseMount.mount(of: req).fileSystem
+            let mount = FuseMount.mount(of: req), fs = mount.fileSystem
             do {
                 guard toSet & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_CTIME) == 0,
                       toSet & FUSE_SET_ATTR_SIZE != 0 else { throw FSError.readOnly }
                 try fs.truncate(ino, to: UInt64(clamping: attr!.pointee.st_size))
-                var st = FuseMount.fill(try fs.attributes(of: ino))
+                var st = FuseMount.fill(try fs.attributes(of: ino), mount.owner)
                 fuse_reply_attr(req, &st, 0)
             } catch { FuseMount.reply(req, error) }
         }

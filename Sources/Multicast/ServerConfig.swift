@@ -6,7 +6,7 @@ import UDIF
 /// `Data Rate` (bytes/s, required), `Multicast Address` (required, in 224.0.0.0/4),
 /// `Client Data Rate`, `DNS Service Discovery` (default true), `Loop Suspend` (passes with no
 /// client before pausing; 0 = never), `Multicast TTL` (default 3, never 0), `Port` (7800);
-/// and asr's own `Max Connections` (256) and `Max Connections Per Address` (8), the control
+/// and asr's own `Max Connections` (1024: a lab of hundreds, each with one connection) and `Max Connections Per Address` (8), the control
 /// connections the server keeps open at once.
 public struct ServerConfig: Sendable, Equatable {
     public var dataRate: UInt64
@@ -16,7 +16,7 @@ public struct ServerConfig: Sendable, Equatable {
     public var loopSuspend: UInt64 = 0
     public var multicastTTL: UInt8 = 3
     public var port: UInt16 = 7800
-    public var maxConnections = 256
+    public var maxConnections = 1024
     public var maxConnectionsPerAddress = 8
 
     public init(dataRate: UInt64, multicastAddress: String) {

@@ -92,7 +92,8 @@ struct Mount: ParsableCommand {
     /// `asr unmount` wait for this process to finish (a --save-as, say).
     private func mountAndServe(_ fileSystem: any FileSystem, name: String, at mountPoint: String, _ parsed: MountOptions,
                                onMounted: () -> Void) throws {
-        let mount = try FuseMount(fileSystem: fileSystem, mountPoint: mountPoint, options: parsed.fuseOptions(name: name))
+        let owner = name.contains("://") ? FuseMount.Owner() : FuseMount.Owner(of: name)
+        let mount = try FuseMount(fileSystem: fileSystem, mountPoint: mountPoint, options: parsed.fuseOptions(name: name), owner: owner)
         let pidFile = MountRecord.path(for: mountPoint)
         try mount.run {
             MountRecord.write(pidFile)

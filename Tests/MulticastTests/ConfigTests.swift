@@ -22,6 +22,7 @@ import Testing
         #expect(c.dnsServiceDiscovery)
         #expect(c.loopSuspend == 0)
         #expect(c.clientDataRate == nil)
+        #expect(c.maxConnections == 1024 && c.maxConnectionsPerAddress == 8)
     }
 
     @Test func everyKey() throws {
@@ -33,7 +34,10 @@ import Testing
             <key>Loop Suspend</key><integer>4</integer>
             <key>Multicast TTL</key><integer>16</integer>
             <key>Port</key><integer>7900</integer>
+            <key>Max Connections</key><integer>300</integer>
+            <key>Max Connections Per Address</key><integer>2</integer>
             """))
+        #expect(c.maxConnections == 300 && c.maxConnectionsPerAddress == 2)
         #expect(c.effectiveRate == 5_000_000)
         #expect(!c.dnsServiceDiscovery)
         #expect(c.loopSuspend == 4)

@@ -293,6 +293,42 @@ struct MountTests {
         #expect(!Mounted.isMounted(fs))
     }
 
+    /// What another user may do with a mount: it shows its image file's owner and at most that
+    /// file's mode, so `allow_other` opens nothing the file keeps closed; and a setuid-root
+    /// program inside an image's filesystem mounted by asr-mount-fs runs without root.
+    @Test(.enabled(if: Privileged.loopDevices, "needs loop devices"))
+    func otherUsersGetNoMoreThanTheImageFileAllows() throws {
+        let dir = TemporaryDirectory()
+        try Run.shell("chmod 0755 '\(dir.path)'")  // so that nobody can reach the mount points at all
+        let tree = dir.file("tree")
+        try Run.shell("mkdir -p '\(tree)' && cp /usr/bin/id '\(tree)/id' && chmod 4755 '\(tree)/id' && echo text > '\(tree)/note.txt'")
+        let image = dir.file("tree.dmg")
+        #expect(try CLI.run(["create", "--srcfolder", tree, "--output", image]).status == 0)
+        func asNobody(_ command: String) throws -> CLI.Output {
+            try Run.process("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sh", "-c", command])
+        }
+        for mode in ["0644", "0600"] {
+            try Run.shell("chmod \(mode) '\(image)'")
+            let mount = try Mounted(image, options: ["-o", "allow_other"], in: dir)
+            defer { try? mount.unmount() }
+            let read = try asNobody("head -c 16 '\(mount.file("disk.img"))' > /dev/null")
+            #expect((read.status == 0) == (mode == "0644"), "mode \(mode): \(read.stderr)")
+            let attributes = try FileManager.default.attributesOfItem(atPath: mount.file("disk.img"))
+            #expect(attributes[.ownerAccountID] as? Int == 0 && attributes[.posixPermissions] as? Int == (mode == "0644" ? 0o444 : 0o400))
+        }
+
+        try Run.shell("chmod 0644 '\(image)'")
+        let fs = dir.file("fs")
+        try FileManager.default.createDirectory(atPath: fs, withIntermediateDirectories: true)
+        let out = try Run.process("/usr/bin/env", ["ASR=\(CLI.binary)", repositoryRoot + "/mount-helpers/asr-mount-fs", image, fs], timeout: 120)
+        #expect(out.status == 0, "\(out.stderr)")
+        defer { _ = try? Run.shell("umount '\(fs)'") }
+        let program = try FileManager.default.attributesOfItem(atPath: fs + "/id")
+        #expect(program[.ownerAccountID] as? Int == 0 && (program[.posixPermissions] as? Int ?? 0) & 0o4000 != 0, "setuid root inside")
+        let id = try asNobody("'\(fs)/id' -u")
+        #expect(id.status == 0 && id.stdout == "65534\n", "nosuid: \(id.stdout) \(id.stderr)")
+    }
+
     /// mount(8) finds mount.asr for `-t asr`, and for an fstab line (options passed through).
     @Test func mountHelperForMountAndFstab() throws {
         let dir = TemporaryDirectory()
