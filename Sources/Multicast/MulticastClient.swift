@@ -177,7 +177,8 @@ public struct MulticastClient {
         try Self.writeZeroChunks(session.manifest, into: file, target: target, eraseFree: eraseFree)
         for (i, e) in session.manifest.enumerated() where e.storedLength == 0 { try verifier?.written(i) }
         var assembler = ChunkAssembler(manifest: session.manifest)
-        let socket = try DataReceiver(group: session.welcome.group, port: session.welcome.dataPort, interfaceName: interfaceName,
+        let socket = try DataReceiver(group: session.welcome.group, source: session.welcome.dataSource, port: session.welcome.dataPort,
+                                      interfaceName: interfaceName,
                                       rate: session.welcome.dataRate)
         let writers = ChunkWriters(file: file, workers: ProcessInfo.processInfo.activeProcessorCount, verifier: verifier)
         defer { writers.stop() }
@@ -449,18 +450,21 @@ package final class ChunkWriters: Sendable {
     }
 }
 
-/// The multicast data socket of a client: joined to the group, short receive timeouts so the
-/// loop can report and notice silence. Datagrams arrive in batches (`recvmmsg`, UDP GRO) into
-/// a fixed ring and are parsed where they lie.
+/// The multicast data socket of a client: joined to the group for the server's source address
+/// only (source-specific: the kernel drops what other hosts send to the group), short receive
+/// timeouts so the loop can report and notice silence. Datagrams arrive in batches
+/// (`recvmmsg`, UDP GRO) into a fixed ring and are parsed where they lie.
 final class DataReceiver {
     private let fd: Int32
-    private var membership = ip_mreq()
+    private var membership = ip_mreq_source()
     private let ring = DatagramRing()
     private var joined = false
     private let group: [UInt8]
+    /// A server that could not name its source (zeros): any source is heard.
+    private let anySource: Bool
 
     /// `rate`: the stream's bytes/s, to size the socket's buffer.
-    init(group: [UInt8], port: UInt16, interfaceName: String?, rate: UInt64) throws(MulticastError) {
+    init(group: [UInt8], source: [UInt8], port: UInt16, interfaceName: String?, rate: UInt64) throws(MulticastError) {
         let groupAddress = in_addr(s_addr: group.withUnsafeBytes { $0.load(as: UInt32.self) })
         let interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
@@ -482,6 +486,8 @@ final class DataReceiver {
         }
         membership.imr_multiaddr = groupAddress
         membership.imr_interface = interface
+        membership.imr_sourceaddr = in_addr(s_addr: source.count == 4 ? source.withUnsafeBytes { $0.load(as: UInt32.self) } : 0)
+        anySource = membership.imr_sourceaddr.s_addr == 0
         self.group = group
         do throws(MulticastError) {
             try join()
@@ -495,7 +501,11 @@ final class DataReceiver {
     /// Joins the group, unless joined.
     func join() throws(MulticastError) {
         guard !joined else { return }
-        guard setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size)) == 0 else {
+        var any = ip_mreq(imr_multiaddr: membership.imr_multiaddr, imr_interface: membership.imr_interface)
+        let result = anySource
+            ? setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_MEMBERSHIP, &any, socklen_t(MemoryLayout<ip_mreq>.size))
+            : setsockopt(fd, Int32(IPPROTO_IP), IP_ADD_SOURCE_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq_source>.size))
+        guard result == 0 else {
             throw .socket(.join(group: group.map(String.init).joined(separator: ".")), lastErrno())
         }
         joined = true
@@ -519,7 +529,10 @@ final class DataReceiver {
     func leave() {
         guard joined else { return }
         joined = false
-        setsockopt(fd, Int32(IPPROTO_IP), IP_DROP_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq>.size))
+        var any = ip_mreq(imr_multiaddr: membership.imr_multiaddr, imr_interface: membership.imr_interface)
+        _ = anySource
+            ? setsockopt(fd, Int32(IPPROTO_IP), IP_DROP_MEMBERSHIP, &any, socklen_t(MemoryLayout<ip_mreq>.size))
+            : setsockopt(fd, Int32(IPPROTO_IP), IP_DROP_SOURCE_MEMBERSHIP, &membership, socklen_t(MemoryLayout<ip_mreq_source>.size))
     }
 }
 

@@ -13,6 +13,8 @@ public final class MulticastServer: Sendable {
     public let config: ServerConfig
     package let sessionID = UInt64.random(in: 1...UInt64.max)
     private let interface: in_addr
+    /// Where the data comes from, as clients see it (`DataSender.sourceAddress`).
+    private let dataSource: [UInt8]
     private let log: @Sendable (String) -> Void
     /// The send loop waits on it for a request; control threads change it.
     private let state: Monitor<SharedState>
@@ -50,6 +52,7 @@ public final class MulticastServer: Sendable {
         self.config = config
         self.log = log
         interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
+        dataSource = DataSender.sourceAddress(group: config.multicastAddress, port: config.port, interface: interface)
         state = Monitor(SharedState(carousel: Carousel(manifest: feed.manifest),
                                     roster: ClientRoster(chunkCount: feed.manifest.count, rules: .init(loopSuspend: config.loopSuspend))))
     }
@@ -172,7 +175,7 @@ public final class MulticastServer: Sendable {
                     try connection.send(.welcome(.init(
                         version: ControlMessage.protocolVersion, sessionID: sessionID, identity: feed.identity,
                         diskBytes: feed.diskBytes, group: ipv4(config.multicastAddress).map { withUnsafeBytes(of: $0.s_addr) { Array($0) } } ?? [],
-                        dataPort: config.port, dataRate: config.effectiveRate)))
+                        dataPort: config.port, dataRate: config.effectiveRate, dataSource: dataSource)))
                     try connection.send(.manifest(feed.manifest))
                     try connection.send(.signature(feed.signature?.serialized() ?? []))
                     if id == nil {
@@ -391,6 +394,31 @@ final class DataSender {
     }
 
     deinit { close(fd) }
+
+    /// The source address the kernel gives datagrams to the group (through `interface` if
+    /// set), found by connecting a throwaway socket there; zeros when it cannot tell. Clients
+    /// take data from that address only.
+    static func sourceAddress(group: String, port: UInt16, interface: in_addr) -> [UInt8] {
+        guard let groupAddress = ipv4(group) else { return [0, 0, 0, 0] }
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return [0, 0, 0, 0] }
+        defer { close(fd) }
+        var iface = interface
+        if iface.s_addr != INADDR_ANY {
+            setsockopt(fd, Int32(IPPROTO_IP), IP_MULTICAST_IF, &iface, socklen_t(MemoryLayout<in_addr>.size))
+        }
+        var to = sockaddrIn(groupAddress, port)
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let found = withUnsafeMutablePointer(to: &to) { to in
+            withUnsafeMutablePointer(to: &local) { local in
+                to.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } == 0
+                    && local.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } == 0
+            }
+        }
+        guard found else { return [0, 0, 0, 0] }
+        return withUnsafeBytes(of: local.sin_addr.s_addr) { Array($0) }
+    }
 
     func send(_ batch: [UInt8], segment: Int) throws(MulticastError) {
         if gso && batch.count > segment {

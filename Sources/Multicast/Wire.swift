@@ -163,8 +163,9 @@ package enum ControlMessage: Sendable, Equatable {
 
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
-    /// names the image's identity. 5: SIGNATURE follows MANIFEST (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 5
+    /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
+    /// source address (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 6
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
@@ -176,7 +177,12 @@ package enum ControlMessage: Sendable, Equatable {
         package var group: [UInt8]  // IPv4, 4 bytes
         package var dataPort: UInt16
         package var dataRate: UInt64
-        package init(version: UInt16, sessionID: UInt64, identity: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64) {
+        /// The IPv4 address the server's data comes from (4 bytes; zeros when unknown): the
+        /// client hears the group from that source only.
+        package var dataSource: [UInt8]
+        package init(version: UInt16, sessionID: UInt64, identity: [UInt8], diskBytes: UInt64, group: [UInt8], dataPort: UInt16, dataRate: UInt64,
+                     dataSource: [UInt8] = [0, 0, 0, 0]) {
+            self.dataSource = dataSource
             self.version = version
             self.sessionID = sessionID
             self.identity = identity
@@ -252,6 +258,7 @@ package enum ControlMessage: Sendable, Equatable {
             p += w.group
             p.appendBE(w.dataPort)
             p.appendBE(w.dataRate)
+            p += w.dataSource
         case .manifest(let entries):
             p.appendBE(UInt32(entries.count))
             for e in entries {
@@ -303,9 +310,9 @@ package enum ControlMessage: Sendable, Equatable {
             message = .hello(version: version, client: client)
         case 2:
             guard let version = r.u16(), let session = r.u64(), let sha = r.bytes(32), let disk = r.u64(), let group = r.bytes(4),
-                  let port = r.u16(), let rate = r.u64() else { throw bad }
+                  let port = r.u16(), let rate = r.u64(), let source = r.bytes(4) else { throw bad }
             message = .welcome(Welcome(version: version, sessionID: session, identity: Array(sha), diskBytes: disk,
-                                       group: Array(group), dataPort: port, dataRate: rate))
+                                       group: Array(group), dataPort: port, dataRate: rate, dataSource: Array(source)))
         case 3:
             guard let count = r.u32(), Int(count) <= maxManifestEntries, r.remaining == Int(count) * 56 else { throw bad }
             var entries: [ManifestEntry] = []

@@ -36,7 +36,8 @@ import Testing
     @Test func controlMessagesRoundTrip() throws {
         let messages: [ControlMessage] = [
             .hello(version: 1, client: "lab-pc-7"),
-            .welcome(.init(version: 1, sessionID: 77, identity: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)),
+            .welcome(.init(version: 1, sessionID: 77, identity: Array(0..<32), diskBytes: 1 << 30, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000,
+                           dataSource: [10, 0, 0, 9])),
             .manifest([ManifestEntry(diskOffset: 0, length: 1 << 20, storedLength: 1234, codec: 0x8000_0005, sha256: Array(repeating: 9, count: 32))]),
             .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)], fragments: [(4, [1, 9]), (7, [])])),
             .report(.init(received: 0, writeRate: 0, missing: [(0, 9)], position: (3, 0), quiet: true)),

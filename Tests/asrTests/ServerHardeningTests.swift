@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct ServerHardeningTests {
     static let enabled = MulticastNetworkTests.enabled
     /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
-    static let protocolVersion = 5
+    static let protocolVersion = 6
 
     /// The attacker: raw control frames (4-byte length, type byte, payload) from Python.
     static let attacker = #"""
@@ -49,6 +49,37 @@ import Testing
                 except OSError:
                     pass
             time.sleep(60)
+        elif mode == "forge":  # learns the session as a client would, then sends garbage fragments of every chunk
+            rate = int(sys.argv[4])
+            s = connect()
+            s.sendall(hello)
+            def read_frame():
+                n = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))[0]
+                return s.recv(n, socket.MSG_WAITALL)
+            welcome, manifest = read_frame(), read_frame()
+            session = welcome[3:11]
+            group = socket.inet_ntoa(welcome[51:55])
+            port = struct.unpack(">H", welcome[55:57])[0]
+            count = struct.unpack(">I", manifest[1:5])[0]
+            chunks = [struct.unpack(">QQII", manifest[5 + 56 * i:5 + 56 * i + 24]) for i in range(count)]
+            s.close()
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 3)
+            print("forging for", group, port, count, "chunks", flush=True)
+            # Fragment 0 of every chunk, over and over: whenever a client starts a chunk, a
+            # forged first fragment is there before the real one, and the first copy is kept.
+            forged = []
+            for index, (offset, length, stored, codec) in enumerate(chunks):
+                if stored == 0: continue
+                fragments, size = (stored + 1399) // 1400, min(1400, stored)
+                header = b"ASRD\x01\x00" + struct.pack(">H", fragments) + session + struct.pack(">IIHHI", 0, index, 0, size, stored)
+                forged.append(header + bytes([index & 255]) * size)
+            sent, started = 0, time.time()
+            while time.time() - started < 120:
+                for packet in forged:
+                    u.sendto(packet, (group, port))
+                    sent += len(packet)
+                while sent > rate * (time.time() - started): time.sleep(0.0005)
         elif mode == "touch":  # HELLO, a REPORT lacking all 12 chunks, and gone
             s = connect()
             s.sendall(hello + lacking_all)
@@ -93,6 +124,26 @@ import Testing
         server.terminate()
         #expect(net.wait(server, seconds: 5), "SIGTERM ends the server")
         #expect(Date().timeIntervalSince(asked) < 2, "within a second or so: \(Date().timeIntervalSince(asked)) s")
+    }
+
+    /// Another host sends the first fragment of every chunk, with the session's id and right
+    /// sizes but wrong bytes, over and over at ten times the data rate (for 2 minutes): the
+    /// client hears the server's source only, and finishes byte-identical well before.
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func forgedFragmentsFromAnotherHostDoNotStallAClient() throws {
+        let net = MulticastNetworkTests()
+        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let bed = try Testbed(hosts: ["server", "c1", "forger"])
+        defer { bed.teardown() }
+        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        _ = try startAttack(bed, "forger", "forge", ["25000000"], dir: f.dir)
+        #expect(net.eventually(seconds: 10) { net.log(f.dir.file("forger.log")).contains("forging for") }, "\(net.log(f.dir.file("forger.log")))")
+        let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 30)
+        #expect(net.wait(c1, seconds: 60), "\(net.log(f.dir.file("c1.log")))\n\(net.log(f.dir.file("server.log")))")
+        #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+        server.terminate()
+        #expect(net.wait(server, seconds: 5))
     }
 
     /// About 70 bytes (HELLO, a REPORT, gone) must not start a stream that never stops.
