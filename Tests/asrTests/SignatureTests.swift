@@ -104,6 +104,21 @@ import UDIF
         #expect(try Run.process("/usr/bin/openssl", ["pkeyutl", "-verify", "-pubin", "-inkey", f.otherPub, "-rawin", "-in", message, "-sigfile", sig]).status != 0)
     }
 
+    /// `asr mount --trust` mounts only a signed image, and shows nothing of any other.
+    @Test(.enabled(if: Privileged.fuse, "needs root and /dev/fuse"))
+    func mountShowsOnlyTrustedImages() throws {
+        let f = try Fixture()
+        #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
+        let point = f.dir.file("mnt")
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        let refused = try CLI.run(["mount", "--trust", f.otherPub, f.image, point], timeout: 60)
+        #expect(refused.status == 1 && refused.stderrLines.count == 1 && refused.stderr.contains("which is not trusted here"), "\(refused.stderr)")
+        #expect(!Mounted.isMounted(point))
+        let mount = try Mounted(f.image, options: ["--trust", f.pub], in: f.dir)
+        defer { try? mount.unmount() }
+        #expect(try sha256(file: mount.file("disk.img")) == f.sha)
+    }
+
     /// A raw image's signature sits beside its block map and covers the map's ranges.
     @Test func rawImagesAreSignedBesideTheirBlockMap() throws {
         let f = try Fixture()
