@@ -207,11 +207,10 @@ func unhex(_ s: String) -> [UInt8]? {
 
 extension ExpectedRange {
     /// What a chunk of a scan asks of the disk: nothing for free space (zeros with
-    /// `eraseFree`), zeros where its digest is that of zeros (a check that needs no hashing,
-    /// and none of a file's holes read), its digest otherwise.
-    public static func chunk(offset: UInt64, length: UInt64, sha256: [UInt8], isFree: Bool, eraseFree: Bool) -> ExpectedRange {
+    /// `eraseFree`), zeros for a chunk of zeros (by its type: a check that needs no hashing,
+    /// even of a zero run gigabytes long, and reads none of a file's holes), its digest otherwise.
+    public static func chunk(offset: UInt64, length: UInt64, sha256: [UInt8], isFree: Bool, isZeros: Bool, eraseFree: Bool) -> ExpectedRange {
         if isFree { return ExpectedRange(offset: offset, length: length, sha256: nil, unchecked: !eraseFree) }
-        let zeros = sha256 == ZeroDigests.shared.sha256(of: length)
-        return ExpectedRange(offset: offset, length: length, sha256: zeros ? nil : sha256)
+        return ExpectedRange(offset: offset, length: length, sha256: isZeros ? nil : sha256)
     }
 }

@@ -28,7 +28,7 @@ public struct ImageVerifier {
         defer { reporter.abandon() }
         var ranges = plan.ranges
         if let image = source.udif {
-            // A zero-fill chunk whose entry is the digest of zeros decodes to zeros by its type.
+            // A zero-fill chunk decodes to zeros by its type: nothing to read.
             for i in ranges.indices where ranges[i].sha256 == nil && image.chunks[i].type == .zeroFill { ranges[i].unchecked = true }
         }
         var verifier = RangeVerifier(reporter: reporter)
@@ -65,7 +65,7 @@ struct VerificationPlan: Sendable {
             // Ignore chunks are told by their type: their scan entries hold no digest to check.
             ranges = zip(scan.chunks, image.chunks).map { entry, chunk in
                 ExpectedRange.chunk(offset: entry.diskOffset, length: entry.length, sha256: entry.sha256,
-                                    isFree: chunk.type == .ignore, eraseFree: eraseFree)
+                                    isFree: chunk.type == .ignore, isZeros: chunk.type == .zeroFill, eraseFree: eraseFree)
             }
             mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
             identity = scan.identity(of: image)

@@ -105,7 +105,9 @@ public struct MulticastClient {
         let eraseFree = self.eraseFree
         target.keepsContents = !eraseFree && manifest.contains { $0.isFree }
         let ranges = manifest.map { e in
-            ExpectedRange.chunk(offset: e.diskOffset, length: e.length, sha256: e.sha256, isFree: e.isFree, eraseFree: eraseFree)
+            // A chunk that does not travel is zeros: this client writes it so.
+            ExpectedRange.chunk(offset: e.diskOffset, length: e.length, sha256: e.sha256, isFree: e.isFree, isZeros: e.storedLength == 0,
+                                eraseFree: eraseFree)
         }
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
