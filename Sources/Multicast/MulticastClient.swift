@@ -359,8 +359,14 @@ package final class ChunkWriters: Sendable {
     package init(file: FileIO, workers: Int, verifier: TrailingVerifier? = nil) {
         self.file = file
         self.verifier = verifier
+        // Threads of their own, not a global queue's: those run only about as many blocks at
+        // once as there are cores, and other work in the process may hold them all.
         for _ in 0..<max(1, workers) {
-            DispatchQueue.global().async(group: group) { [self] in work() }
+            group.enter()
+            Thread { [self] in
+                work()
+                group.leave()
+            }.start()
         }
     }
 
