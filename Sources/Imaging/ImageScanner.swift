@@ -213,31 +213,45 @@ final class ZeroDigests: Sendable {
     }
 }
 
-/// A hash computed on its own thread from buffers handed over in order, so two sequential
+/// A hash computed on a thread of its own from buffers handed over in order, so two sequential
 /// digests of the same stream (SHA-256 and SHA-1) run side by side. At most 16 buffers wait.
 final class BackgroundHasher<H: HashFunction & SendableMetatype>: Sendable {
-    /// Touched only on `queue`; the lock makes that checked.
-    private let hasher = Locked(H())
-    private let queue = DispatchQueue(label: "asr.hash")
-    private let slots = DispatchSemaphore(value: 16)
-
-    func update(_ bytes: [UInt8]) {
-        slots.wait()
-        queue.async {
-            self.hasher.withLock { $0.update(data: bytes) }
-            self.slots.signal()
-        }
+    private enum Piece: Sendable {
+        case bytes([UInt8])
+        case zeros(UInt64)
+        case end
     }
 
-    func updateZeros(_ count: UInt64) {
-        slots.wait()
-        queue.async {
-            self.hasher.withLock { hashZeros(&$0, count: count) }
-            self.slots.signal()
-        }
+    private let pending = Monitor<[Piece]>([])
+    private let digest = Monitor<[UInt8]?>(nil)
+
+    init() {
+        Thread { [self] in
+            var hasher = H()
+            while true {
+                let piece = pending.wait(until: { !$0.isEmpty }) { $0.removeFirst() }
+                switch piece {
+                case .bytes(let bytes): hasher.update(data: bytes)
+                case .zeros(let count): hashZeros(&hasher, count: count)
+                case .end:
+                    let result = Array(hasher.finalize())
+                    digest.update { $0 = result }
+                    return
+                }
+            }
+        }.start()
     }
+
+    private func hand(_ piece: Piece) {
+        pending.wait(until: { $0.count < 16 }) { $0.append(piece) }
+    }
+
+    func update(_ bytes: [UInt8]) { hand(.bytes(bytes)) }
+
+    func updateZeros(_ count: UInt64) { hand(.zeros(count)) }
 
     func finalize() -> [UInt8] {
-        queue.sync { hasher.withLock { Array($0.finalize()) } }
+        hand(.end)
+        return digest.wait(until: { $0 != nil }) { $0! }
     }
 }
