@@ -59,22 +59,16 @@ public struct ServerConfig: Sendable, Equatable {
         }
         dnsServiceDiscovery = raw.dnsServiceDiscovery ?? true
         loopSuspend = raw.loopSuspend ?? 0
-        if let ttl = raw.multicastTTL {
-            guard (1...255).contains(ttl) else { throw problem(.multicastTTL, .outOfRange(ttl, 1...255)) }
-            multicastTTL = UInt8(ttl)
+        /// A key's value if present, refused outside `range`.
+        func within(_ value: UInt64?, _ key: RawConfig.CodingKeys, _ range: ClosedRange<UInt64>) throws(MulticastError) -> UInt64? {
+            guard let value else { return nil }
+            guard range.contains(value) else { throw problem(key, .outOfRange(value, range)) }
+            return value
         }
-        if let p = raw.port {
-            guard (1...65535).contains(p) else { throw problem(.port, .outOfRange(p, 1...65535)) }
-            port = UInt16(p)
-        }
-        if let n = raw.maxConnections {
-            guard (1...65536).contains(n) else { throw problem(.maxConnections, .outOfRange(n, 1...65536)) }
-            maxConnections = Int(n)
-        }
-        if let n = raw.maxConnectionsPerAddress {
-            guard (1...65536).contains(n) else { throw problem(.maxConnectionsPerAddress, .outOfRange(n, 1...65536)) }
-            maxConnectionsPerAddress = Int(n)
-        }
+        if let ttl = try within(raw.multicastTTL, .multicastTTL, 1...255) { multicastTTL = UInt8(ttl) }
+        if let p = try within(raw.port, .port, 1...65535) { port = UInt16(p) }
+        if let n = try within(raw.maxConnections, .maxConnections, 1...65536) { maxConnections = Int(n) }
+        if let n = try within(raw.maxConnectionsPerAddress, .maxConnectionsPerAddress, 1...65536) { maxConnectionsPerAddress = Int(n) }
     }
 }
 

@@ -191,14 +191,7 @@ import Testing
         #expect(try CLI.run(["create", "--source", disk.raw, "--output", image]).status == 0)
         #expect(try CLI.run(["imagescan", "--source", image]).status == 0)
         let config = disk.dir.file("cfg.plist")
-        _ = FileManager.default.createFile(atPath: config, contents: Data("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <plist version="1.0"><dict>
-            <key>Data Rate</key><integer>40000000</integer>
-            <key>Multicast Address</key><string>239.77.0.4</string>
-            <key>DNS Service Discovery</key><false/>
-            </dict></plist>
-            """.utf8))
+        MulticastNetworkTests.writeConfig(config, rate: 40_000_000, group: "239.77.0.4", extra: "<key>DNS Service Discovery</key><false/>")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         let lab = MulticastNetworkTests()

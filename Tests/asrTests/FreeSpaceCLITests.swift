@@ -126,15 +126,7 @@ import UDIF
     func multicastSkipsFreeSpace() throws {
         let f = try Fixture()
         let config = f.dir.file("cfg.plist")
-        let plist = """
-            <?xml version="1.0" encoding="UTF-8"?>
-            <plist version="1.0"><dict>
-            <key>Data Rate</key><integer>30000000</integer>
-            <key>Multicast Address</key><string>239.77.0.3</string>
-            <key>DNS Service Discovery</key><false/>
-            </dict></plist>
-            """
-        _ = FileManager.default.createFile(atPath: config, contents: Data(plist.utf8))
+        MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.3", extra: "<key>DNS Service Discovery</key><false/>")
         let bed = try Testbed(hosts: ["server", "keep", "erase"])
         defer { bed.teardown() }
         let lab = MulticastNetworkTests()

@@ -112,16 +112,19 @@ final class Testbed {
                   try CLI.run(["imagescan", "--source", image]).status == 0 else { throw TestFailure("cannot make the image") }
             sha = try sha256(file: raw)
             config = dir.file("cfg-\(seed).plist")
-            let plist = """
-                <?xml version="1.0" encoding="UTF-8"?>
-                <plist version="1.0"><dict>
-                <key>Data Rate</key><integer>\(rate)</integer>
-                <key>Multicast Address</key><string>239.77.0.1</string>
-                <key>Port</key><integer>\(port)</integer>\(extra)
-                </dict></plist>
-                """
-            _ = FileManager.default.createFile(atPath: config, contents: Data(plist.utf8))
+            MulticastNetworkTests.writeConfig(config, rate: rate, group: "239.77.0.1", extra: "<key>Port</key><integer>\(port)</integer>" + extra)
         }
+    }
+
+    /// Writes an `asr server` configuration: Apple's two required keys, then `extra` plist keys.
+    static func writeConfig(_ path: String, rate: Int, group: String, extra: String = "") {
+        _ = FileManager.default.createFile(atPath: path, contents: Data("""
+            <?xml version="1.0" encoding="UTF-8"?>
+            <plist version="1.0"><dict>
+            <key>Data Rate</key><integer>\(rate)</integer>
+            <key>Multicast Address</key><string>\(group)</string>\(extra)
+            </dict></plist>
+            """.utf8))
     }
 
     func restore(_ bed: Testbed, _ host: String, from server: String, into target: String, log: String, timeout: Int = 30) throws -> Process {

@@ -144,11 +144,7 @@ import UDIF
         #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
         let net = MulticastNetworkTests()
         let config = f.dir.file("cfg.plist")
-        _ = FileManager.default.createFile(atPath: config, contents: Data("""
-            <?xml version="1.0" encoding="UTF-8"?>
-            <plist version="1.0"><dict><key>Data Rate</key><integer>30000000</integer>
-            <key>Multicast Address</key><string>239.77.0.1</string></dict></plist>
-            """.utf8))
+        MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config], log: f.dir.file("server.log"))
