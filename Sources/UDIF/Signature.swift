@@ -65,10 +65,6 @@ public enum Ed25519PEM {
         return Array(der.suffix(32))
     }
 
-    public static func publicPEM(_ key: [UInt8]) -> String {
-        "-----BEGIN PUBLIC KEY-----\n" + Data(publicPrefix + key).base64EncodedString() + "\n-----END PUBLIC KEY-----\n"
-    }
-
     /// Short form of a public key for messages: the first 8 bytes of its SHA-256, in hex.
     public static func fingerprint(_ key: [UInt8]) -> String {
         hex(Array(SHA256.hash(data: key).prefix(8)))
