@@ -57,6 +57,8 @@ public struct ImageInfo: Codable, Sendable {
     public var scanned: Bool
     /// The image's identity (hex; `ImageIdentity`), from its scan.
     public var identity: String?
+    /// Where it stores its chunks (hex; `StoredLayout`), which a signature covers too.
+    public var layout: String?
     /// Whether the scan holds Apple's linear whole-disk digests (`nsiz`).
     public var appleDigests: Bool?
     /// The image's Ed25519 signature over its identity (hex), and its key's fingerprint.
@@ -128,7 +130,7 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
             checksumsVerified: computed != nil, scanned: scan != nil || image.resourceFork.resources["nsiz"] != nil,
-            identity: scan.map { hex($0.identity(of: image)) },
+            identity: scan.map { hex($0.identity(of: image)) }, layout: hex(StoredLayout.digest(of: image)),
             appleDigests: scan.map { _ in image.resourceFork.resources["nsiz"] != nil },
             signature: signature.map { hex($0.signature) }, signer: signature.map { Ed25519PEM.fingerprint($0.publicKey) }, ordered: image.isOrdered,
             usage: usage, usageRecorded: usage == nil ? nil : recorded)
@@ -218,6 +220,7 @@ public struct ImageInfo: Codable, Sendable {
         }
         s += "Scanned: \(scanned ? "yes" : "no")" + (appleDigests == false ? " (without Apple's whole-disk digests)" : "") + "\n"
         if let identity { s += "Identity: \(identity)\n" }
+        if let layout, signature != nil { s += "Stored layout: \(layout)\n" }
         if let signature, let signer { s += "Signature: \(signature) (Ed25519 key \(signer))\n" }
         s += "Ordered: \(ordered ? "yes" : "no")\n"
         return s

@@ -41,7 +41,7 @@ public struct ImageScanner {
             }
             let mapPath = try writeBlockMap(source)
             if let signingKey {
-                let signature = try signingKey.sign(try BlockMap.load(mapPath).identity)
+                let signature = try signingKey.sign(try BlockMap.load(mapPath).identity, layout: StoredLayout.none)
                 let out = try TemporaryOutput(finalPath: BlockMap.signaturePath(forMap: mapPath))
                 defer { out.discard() }
                 try out.file.write(signature.serialized(), at: 0)
@@ -52,7 +52,8 @@ public struct ImageScanner {
         // A scan without Apple's digests is done again when they are asked for.
         if let stored = try? ScanData.stored(in: image), image.isOrdered || !reorder, stored.diskSHA256 != nil || !appleDigests {
             guard let signingKey else { return .alreadyScanned }
-            let signature = try signingKey.sign(stored.identity(of: image))
+            // Rewritten as it is (reorder: false): the stored layout stays.
+            let signature = try signingKey.sign(stored.identity(of: image), layout: StoredLayout.digest(of: image))
             if (try? ImageSignature.stored(in: image)) == signature { return .alreadyScanned }
             let rewriter = try ImageRewriter(image, replacing: path, reorder: false)
             try reporter.step("Writing signature") { try rewriter.finish(replacingResources: signature.resources()) }
@@ -60,9 +61,13 @@ public struct ImageScanner {
         }
         let rewriter = try ImageRewriter(image, replacing: path, reorder: reorder)
         let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil, appleDigests: appleDigests)
-        var resources = scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0)
-        if let signingKey { resources.merge(try signingKey.sign(scan.identity(of: image)).resources()) { $1 } }
-        try reporter.step("Writing scan data") { try rewriter.finish(replacingResources: resources) }
+        let resources = scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0)
+        let identity = scan.identity(of: image)
+        try reporter.step("Writing scan data") {
+            try rewriter.finish(replacingResources: resources, signed: signingKey.map { key in
+                { layout in try key.sign(identity, layout: layout).resources() }
+            })
+        }
         return .scanned
     }
 

@@ -22,8 +22,7 @@ public struct ImageVerifier {
 
     public func verify(_ source: ImageSource) throws {
         let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
-        try pin?.check(identity: plan.identity, source: source.path)
-        try trusted.check(identity: plan.identity, signature: plan.signature, source: source.path)
+        try plan.check(pin: pin, trusted: trusted, source: source.path)
         reporter.begin("\tVerifying  ", key: "verify")
         defer { reporter.abandon() }
         var ranges = plan.ranges
@@ -45,8 +44,10 @@ struct VerificationPlan: Sendable {
     var mismatch: @Sendable (Int, Mismatch.Reference) -> Mismatch
     var blockMap: BlockMap?
     var scan: ScanData?
-    /// What the scan or block map says the image is (`ImageIdentity`), and its signature.
+    /// What the scan or block map says the image is (`ImageIdentity`), where a UDIF image
+    /// stores its chunks (`StoredLayout`), and its signature over both.
     var identity: [UInt8] = []
+    var layout = StoredLayout.none
     var signature: ImageSignature?
 
     /// Throws when the source has no scan: it must be scanned before it can be verified.
@@ -69,6 +70,7 @@ struct VerificationPlan: Sendable {
             }
             mismatch = { i, reference in image.mismatch(inChunk: i, against: reference) }
             identity = scan.identity(of: image)
+            layout = StoredLayout.digest(of: image)
             signature = try ImageSignature.stored(in: image)
             return
         }
@@ -92,5 +94,12 @@ struct VerificationPlan: Sendable {
             let r = expectations[i]
             return Mismatch(firstByte: r.offset, lastByte: r.offset + r.length - 1, shouldBeZeros: r.sha256 == nil, reference: .blockMap)
         }
+    }
+
+    /// Throws unless this is the pinned image and a trusted key signed it (nothing to check
+    /// when neither is asked for).
+    func check(pin: IdentityPin?, trusted: TrustedKeys, source: String) throws(ImagingError) {
+        try pin?.check(identity: identity, source: source)
+        try trusted.check(identity: identity, layout: layout, signature: signature, source: source)
     }
 }

@@ -55,10 +55,7 @@ public struct Restorer {
         if plan == nil && verify {
             throw ImagingError.notScanned(path: sourcePath, restoring: trusted.isEmpty && pin == nil)
         }
-        if let plan {
-            try pin?.check(identity: plan.identity, source: sourcePath)
-            try trusted.check(identity: plan.identity, signature: plan.signature, source: sourcePath)
-        }
+        try plan?.check(pin: pin, trusted: trusted, source: sourcePath)
         let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)

@@ -36,20 +36,18 @@ public struct TrustedKeys: Sendable {
     /// neither is asked for.
     public func check(imageAt path: String, pin: IdentityPin?, blockMap: String? = nil) throws {
         guard !keys.isEmpty || pin != nil else { return }
-        let plan = try VerificationPlan(for: ImageSource.open(path), blockMap: blockMap)
-        try pin?.check(identity: plan.identity, source: path)
-        try check(identity: plan.identity, signature: plan.signature, source: path)
+        try VerificationPlan(for: ImageSource.open(path), blockMap: blockMap).check(pin: pin, trusted: self, source: path)
     }
 
-    /// Throws unless `signature` is a trusted key's over `identity` (nothing to check when no
-    /// key is trusted).
-    public func check(identity: [UInt8], signature: ImageSignature?, source: String) throws(ImagingError) {
+    /// Throws unless `signature` is a trusted key's over `identity` and `layout` (nothing to
+    /// check when no key is trusted).
+    public func check(identity: [UInt8], layout: [UInt8], signature: ImageSignature?, source: String) throws(ImagingError) {
         guard !keys.isEmpty else { return }
         guard let signature else { throw .unsigned(path: source) }
         guard keys.contains(signature.publicKey) else {
             throw .untrustedSigner(path: source, fingerprint: Ed25519PEM.fingerprint(signature.publicKey))
         }
-        guard signature.isValid(for: identity) else { throw .badSignature(path: source) }
+        guard signature.isValid(for: identity, layout: layout) else { throw .badSignature(path: source) }
     }
 }
 
@@ -67,8 +65,8 @@ public struct SigningKey: Sendable {
         raw = Array(key.rawRepresentation)
     }
 
-    public func sign(_ identity: [UInt8]) throws -> ImageSignature {
-        try ImageSignature(signing: identity, with: Curve25519.Signing.PrivateKey(rawRepresentation: raw))
+    public func sign(_ identity: [UInt8], layout: [UInt8]) throws -> ImageSignature {
+        try ImageSignature(signing: identity, layout: layout, with: Curve25519.Signing.PrivateKey(rawRepresentation: raw))
     }
 }
 

@@ -11,7 +11,9 @@ public struct ImageFeed: Sendable {
     package let manifest: [ManifestEntry]
     /// The image's identity (`ImageIdentity`), which clients check the manifest against.
     public let identity: [UInt8]
-    /// The image's signature over `identity`, if it has one (a scanned, signed UDIF image).
+    /// Where the image stores its chunks (`StoredLayout`), and its signature over that and
+    /// `identity`, if it has one (a scanned, signed UDIF image).
+    public let layout: [UInt8]
     public let signature: ImageSignature?
     public let diskBytes: UInt64
     /// Free space (ignore chunks): never sent, and no client waits for it.
@@ -34,6 +36,7 @@ public struct ImageFeed: Sendable {
                               codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
             }
             identity = scan.identity(of: image)
+            layout = StoredLayout.digest(of: image)
             signature = try ImageSignature.stored(in: image)
             stored = { try image.storedBytes(of: $0) }
             return
@@ -67,6 +70,7 @@ public struct ImageFeed: Sendable {
         }
         manifest = entries
         identity = ManifestEntry.identity(of: entries, diskBytes: size)
+        layout = StoredLayout.none
         signature = nil
         stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
     }

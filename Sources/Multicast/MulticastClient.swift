@@ -98,7 +98,7 @@ public struct MulticastClient {
             throw MulticastError.notTheAnnouncedImage(host: host)
         }
         try pin?.check(identity: identity, source: url)
-        try trusted.check(identity: identity, signature: session.signature, source: url)
+        try trusted.check(identity: identity, layout: session.layout, signature: session.signature, source: url)
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
@@ -123,6 +123,7 @@ public struct MulticastClient {
         var connection: ControlConnection
         var welcome: ControlMessage.Welcome
         var manifest: [ManifestEntry]
+        var layout: [UInt8]
         var signature: ImageSignature?
         let host: String
         let port: UInt16
@@ -150,7 +151,7 @@ public struct MulticastClient {
             try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
             guard case .welcome(let welcome)? = try connection.receive() else { throw .notWelcomed(host: host) }
             guard case .manifest(let manifest)? = try connection.receive() else { throw .noManifest(host: host) }
-            guard case .signature(let signed)? = try connection.receive() else { throw .noManifest(host: host) }
+            guard case .signature(let layout, let signed)? = try connection.receive() else { throw .noManifest(host: host) }
             guard welcome.identity.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
                 throw .malformedWelcome(host: host)
             }
@@ -160,7 +161,8 @@ public struct MulticastClient {
             }
             connection.setReceiveTimeout(0.05)
             let signature = signed.isEmpty ? nil : try? ImageSignature(parsing: signed)
-            return Session(connection: connection, welcome: welcome, manifest: manifest, signature: signature, host: host, port: port, name: name)
+            return Session(connection: connection, welcome: welcome, manifest: manifest, layout: layout, signature: signature,
+                           host: host, port: port, name: name)
         }
 
         /// After the server restarted: the same image carries on under its new session.

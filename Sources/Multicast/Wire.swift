@@ -157,15 +157,15 @@ package enum ControlMessage: Sendable, Equatable {
     case report(Report)
     case done
     case drop(reason: String)
-    /// The image's signature (`ImageSignature`, 104 bytes), or nothing when it has none;
-    /// sent after MANIFEST.
-    case signature([UInt8])
+    /// The image's stored layout (`StoredLayout`, 32 bytes) and its signature
+    /// (`ImageSignature`, 104 bytes, or nothing when it has none); sent after MANIFEST.
+    case signature(layout: [UInt8], signed: [UInt8])
 
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
     /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
-    /// source address (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 6
+    /// source address. 7: SIGNATURE starts with the stored layout it signs (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 7
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
@@ -289,8 +289,9 @@ package enum ControlMessage: Sendable, Equatable {
             break
         case .drop(let reason):
             p.appendString(reason)
-        case .signature(let bytes):
-            p += bytes
+        case .signature(let layout, let signed):
+            p += layout
+            p += signed
         }
         var frame: [UInt8] = []
         frame.appendBE(UInt32(p.count + 1))
@@ -345,8 +346,8 @@ package enum ControlMessage: Sendable, Equatable {
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)
         case 7:
-            guard let bytes = r.bytes(r.remaining), bytes.isEmpty || bytes.count == 104 else { throw bad }
-            message = .signature(Array(bytes))
+            guard let layout = r.bytes(32), let signed = r.bytes(r.remaining), signed.isEmpty || signed.count == 104 else { throw bad }
+            message = .signature(layout: Array(layout), signed: Array(signed))
         default:
             throw .unknownMessage(type: type)
         }

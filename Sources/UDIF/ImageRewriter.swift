@@ -45,8 +45,10 @@ public final class ImageRewriter {
         writeback.wrote(upTo: offset)
     }
 
-    /// Writes the plist and trailer and puts the new image in place.
-    public func finish(replacingResources extra: [String: [ResourceEntry]]) throws {
+    /// Writes the plist and trailer and puts the new image in place. `signed` gives resources
+    /// that depend on the new image's stored layout (a signature).
+    public func finish(replacingResources extra: [String: [ResourceEntry]],
+                       signed: ((_ layout: [UInt8]) throws -> [String: [ResourceEntry]])? = nil) throws {
         let t = image.trailer
         var tables = image.regions.map(\.table)
         if reorder {
@@ -88,6 +90,9 @@ public final class ImageRewriter {
             return e
         }
         for (key, entries) in extra { fork.resources[key] = entries }
+        if let signed {
+            for (key, entries) in try signed(StoredLayout.digest(tables)) { fork.resources[key] = entries }
+        }
         let xml = fork.xml()
 
         var trailer = t

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import Imaging
 import Testing
+import UDIF
 @testable import Multicast
 
 /// Control-connection failures as the client meets them, on loopback: each is its own case,
@@ -105,7 +106,7 @@ import Testing
             try? connection.send(.welcome(ControlMessage.Welcome(version: ControlMessage.protocolVersion, sessionID: 1, identity: identity,
                                                                 diskBytes: 3 << 20, group: [239, 1, 2, 3], dataPort: 7801, dataRate: 1000)))
             try? connection.send(.manifest(manifest))
-            try? connection.send(.signature([]))
+            try? connection.send(.signature(layout: StoredLayout.none, signed: []))
             Thread.sleep(forTimeInterval: 1)
             close(peer)
         }

@@ -215,7 +215,13 @@ final class Testbed {
         let record = ServerLog(text)
         #expect(record.finished.count == 3, "\(text)")
         let complete = { (host: String) in record.complete[bed.address(host)] ?? .max }
-        #expect(complete("c1") <= complete("late") && complete("late") < .max, "\(text)")
+        #expect(complete("late") < .max, "\(text)")
+        // On a loaded machine c1 can lose datagrams too (a full socket buffer); then it is a
+        // lossy client like c2, and its repairs may come after the late joiner's head.
+        let firstPass = log(f.dir.file("c1.log")).split(separator: "\n").first { $0.contains("\tPass 1  ") } ?? ""
+        if !firstPass.contains("x") {
+            #expect(complete("c1") <= complete("late"), "\(text)\nc1: \(log(f.dir.file("c1.log")))")
+        }
         #expect(text.components(separatedBy: "joined").count == 4, "\(text)")
     }
 

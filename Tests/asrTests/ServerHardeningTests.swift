@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct ServerHardeningTests {
     static let enabled = MulticastNetworkTests.enabled
     /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
-    static let protocolVersion = 6
+    static let protocolVersion = 7
 
     /// The attacker: raw control frames (4-byte length, type byte, payload) from Python.
     static let attacker = #"""

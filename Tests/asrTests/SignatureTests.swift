@@ -75,16 +75,45 @@ import UDIF
         expectRefused(try f.restore(tampered, trusting: [f.pub], into: "tampered.raw"), f, "tampered.raw", saying: "signature does not match")
         #expect(try CLI.run(["verify", "--source", tampered, "--trust", f.pub]).status == 1)
 
+        // Two chunks of the table swapped: every digest still matches its chunk's place on the
+        // disk, but the signature covers where each chunk is stored.
+        let swapped = try swappedCopy(f)
+        expectRefused(try f.restore(swapped, trusting: [f.pub], into: "swapped.raw"), f, "swapped.raw", saying: "signature does not match")
+
         // Over HTTP the same checks run before a byte is written.
         let nginx = try Nginx(serving: (f.image as NSString).deletingLastPathComponent)
         let http = try f.restore(nginx.url("disk.dmg"), trusting: [f.pub], into: "http.raw")
         #expect(http.status == 0, "\(http.stderr)")
         expectRefused(try f.restore(nginx.url("tampered.dmg"), trusting: [f.pub], into: "http-tampered.raw"), f, "http-tampered.raw",
                       saying: "signature does not match")
+        expectRefused(try f.restore(nginx.url("swapped.dmg"), trusting: [f.pub], into: "http-swapped.raw"), f, "http-swapped.raw",
+                      saying: "signature does not match")
     }
 
-    /// The message is "asr image signature 1\n" and the identity `asr info` prints: openssl
-    /// verifies the signature `asr info` prints with the public key alone.
+    /// A copy of the fixture's image whose chunk table points two chunks of the same codec at
+    /// each other's stored bytes; scan data and signature are left as they were.
+    func swappedCopy(_ f: Fixture) throws -> String {
+        let swapped = f.dir.file("swapped.dmg")
+        try FileManager.default.copyItem(atPath: f.image, toPath: swapped)
+        let image = try UDIFImage(path: swapped)
+        var entries = image.resourceFork.blkx
+        for r in entries.indices {
+            var table = try BlockTable(parsing: entries[r].data)
+            let zlib = table.chunks.indices.filter { table.chunks[$0].type == .zlib }
+            guard zlib.count >= 2 else { continue }
+            let (a, b) = (zlib[0], zlib[1])
+            (table.chunks[a].storedOffset, table.chunks[b].storedOffset) = (table.chunks[b].storedOffset, table.chunks[a].storedOffset)
+            (table.chunks[a].storedLength, table.chunks[b].storedLength) = (table.chunks[b].storedLength, table.chunks[a].storedLength)
+            entries[r].data = table.serialized()
+            try ImageRewriter(image, replacing: swapped, reorder: false).finish(replacingResources: ["blkx": entries])
+            return swapped
+        }
+        Issue.record("no two zlib chunks in one region")
+        return swapped
+    }
+
+    /// The message is "asr image signature 2\n", the identity and the stored layout `asr info`
+    /// prints: openssl verifies the signature `asr info` prints with the public key alone.
     @Test func opensslVerifiesTheDocumentedMessage() throws {
         let f = try Fixture()
         #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
@@ -92,12 +121,12 @@ import UDIF
         func field(_ name: String) -> String {
             info.split(separator: "\n").first { $0.hasPrefix(name + ": ") }.map { String($0.dropFirst(name.count + 2).prefix { $0 != " " }) } ?? ""
         }
-        let identity = field("Identity"), signature = field("Signature")
-        #expect(identity.count == 64 && signature.count == 128, "\(info)")
+        let identity = field("Identity"), layout = field("Stored layout"), signature = field("Signature")
+        #expect(identity.count == 64 && layout.count == 64 && signature.count == 128, "\(info)")
         let message = f.dir.file("message.bin"), sig = f.dir.file("sig.bin")
         try Run.shell("""
             unhex() { python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$1"; }
-            { printf 'asr image signature 1\\n'; unhex '\(identity)'; } > '\(message)'
+            { printf 'asr image signature 2\\n'; unhex '\(identity)'; unhex '\(layout)'; } > '\(message)'
             unhex '\(signature)' > '\(sig)'
             openssl pkeyutl -verify -pubin -inkey '\(f.pub)' -rawin -in '\(message)' -sigfile '\(sig)'
             """)
@@ -117,6 +146,20 @@ import UDIF
         let mount = try Mounted(f.image, options: ["--trust", f.pub], in: f.dir)
         defer { try? mount.unmount() }
         #expect(try sha256(file: mount.file("disk.img")) == f.sha)
+    }
+
+    /// hdiutil's images are stored out of disk order: signing one while the scan reorders it
+    /// signs the layout it ends with.
+    @Test func signingWhileReorderingSignsTheNewLayout() throws {
+        let f = try Fixture()
+        let fixture = try #require(Fixtures.all.first { $0.name == "hfsplus_zlib.dmg" })
+        let image = f.dir.file("hdiutil.dmg")
+        try FileManager.default.copyItem(atPath: fixture.path, toPath: image)
+        try Run.shell("chmod u+w '\(image)'")
+        let scanned = try CLI.run(["imagescan", "--source", image, "--sign", f.key])
+        #expect(scanned.status == 0, "\(scanned.stderr)")
+        let verified = try CLI.run(["verify", "--source", image, "--trust", f.pub])
+        #expect(verified.status == 0, "\(verified.stderr)")
     }
 
     /// A raw image's signature sits beside its block map and covers the map's ranges.
@@ -147,6 +190,10 @@ import UDIF
         MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
+        // Two swapped chunks never reach a client: the server refuses an image whose stored
+        // chunks are out of disk order, and checks every chunk against the scan before it serves.
+        let swapped = try bed.run("server", [CLI.binary, "server", "--source", try swappedCopy(f), "--config", config])
+        #expect(swapped.status == 1 && swapped.stderrLines.count == 1 && swapped.stderr.contains("swapped.dmg"), "\(swapped.stderr)")
         try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config], log: f.dir.file("server.log"))
         usleep(300_000)
         let source = "asr://\(bed.address("server"))"
