@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",
             "Imaging", "UDIF", "Filesystems", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast", "Imaging", "UDIF", "TestSupport"]),
+        .testTarget(name: "MulticastTests", dependencies: ["SystemSupport", "Multicast", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImageFSTests", dependencies: ["SystemSupport", 
             "ImageFS", "Imaging", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

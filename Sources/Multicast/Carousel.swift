@@ -101,7 +101,11 @@ package struct Carousel: Sendable {
         }
         let partial = lacking.mapValues { $0.sorted() }
         var need = Need(whole: whole, partial: partial)
-        need.position = report.position.map { ($0.pass, Int($0.chunk)) }
+        // Pass and chunk numbers come from unauthenticated packets: a position past the stream
+        // (a forged one) is taken no further than where the stream is.
+        need.position = report.position.map { p in
+            p.pass > pass || (p.pass == pass && Int(p.chunk) >= cursor) ? (pass, cursor - 1) : (p.pass, Int(p.chunk))
+        }
         need.quiet = report.quiet
         need.joined = needs[id]?.joined ?? (pass, cursor)
         replace(id, with: need)

@@ -1,3 +1,4 @@
+import Crypto
 import Synchronization
 import SystemSupport
 
@@ -18,6 +19,14 @@ package struct ChunkAssembler: Sendable {
     package private(set) var heldBytes = 0
     /// Bound on bytes held in unfinished chunks.
     package let memoryBudget: Int
+    /// Fragment digests the server sent for chunks that failed their SHA-256: from then on
+    /// only matching fragments of them are kept, so forged copies that got in first (their
+    /// source address spoofed) cannot spoil the chunk again.
+    private var fragmentDigests: [Int: [UInt8]] = [:]
+    /// Chunks that failed their SHA-256, whose fragment digests are still to be asked for
+    /// (once each).
+    private var suspects: [Int] = []
+    private var suspected: Set<Int> = []
 
     private struct Partial {
         let buffer: ChunkBuffer
@@ -56,6 +65,7 @@ package struct ChunkAssembler: Sendable {
         let start = fragment * DataPacket.maxPayload
         let expected = min(DataPacket.maxPayload, Int(entry.storedLength) - start)
         guard expected > 0, payload.count == expected else { return nil }
+        if let digests = fragmentDigests[index], !Self.matches(payload, digests, fragment) { return nil }
         if partial[index] == nil {
             // Over budget: drop it; the chunk comes round again.
             guard heldBytes + Int(entry.storedLength) <= memoryBudget else { return nil }
@@ -93,6 +103,36 @@ package struct ChunkAssembler: Sendable {
         release(chunk)
         if partial.removeValue(forKey: chunk) != nil { heldBytes -= Int(manifest[chunk].storedLength) }
         received[chunk] = complete[chunk]
+        if fragmentDigests[chunk] == nil, suspected.insert(chunk).inserted { suspects.append(chunk) }
+    }
+
+    /// Chunks whose fragment digests to ask the server for, each once.
+    package mutating func takeSuspects() -> [Int] {
+        defer { suspects.removeAll() }
+        return suspects
+    }
+
+    /// The server's fragment digests of `chunk`; fragments already held that do not match are
+    /// dropped. Digests of a chunk not asked for, or of the wrong count, are ignored.
+    package mutating func trust(_ chunk: Int, fragmentDigests digests: [UInt8]) {
+        guard suspected.contains(chunk), chunk < manifest.count,
+              digests.count == manifest[chunk].fragmentCount * ControlMessage.fragmentDigestBytes else { return }
+        fragmentDigests[chunk] = digests
+        guard var part = partial[chunk] else { return }
+        for f in part.have.indices where part.have[f] {
+            let start = f * DataPacket.maxPayload
+            let end = min(start + DataPacket.maxPayload, Int(manifest[chunk].storedLength))
+            if !Self.matches(UnsafeRawBufferPointer(rebasing: part.buffer.storage[start..<end]), digests, f) {
+                part.have[f] = false
+                part.count -= 1
+            }
+        }
+        partial[chunk] = part
+    }
+
+    private static func matches(_ payload: UnsafeRawBufferPointer, _ digests: [UInt8], _ fragment: Int) -> Bool {
+        let n = ControlMessage.fragmentDigestBytes
+        return SHA256.hash(data: payload).withUnsafeBytes { $0.prefix(n).elementsEqual(digests[(fragment * n)..<((fragment + 1) * n)]) }
     }
 
     /// A handed-on chunk's buffer no longer counts against the budget.

@@ -22,6 +22,15 @@ public struct ImageFeed: Sendable {
 
     package func storedBytes(_ chunk: Int) throws -> [UInt8] { try stored(chunk) }
 
+    /// The first `ControlMessage.fragmentDigestBytes` of each fragment's SHA-256, as the chunk
+    /// is cut into data packets.
+    package func fragmentDigests(_ chunk: Int) throws -> [UInt8] {
+        let bytes = try stored(chunk)
+        return stride(from: 0, to: bytes.count, by: DataPacket.maxPayload).flatMap { start in
+            SHA256.hash(data: bytes[start..<min(start + DataPacket.maxPayload, bytes.count)]).prefix(ControlMessage.fragmentDigestBytes)
+        }
+    }
+
     public init(source: ImageSource) throws {
         diskBytes = source.bytes.byteCount
         if let image = source.udif {

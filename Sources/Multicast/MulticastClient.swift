@@ -221,7 +221,7 @@ public struct MulticastClient {
                 lastReport = now
                 let rate = UInt64(Double(writers.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
                 let quiet = !heard && now.timeIntervalSince(lastData) > Self.quietAfter
-                if try report(&session, assembler, at: position, quiet: quiet, writeRate: rate, progress: &progress) { lastData = Date() }
+                if try report(&session, &assembler, at: position, quiet: quiet, writeRate: rate, progress: &progress) { lastData = Date() }
             }
             if now.timeIntervalSince(lastData) > timeout { throw MulticastError.noData(seconds: Int(timeout)) }
         }
@@ -251,24 +251,28 @@ public struct MulticastClient {
     /// count): nothing is on its way to us, and the server may take what we lack as lost.
     static let quietAfter: TimeInterval = 0.1
 
-    /// Tells the server everything we lack, from where the stream is, and hears whether it
-    /// dropped us. A server that went away is reconnected to, keeping every chunk we have;
-    /// returns true then.
-    private func report(_ session: inout Session, _ assembler: ChunkAssembler, at position: StreamPosition, quiet: Bool,
+    /// Tells the server everything we lack, from where the stream is, asks for the fragment
+    /// digests of chunks that failed their SHA-256, and hears what it says: a DROP, or digests.
+    /// A server that went away is reconnected to, keeping every chunk we have; returns true then.
+    private func report(_ session: inout Session, _ assembler: inout ChunkAssembler, at position: StreamPosition, quiet: Bool,
                         writeRate: UInt64, progress: inout PassProgress) throws -> Bool {
         let (missing, fragments) = assembler.need(from: position.highest + 1)
         let report = ControlMessage.Report(received: UInt32(assembler.completeCount), writeRate: writeRate, missing: missing,
                                            fragments: fragments, position: position.reported, quiet: quiet)
-        let reply: ControlMessage?
+        var dropped: String?
         do {
             try session.connection.send(.report(report))
-            reply = try session.connection.receive()
+            for chunk in assembler.takeSuspects() { try session.connection.send(.fragmentDigestsWanted(chunk: UInt32(chunk))) }
+            while dropped == nil, let reply = try session.connection.receive() {
+                if case .drop(let reason) = reply { dropped = reason }
+                if case .fragmentDigests(let chunk, let digests) = reply { assembler.trust(Int(chunk), fragmentDigests: digests) }
+            }
         } catch {
             progress.note("lost the server; reconnecting")
             try session.reconnect(timeout: timeout)
             return true
         }
-        if case .drop(let reason)? = reply { throw MulticastError.droppedByServer(reason: reason) }
+        if let dropped { throw MulticastError.droppedByServer(reason: dropped) }
         return false
     }
 }

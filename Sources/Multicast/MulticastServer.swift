@@ -148,6 +148,7 @@ public final class MulticastServer: Sendable {
         var id: ClientRoster.ID?
         var clientName = ""
         var hasEverything = false
+        var digestsSent = Set<Int>()
         defer {
             if let id {
                 let client = state.update { s in
@@ -212,6 +213,16 @@ public final class MulticastServer: Sendable {
                         return (s.roster.finish(id)?.name ?? "?", s.bytesSent)
                     }
                     log("client \(name) (\(connection.peer)) finished; \(sent) bytes sent so far")
+                case .fragmentDigestsWanted(let chunk):
+                    // Once per chunk and connection: what a client can make us hash is bounded
+                    // by the image.
+                    let c = Int(chunk)
+                    guard id != nil, c < feed.manifest.count, feed.manifest[c].storedLength > 0,
+                          digestsSent.insert(c).inserted else { continue }
+                    if digestsSent.count == 1 {
+                        log("client \(clientName) (\(connection.peer)): chunk \(c) failed its SHA-256 (forged or damaged fragments); sending fragment digests")
+                    }
+                    try connection.send(.fragmentDigests(chunk: chunk, digests: try feed.fragmentDigests(c)))
                 default:
                     return  // a client has no business sending anything else
                 }

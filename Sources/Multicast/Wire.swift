@@ -160,12 +160,20 @@ package enum ControlMessage: Sendable, Equatable {
     /// The image's stored layout (`StoredLayout`, 32 bytes) and its signature
     /// (`ImageSignature`, 104 bytes, or nothing when it has none); sent after MANIFEST.
     case signature(layout: [UInt8], signed: [UInt8])
+    /// A client asks for a chunk's fragment digests: the chunk failed its SHA-256, so some
+    /// fragment of it was forged or damaged.
+    case fragmentDigestsWanted(chunk: UInt32)
+    /// The first `fragmentDigestBytes` of each fragment's SHA-256, in fragment order: the
+    /// client then keeps only fragments that match.
+    case fragmentDigests(chunk: UInt32, digests: [UInt8])
 
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
     /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
-    /// source address. 7: SIGNATURE starts with the stored layout it signs (docs/PROTOCOL.md).
+    /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS
+    /// (docs/PROTOCOL.md).
     package static let protocolVersion: UInt16 = 7
+    package static let fragmentDigestBytes = 16
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
 
@@ -239,6 +247,8 @@ package enum ControlMessage: Sendable, Equatable {
         case .done: 5
         case .drop: 6
         case .signature: 7
+        case .fragmentDigestsWanted: 8
+        case .fragmentDigests: 9
         }
     }
 
@@ -292,6 +302,11 @@ package enum ControlMessage: Sendable, Equatable {
         case .signature(let layout, let signed):
             p += layout
             p += signed
+        case .fragmentDigestsWanted(let chunk):
+            p.appendBE(chunk)
+        case .fragmentDigests(let chunk, let digests):
+            p.appendBE(chunk)
+            p += digests
         }
         var frame: [UInt8] = []
         frame.appendBE(UInt32(p.count + 1))
@@ -348,6 +363,12 @@ package enum ControlMessage: Sendable, Equatable {
         case 7:
             guard let layout = r.bytes(32), let signed = r.bytes(r.remaining), signed.isEmpty || signed.count == 104 else { throw bad }
             message = .signature(layout: Array(layout), signed: Array(signed))
+        case 8:
+            guard let chunk = r.u32() else { throw bad }
+            message = .fragmentDigestsWanted(chunk: chunk)
+        case 9:
+            guard let chunk = r.u32(), r.remaining % fragmentDigestBytes == 0, let digests = r.bytes(r.remaining) else { throw bad }
+            message = .fragmentDigests(chunk: chunk, digests: Array(digests))
         default:
             throw .unknownMessage(type: type)
         }

@@ -193,6 +193,21 @@ import Imaging
         #expect(next?.chunk == 3 && next?.fragments == [1, 2] && next?.pass == 0, "repaired at once, fragments only")
     }
 
+    /// Pass and chunk numbers reach a client in unauthenticated packets, and a forged one can
+    /// run its position ahead: the server takes it no further than its own stream, so a repair
+    /// still on its way is not sent again on every report.
+    @Test func aPositionPastTheStreamIsTakenNoFurtherThanTheStream() {
+        var carousel = Carousel(manifest: Self.manifest(4))
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 4)]))
+        #expect(carousel.next()?.chunk == 0)
+        #expect(carousel.next()?.chunk == 1)
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(1, 3)], fragments: [(0, [3])], position: (0, 1)))
+        let repair = carousel.next()
+        #expect(repair?.chunk == 0 && repair?.fragments == [3])
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(1, 3)], fragments: [(0, [3])], position: (9, 0)))
+        #expect(carousel.next()?.chunk == 2, "the repair is still on its way")
+    }
+
     /// Lacking fragments of a chunk the cursor has passed go out at once, whether lost or the
     /// part before a client joined: a large burst waits for no one's head.
     @Test func whatIsLackingOfAChunkBehindTheCursorIsRepairedAtOnce() {

@@ -1,3 +1,4 @@
+import Crypto
 import SystemSupport
 import Foundation
 import TestSupport
@@ -44,6 +45,10 @@ import Testing
             .report(.init(received: 0, writeRate: 0, missing: [], position: (0, 7))),
             .done,
             .drop(reason: "too slow"),
+            .signature(layout: Array(repeating: 3, count: 32), signed: []),
+            .signature(layout: Array(repeating: 3, count: 32), signed: Array(repeating: 4, count: 104)),
+            .fragmentDigestsWanted(chunk: 12),
+            .fragmentDigests(chunk: 12, digests: Array(repeating: 5, count: 3 * ControlMessage.fragmentDigestBytes)),
         ]
         #expect(messages[3] != messages[4] && messages[4] != messages[5], "position and quiet are part of a report")
         for m in messages {
@@ -143,5 +148,38 @@ import Testing
         var a2 = ChunkAssembler(manifest: Self.manifest([3000, 3000]), memoryBudget: 3000)
         _ = a2.accept(packets(chunk: 0, stored: Array(repeating: 1, count: 3000))[0])
         #expect(a2.accept(packets(chunk: 1, stored: Array(repeating: 1, count: 3000))[0]) == nil, "over the memory budget")
+    }
+
+    /// A forged fragment that always arrives first spoils a chunk once: after it fails its
+    /// SHA-256 the client asks for the fragment digests, and from then on keeps only
+    /// fragments that match, including the one it held.
+    @Test func fragmentDigestsKeepForgedFragmentsOut() {
+        let stored = (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 13) }
+        let real = packets(chunk: 0, stored: stored)
+        var forged = real[0]
+        forged.payload = ArraySlice(repeating: 0xEE, count: forged.payload.count)
+        let digests = stride(from: 0, to: stored.count, by: DataPacket.maxPayload).flatMap {
+            SHA256.hash(data: stored[$0..<min($0 + DataPacket.maxPayload, stored.count)]).prefix(ControlMessage.fragmentDigestBytes)
+        }
+        var a = ChunkAssembler(manifest: Self.manifest([5000]))
+        a.trust(0, fragmentDigests: digests)
+        _ = a.accept(forged)
+        #expect(a.need(from: 0).missing.isEmpty, "digests nobody asked for are ignored")
+        var done: (chunk: Int, stored: ChunkBuffer)?
+        for p in real.dropFirst() { done = a.accept(p) }
+        #expect(done.map { Array($0.stored.bytes) } != stored, "the forged copy came first")
+        a.reject(0)
+        #expect(a.takeSuspects() == [0])
+        #expect(a.takeSuspects().isEmpty, "asked for once")
+        _ = a.accept(forged)
+        _ = a.accept(real[1])
+        a.trust(0, fragmentDigests: Array(digests.dropLast()))
+        a.trust(0, fragmentDigests: digests)
+        #expect(a.need(from: 0).fragments.first?.missing == [0, 2, 3], "the forged fragment held is dropped")
+        done = nil
+        for p in [forged] + real { done = a.accept(p) ?? done }
+        #expect(done.map { Array($0.stored.bytes) } == stored)
+        a.reject(0)
+        #expect(a.takeSuspects().isEmpty, "digests in hand: nothing more to ask")
     }
 }

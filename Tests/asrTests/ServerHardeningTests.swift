@@ -50,7 +50,7 @@ import Testing
                     pass
             time.sleep(60)
         elif mode == "forge":  # learns the session as a client would, then sends garbage fragments of every chunk
-            rate = int(sys.argv[4])
+            rate, spoof = int(sys.argv[4]), len(sys.argv) > 5 and sys.argv[5] == "spoof"
             s = connect()
             s.sendall(hello)
             def read_frame():
@@ -63,8 +63,16 @@ import Testing
             count = struct.unpack(">I", manifest[1:5])[0]
             chunks = [struct.unpack(">QQII", manifest[5 + 56 * i:5 + 56 * i + 24]) for i in range(count)]
             s.close()
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 3)
+            if spoof:  # raw IPv4 with the server's address as the source: past the clients' source filter
+                u = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+                def udp(body): return struct.pack(">HHHH", port, port, 8 + len(body), 0) + body
+                def ip(body): return struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 3, 17, 0,
+                                                 socket.inet_aton(host), socket.inet_aton(group)) + body
+                wrap = lambda body: ip(udp(body))
+            else:
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 3)
+                wrap = lambda body: body
             print("forging for", group, port, count, "chunks", flush=True)
             # Fragment 0 of every chunk, over and over: whenever a client starts a chunk, a
             # forged first fragment is there before the real one, and the first copy is kept.
@@ -73,13 +81,23 @@ import Testing
                 if stored == 0: continue
                 fragments, size = (stored + 1399) // 1400, min(1400, stored)
                 header = b"ASRD\x01\x00" + struct.pack(">H", fragments) + session + struct.pack(">IIHHI", 0, index, 0, size, stored)
-                forged.append(header + bytes([index & 255]) * size)
+                forged.append(wrap(header + bytes([index & 255]) * size))
             sent, started = 0, time.time()
             while time.time() - started < 120:
                 for packet in forged:
-                    u.sendto(packet, (group, port))
+                    u.sendto(packet, (group, 0 if spoof else port))
                     sent += len(packet)
                 while sent > rate * (time.time() - started): time.sleep(0.0005)
+        elif mode == "stall":  # says nothing, or stops inside a frame; reports when the server closes
+            s = connect()
+            if sys.argv[4] == "midframe": s.sendall(hello + struct.pack(">I", 100) + bytes(10))
+            s.settimeout(40)
+            started = time.time()
+            try:
+                while s.recv(65536): pass
+                print("closed after %.0f s" % (time.time() - started), flush=True)
+            except OSError as e:
+                print("still open:", e, flush=True)
         elif mode == "touch":  # HELLO, a REPORT lacking all 12 chunks, and gone
             s = connect()
             s.sendall(hello + lacking_all)
@@ -141,6 +159,47 @@ import Testing
         let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 30)
         #expect(net.wait(c1, seconds: 60), "\(net.log(f.dir.file("c1.log")))\n\(net.log(f.dir.file("server.log")))")
         #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+        server.terminate()
+        #expect(net.wait(server, seconds: 5))
+    }
+
+    /// The same from a host that puts the server's address on its packets, so the clients'
+    /// source filter lets them in: a chunk spoiled by a forged fragment is asked for again
+    /// with its fragment digests, and forged copies are dropped from then on.
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func spoofedForgedFragmentsDoNotStallAClient() throws {
+        let net = MulticastNetworkTests()
+        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let bed = try Testbed(hosts: ["server", "c1", "forger"])
+        defer { bed.teardown() }
+        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        _ = try startAttack(bed, "forger", "forge", ["25000000", "spoof"], dir: f.dir)
+        #expect(net.eventually(seconds: 10) { net.log(f.dir.file("forger.log")).contains("forging for") }, "\(net.log(f.dir.file("forger.log")))")
+        let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 30)
+        #expect(net.wait(c1, seconds: 90), "\(net.log(f.dir.file("c1.log")))\n\(net.log(f.dir.file("server.log")))\n\(net.log(f.dir.file("forger.log")))")
+        #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+        let log = net.log(f.dir.file("server.log"))
+        #expect(log.contains("sending fragment digests"), "the forged fragments reached the client: \(log)")
+        server.terminate()
+        #expect(net.wait(server, seconds: 5))
+    }
+
+    /// A connection that never says HELLO, and one that stops partway through a frame, are
+    /// closed by the server's deadlines (10 s each) rather than held open.
+    @Test(.enabled(if: enabled, "needs root and network namespaces"))
+    func silentAndHalfSentConnectionsAreClosed() throws {
+        let net = MulticastNetworkTests()
+        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let bed = try Testbed(hosts: ["server", "silent", "midframe"])
+        defer { bed.teardown() }
+        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        usleep(300_000)
+        let attacks = try ["silent", "midframe"].map { try startAttack(bed, $0, "stall", [$0], dir: f.dir) }
+        for (host, attack) in zip(["silent", "midframe"], attacks) {
+            #expect(net.wait(attack, seconds: 60), "\(host): \(net.log(f.dir.file("\(host).log")))")
+            #expect(net.log(f.dir.file("\(host).log")).contains("closed after"), "\(host): \(net.log(f.dir.file("\(host).log")))")
+        }
         server.terminate()
         #expect(net.wait(server, seconds: 5))
     }
