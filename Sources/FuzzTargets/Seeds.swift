@@ -207,6 +207,8 @@ public struct Seeds: Sendable {
             .welcome(welcome), .manifest(entries),
             .report(.init(received: 2, writeRate: 5_000_000, missing: [(0, 2), (3, 1)], fragments: [(5, [0, 3])])),
             .report(.init(received: 6, writeRate: 0, missing: [])), .done,
+            .signature(layout: [UInt8](repeating: 7, count: 32), signed: [UInt8](repeating: 8, count: 104)),
+            .fragmentDigestsWanted(chunk: 3), .fragmentDigests(chunk: 3, digests: [UInt8](repeating: 9, count: 32)),
         ]
         return [
             ControlMessage.hello(version: 1, client: "lab-mac-3").encoded(),
