@@ -114,14 +114,22 @@ import Testing
                              log: dir.file("\(host).log"))
     }
 
+    /// The server, once it listens: an attacker whose connection is refused attacks nothing.
+    func startServer(_ bed: Testbed, _ f: MulticastNetworkTests.Fixture) throws -> Process {
+        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
+        let net = MulticastNetworkTests()
+        #expect(net.eventually(seconds: 30) { net.log(f.dir.file("server.log")).contains("waiting for clients") },
+                "\(net.log(f.dir.file("server.log")))")
+        return server
+    }
+
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func noLANHostStallsTheSession() throws {
         let net = MulticastNetworkTests()
         let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "reader", "idle", "big"])
         defer { bed.teardown() }
-        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        usleep(300_000)
+        let server = try startServer(bed, f)
         _ = try startAttack(bed, "reader", "reader", dir: f.dir)
         _ = try startAttack(bed, "idle", "idle", ["2000"], dir: f.dir)
         _ = try startAttack(bed, "big", "big", dir: f.dir)
@@ -152,8 +160,7 @@ import Testing
         let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "forger"])
         defer { bed.teardown() }
-        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        usleep(300_000)
+        let server = try startServer(bed, f)
         _ = try startAttack(bed, "forger", "forge", ["25000000"], dir: f.dir)
         #expect(net.eventually(seconds: 10) { net.log(f.dir.file("forger.log")).contains("forging for") }, "\(net.log(f.dir.file("forger.log")))")
         let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 30)
@@ -172,8 +179,7 @@ import Testing
         let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "forger"])
         defer { bed.teardown() }
-        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        usleep(300_000)
+        let server = try startServer(bed, f)
         _ = try startAttack(bed, "forger", "forge", ["25000000", "spoof"], dir: f.dir)
         #expect(net.eventually(seconds: 10) { net.log(f.dir.file("forger.log")).contains("forging for") }, "\(net.log(f.dir.file("forger.log")))")
         let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 30)
@@ -193,8 +199,7 @@ import Testing
         let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "silent", "midframe"])
         defer { bed.teardown() }
-        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        usleep(300_000)
+        let server = try startServer(bed, f)
         let attacks = try ["silent", "midframe"].map { try startAttack(bed, $0, "stall", [$0], dir: f.dir) }
         for (host, attack) in zip(["silent", "midframe"], attacks) {
             #expect(net.wait(attack, seconds: 60), "\(host): \(net.log(f.dir.file("\(host).log")))")
@@ -211,8 +216,7 @@ import Testing
         let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "touch"])
         defer { bed.teardown() }
-        let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        usleep(300_000)
+        let server = try startServer(bed, f)
         let touch = try startAttack(bed, "touch", "touch", dir: f.dir)
         #expect(net.wait(touch, seconds: 10))
         #expect(net.eventually(seconds: 10) { net.log(f.dir.file("server.log")).contains("left before finishing") }, "\(net.log(f.dir.file("server.log")))")
