@@ -89,7 +89,9 @@ public struct Restorer {
             try checkSpace(for: units, held: found, source: source, target: target)
             if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image, held: found) }
             held = found
-            comparison = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
+            let counts = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
+            reporter.info(counts.restorePlan)
+            comparison = counts
         }
 
         let checked = verify ? plan : nil

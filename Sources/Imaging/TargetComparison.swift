@@ -69,10 +69,15 @@ public struct TargetComparison: Sendable, Codable, Equatable {
     private func counted(_ n: Int) -> String { "\(grouped(n)) \(unit)\(n == 1 ? "" : "s")" }
 
     /// The last line of an incremental restore: what was reused and what was fetched.
-    public var restoreSummary: String {
-        var text = "reused \(counted(sameChunks)) (\(ByteSize.format(sameBytes))); "
-            + "fetched \(counted(fetchChunks)) (\(ByteSize.format(fetchStoredBytes)) stored, \(ByteSize.format(fetchBytes)) on disk)"
-        if zeroChunks > 0 { text += "; zeroed \(counted(zeroChunks)) (\(ByteSize.format(zeroBytes)))" }
+    public var restoreSummary: String { describe(reused: "reused", fetched: "fetched", zeroed: "zeroed") }
+
+    /// What an incremental restore is about to do, once the target has been read.
+    public var restorePlan: String { describe(reused: "Reusing", fetched: "fetching", zeroed: "zeroing") }
+
+    private func describe(reused: String, fetched: String, zeroed: String) -> String {
+        var text = "\(reused) \(counted(sameChunks)) (\(ByteSize.format(sameBytes))); "
+            + "\(fetched) \(counted(fetchChunks)) (\(ByteSize.format(fetchStoredBytes)) stored, \(ByteSize.format(fetchBytes)) on disk)"
+        if zeroChunks > 0 { text += "; \(zeroed) \(counted(zeroChunks)) (\(ByteSize.format(zeroBytes)))" }
         return text
     }
 
