@@ -7,7 +7,7 @@
 /// Apple's single-dash spellings (`asr -source A -target B -erase`, `asr -imagescan IMG`),
 /// turned into the verbs and options this program parses.
 package enum LegacySyntax {
-    package static let verbs: Set = ["create", "imagescan", "verify", "restore", "info", "convert", "version", "help", "server", "mount", "unmount", "list"]
+    package static let verbs: Set = ["create", "imagescan", "verify", "restore", "compare", "info", "convert", "version", "help", "server", "mount", "unmount", "list"]
     package static let renamed = ["nocheck": "noverify"]
 
     package static func modernize(_ args: [String]) -> [String] {

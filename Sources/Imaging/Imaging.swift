@@ -25,6 +25,8 @@ public enum ImagingError: UserFacingError {
     case unusableTarget(path: String, TargetProblem)
     case mountedReadWrite(path: String, device: String)
     case notScanned(path: String, restoring: Bool)
+    /// `--incremental` or `compare` with a source that has no scan (or block map) to compare by.
+    case cannotCompare(path: String)
     /// A key file for `--sign` or `--trust` that cannot be used, and why.
     case unusableKey(path: String, String)
     case unsigned(path: String)
@@ -51,7 +53,7 @@ public enum ImagingError: UserFacingError {
     case system(SystemError)
 
     public enum TargetProblem: Sendable, Equatable {
-        case folderMissing, mounted(device: String?, at: String?), notDiskOrFile, isSource, loopOfSource
+        case folderMissing, missing, mounted(device: String?, at: String?), notDiskOrFile, isSource, loopOfSource
         case swap(String), inUse(by: [String]), tooSmall(capacity: UInt64, needed: UInt64)
         case cannotResize(to: UInt64, String), notEnoughSpace(needed: UInt64, free: UInt64)
     }
@@ -79,6 +81,7 @@ public enum ImagingError: UserFacingError {
         case .unusableTarget(let path, let problem):
             switch problem {
             case .folderMissing: "target \(path): its folder does not exist"
+            case .missing: "target \(path) does not exist"
             case .mounted(let device?, let at?): "target \(path) is mounted (\(device) on \(at)); unmount it first"
             case .mounted: "target \(path) is mounted"
             case .notDiskOrFile: "target \(path) is neither a block device nor a regular file"
@@ -93,6 +96,8 @@ public enum ImagingError: UserFacingError {
         case .mountedReadWrite(let path, let device): "\(path) is mounted read-write from \(device); remount it read-only or pass --force"
         case .notScanned(let path, let restoring):
             "\(path) is not scanned; run asr imagescan --source \(path) first" + (restoring ? ", or restore with --noverify" : "")
+        case .cannotCompare(let path):
+            "\(path) is not scanned, so there are no chunk checksums to compare the target with; run asr imagescan --source \(path) first"
         case .unusableKey(let path, let why): "\(path) \(why)"
         case .unsigned(let path): "\(path) is not signed, and only signed images are trusted here (--trust, \(TrustedKeys.directory))"
         case .untrustedSigner(let path, let fingerprint): "\(path) is signed by key \(fingerprint), which is not trusted here"

@@ -152,9 +152,10 @@ public struct RestoreTarget: Sendable {
         let size = try file.size()
         if keepsContents {
             // A new file, or the part past its old end, is a hole: free space reads as zeros there.
+            // A larger file that cannot shrink (a writable `asr mount` disk) is used like a device.
             if size != diskBytes {
                 do { try file.truncate(to: diskBytes) } catch {
-                    throw ImagingError.unusableTarget(path: path, .cannotResize(to: diskBytes, "\(error)"))
+                    guard size > diskBytes else { throw ImagingError.unusableTarget(path: path, .cannotResize(to: diskBytes, "\(error)")) }
                 }
             }
             return file

@@ -10,6 +10,10 @@ import UDIF
 /// `eraseFree`. Chunks of a scanned UDIF source are checked before they are written. If
 /// anything fails after writing began, the target's first and last MiB are wiped so it cannot
 /// pass for a good disk.
+///
+/// `incremental`: the target is read first (`TargetSurvey`) and every chunk it already holds
+/// is neither fetched nor written; the target is never emptied, so what it held is kept
+/// wherever it was right. Verification still reads back the whole disk.
 public struct Restorer {
     public var reporter: Reporter
     public var verify = true
@@ -24,59 +28,135 @@ public struct Restorer {
     public var trusted = TrustedKeys()
     /// The only image to accept, by identity.
     public var pin: IdentityPin?
+    /// Keep what the target already holds: fetch and write only the chunks it lacks.
+    public var incremental = false
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
     private enum Unit {
         case chunk(Int)      // a UDIF chunk
-        case copy(UInt64, UInt64)   // raw bytes: offset, length
-        case zero(UInt64, UInt64)
+        /// UDIF chunks whose stored bytes lie back to back, fetched with one read (one HTTP
+        /// range request) by an incremental restore from a remote source.
+        case chunks(Range<Int>)
+        /// Raw bytes: offset, length, and the index of the block map's range they belong to.
+        case copy(UInt64, UInt64, range: Int?)
+        case zero(UInt64, UInt64, range: Int?)
     }
 
     private enum Produced: Sendable {
         case data([UInt8])
         /// A decoded chunk in a pooled buffer: no page faults for a fresh 1 MiB each time.
         case decoded(DecodedChunk)
+        case decodedRun([DecodedChunk])
         case zero
         /// Free space: left as it is, or zeroed with `eraseFree`.
         case free
+        /// Already on the target (incremental): not fetched, not written.
+        case held
     }
 
-    public func restore(source sourcePath: String, target targetPath: String) throws {
+    /// Returns, for an incremental restore, what the target held and what was fetched.
+    @discardableResult
+    public func restore(source sourcePath: String, target targetPath: String) throws -> TargetComparison? {
         // Open the source first: the target check needs to know what the source is.
         let source = try ImageSource.open(sourcePath)
         var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: source) }
-        target.keepsContents = !eraseFree && (source.udif?.chunks.contains { $0.type == .ignore } ?? false)
+        // An incremental restore never empties the target: what it holds is what it reuses.
+        target.keepsContents = incremental || (!eraseFree && (source.udif?.chunks.contains { $0.type == .ignore } ?? false))
         let diskBytes = source.bytes.byteCount
         reporter.step("Validating source") {}
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let plan = try reporter.step("Retrieving scan information") { try VerificationPlan(ifScanned: source, blockMap: blockMapPath, eraseFree: eraseFree) }
+        if plan == nil && incremental { throw ImagingError.cannotCompare(path: sourcePath) }
         let verify = self.verify || !trusted.isEmpty || pin != nil
         if plan == nil && verify {
             throw ImagingError.notScanned(path: sourcePath, restoring: trusted.isEmpty && pin == nil)
         }
         try plan?.check(pin: pin, trusted: trusted, source: sourcePath)
-        let units = try reporter.step("Validating sizes") { () throws -> [Unit] in
+        var units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)
-            let needed = units.reduce(UInt64(0)) { sum, unit in
-                switch unit {
-                case .chunk(let i): source.udif!.chunks[i].type.hasStoredData ? sum + source.udif!.chunks[i].length : sum
-                case .copy(_, let n): sum + n
-                case .zero: sum
-                }
-            }
-            if let free = target.availableBytes(), free < needed {
-                throw ImagingError.unusableTarget(path: targetPath, .notEnoughSpace(needed: needed, free: free))
-            }
+            if !incremental { try checkSpace(for: units, held: nil, source: source, target: target) }
             return units
+        }
+        var held: [Bool]?
+        var comparison: TargetComparison?
+        if incremental, let plan {
+            let found = try TargetSurvey(reporter: reporter).held(in: targetPath, ranges: plan.ranges)
+            try checkSpace(for: units, held: found, source: source, target: target)
+            if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image, held: found) }
+            held = found
+            let counts = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
+            reporter.info(counts.restorePlan)
+            comparison = counts
         }
 
         let checked = verify ? plan : nil
         let check = checked.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) }
         try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file, verifier in
-            try write(units, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
+            try write(units, held: held, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
         }
+        return comparison
+    }
+
+    /// Refuses a file target whose filesystem cannot take the data the restore writes (zero
+    /// runs become holes; chunks the target holds are not written).
+    private func checkSpace(for units: [Unit], held: [Bool]?, source: ImageSource, target: RestoreTarget) throws {
+        let needed = units.reduce(UInt64(0)) { sum, unit in
+            if Self.isHeld(unit, held) { return sum }
+            return switch unit {
+            case .chunk(let i): source.udif!.chunks[i].type.hasStoredData ? sum + source.udif!.chunks[i].length : sum
+            case .chunks(let r): r.reduce(sum) { $0 + source.udif!.chunks[$1].length }
+            case .copy(_, let n, _): sum + n
+            case .zero: sum
+            }
+        }
+        if let free = target.availableBytes(), free < needed {
+            throw ImagingError.unusableTarget(path: target.path, .notEnoughSpace(needed: needed, free: free))
+        }
+    }
+
+    private static func isHeld(_ unit: Unit, _ held: [Bool]?) -> Bool {
+        guard let held else { return false }
+        switch unit {
+        case .chunk(let i): return held[i]
+        case .copy(_, _, let r?), .zero(_, _, let r?): return held[r]
+        case .chunks, .copy, .zero: return false
+        }
+    }
+
+    /// Runs of chunks to fetch whose stored bytes are back to back become one read, so a
+    /// remote source gets one range request per run instead of one per chunk. A run stops at
+    /// 8 chunks, 4 MiB stored or 8 MiB decoded: several runs stay in flight at once, and
+    /// memory stays bounded.
+    private static func mergingReads(_ units: [Unit], image: UDIFImage, held: [Bool]) -> [Unit] {
+        var out: [Unit] = []
+        var run: Range<Int>?
+        func flush() {
+            if let r = run { out.append(r.count == 1 ? .chunk(r.lowerBound) : .chunks(r)) }
+            run = nil
+        }
+        for unit in units {
+            guard case .chunk(let i) = unit, !held[i], image.chunks[i].type.hasStoredData else {
+                flush()
+                out.append(unit)
+                continue
+            }
+            if let r = run {
+                let last = image.chunks[r.upperBound - 1], c = image.chunks[i]
+                let stored = c.fileOffset + c.storedLength - image.chunks[r.lowerBound].fileOffset
+                let decoded = c.diskOffset + c.length - image.chunks[r.lowerBound].diskOffset
+                if r.upperBound == i, last.fileOffset + last.storedLength == c.fileOffset,
+                   r.count < 8, stored <= 4 << 20, decoded <= 8 << 20 {
+                    run = r.lowerBound..<(i + 1)
+                    continue
+                }
+                flush()
+            }
+            run = i..<(i + 1)
+        }
+        flush()
+        return out
     }
 
     /// The restore as work units in disk order.
@@ -84,25 +164,25 @@ public struct Restorer {
         if let image = source.udif { return image.chunks.indices.map { .chunk($0) } }
         let size = source.bytes.byteCount
         var units: [Unit] = []
-        func copy(_ offset: UInt64, _ length: UInt64) {
+        func copy(_ offset: UInt64, _ length: UInt64, range: Int?) {
             var at = offset
             while at < offset + length {
                 let n = min(1 << 20, offset + length - at)
-                units.append(.copy(at, n))
+                units.append(.copy(at, n, range: range))
                 at += n
             }
         }
         if let blockMap {
-            for r in blockMap.expectations {
-                if r.sha256 == nil { units.append(.zero(r.offset, r.length)) } else { copy(r.offset, r.length) }
+            for (i, r) in blockMap.expectations.enumerated() {
+                if r.sha256 == nil { units.append(.zero(r.offset, r.length, range: i)) } else { copy(r.offset, r.length, range: i) }
             }
         } else {
-            copy(0, size)
+            copy(0, size, range: nil)
         }
         return units
     }
 
-    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
+    private func write(_ units: [Unit], held: [Bool]?, from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
                        verifier: TrailingVerifier?) throws {
         let total = source.bytes.byteCount
         var writeback = WritebackTrigger(file: file)
@@ -122,37 +202,63 @@ public struct Restorer {
         let image = source.udif
         let bytes = source.bytes
         let workers = source.path.contains("://") ? 8 : ProcessInfo.processInfo.activeProcessorCount
+        // Merged reads hold up to 8 decoded chunks each: fewer of them wait at once.
+        let merged = units.contains { if case .chunks = $0 { true } else { false } }
         reporter.begin("\tRestoring  ", key: "restore")
         defer { reporter.abandon() }
-        try orderedParallelMap(count: units.count, workers: workers) { u -> Produced in
+        @Sendable func checked(_ i: Int, _ decoded: DecodedChunk) throws -> DecodedChunk {
+            if let scan, Array(SHA256.hash(data: decoded.bytes)) != scan.chunks[i].sha256 {
+                throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
+            }
+            return decoded
+        }
+        try orderedParallelMap(count: units.count, workers: workers, window: merged ? workers + 4 : nil) { u -> Produced in
+            if Self.isHeld(units[u], held) { return .held }
             switch units[u] {
             case .zero: return .zero
             case .chunk(let i):
                 let c = image!.chunks[i]
                 if c.type == .ignore { return .free }  // nothing read: over HTTP, nothing fetched
                 if c.type == .zeroFill { return .zero }
-                let decoded = try image!.decodedChunk(i)
-                if let scan, Array(SHA256.hash(data: decoded.bytes)) != scan.chunks[i].sha256 {
-                    throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
+                return .decoded(try checked(i, image!.decodedChunk(i)))
+            case .chunks(let run):
+                let chunks = image!.chunks
+                let start = chunks[run.lowerBound].fileOffset
+                let end = chunks[run.upperBound - 1].fileOffset + chunks[run.upperBound - 1].storedLength
+                return try ScratchBuffers.borrow(Int(end - start)) { stored in
+                    try image!.file.read(into: stored, at: start)
+                    return .decodedRun(try run.map { i in
+                        let at = Int(chunks[i].fileOffset - start)
+                        let decoded = DecodedChunk(count: Int(chunks[i].length))
+                        try image!.decode(i, from: UnsafeRawBufferPointer(rebasing: stored[at..<(at + Int(chunks[i].storedLength))]),
+                                          into: decoded.storage)
+                        return try checked(i, decoded)
+                    })
                 }
-                return .decoded(decoded)
-            case .copy(let offset, let length):
+            case .copy(let offset, let length, _):
                 let data = try bytes.read(at: offset, count: Int(length))
                 return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
             }
         } consume: { u, produced in
             let (offset, length): (UInt64, UInt64) = switch units[u] {
             case .chunk(let i): (image!.chunks[i].diskOffset, image!.chunks[i].length)
-            case .copy(let o, let n), .zero(let o, let n): (o, n)
+            case .chunks(let r):
+                (image!.chunks[r.lowerBound].diskOffset,
+                 image!.chunks[r.upperBound - 1].diskOffset + image!.chunks[r.upperBound - 1].length - image!.chunks[r.lowerBound].diskOffset)
+            case .copy(let o, let n, _), .zero(let o, let n, _): (o, n)
             }
-            func put(_ bytes: UnsafeRawBufferPointer) throws {
+            func put(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
                 try flushZeros()
                 try file.write(bytes, at: offset)
-                writeback.wrote(upTo: offset + length)
+                writeback.wrote(upTo: offset + UInt64(bytes.count))
             }
             switch produced {
-            case .data(let d): try d.withUnsafeBytes(put)
-            case .decoded(let d): try put(d.bytes)
+            case .data(let d): try d.withUnsafeBytes { try put($0, at: offset) }
+            case .decoded(let d): try put(d.bytes, at: offset)
+            case .decodedRun(let run):
+                guard case .chunks(let r) = units[u] else { break }
+                for (i, d) in zip(r, run) { try put(d.bytes, at: image!.chunks[i].diskOffset) }
+            case .held: break
             case .zero:
                 try zero(offset, length)
             case .free:

@@ -16,7 +16,7 @@ struct Asr: ParsableCommand {
         commandName: "asr",
         abstract: "Create, inspect and restore disk images (Apple UDIF .dmg and raw).",
         version: asrVersion,
-        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Server.self, List.self, Info.self, Convert.self, Mount.self, Unmount.self, Version.self])
+        subcommands: [Create.self, ImageScan.self, Verify.self, Restore.self, Compare.self, Server.self, List.self, Info.self, Convert.self, Mount.self, Unmount.self, Version.self])
 
     static func main() {
         // A parent may start us with these blocked (spawned children inherit the mask).
@@ -58,11 +58,13 @@ let asrVersion = "0.2.0"
 enum CommandLineError: UserFacingError {
     case eraseNotConfirmed(target: String)
     case noTerminalToConfirm(target: String)
+    case incrementalMulticast
 
     var description: String {
         switch self {
         case .eraseNotConfirmed(let target): "restore erases \(target); pass --erase to confirm"
         case .noTerminalToConfirm(let target): "no terminal to confirm erasing \(target); pass --noprompt to erase without asking"
+        case .incrementalMulticast: "--incremental is not supported yet for multicast (asr://) sources; restore without it"
         }
     }
 }

@@ -70,7 +70,10 @@ struct Restore: ParsableCommand {
             back and checked against the source's scan, unless --noverify. If the restore fails \
             once writing has begun, the target's first and last MiB are erased. Free space the \
             image left out (UDIF ignore runs) is neither written nor verified: the target keeps \
-            what it held there, unless --erase-free.
+            what it held there, unless --erase-free. With --incremental the target is read \
+            first and only the chunks it does not already hold are fetched and written (the source \
+            must be scanned); the target is not emptied, and a restore that was cut short can \
+            be run again this way to finish it.
             """)
 
     @Option(help: "Image file, block device, http(s):// URL, or asr://SERVER[:PORT] for multicast.") var source: String
@@ -82,6 +85,8 @@ struct Restore: ParsableCommand {
     @Flag(help: "Do not ask before erasing.") var noprompt = false
     @Flag(help: "Skip checksum verification (needed for unscanned sources).") var noverify = false
     @Flag(help: "Zero the image's free space on the target too (a byte-identical disk), and verify it.") var eraseFree = false
+    @Flag(help: "Fetch and write only the chunks the target does not already hold (scanned sources; not asr://).")
+    var incremental = false
     @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
     @OptionGroup var trust: TrustOptions
     @OptionGroup var output: OutputOptions
@@ -103,6 +108,7 @@ struct Restore: ParsableCommand {
             return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
         }
         if source.lowercased().hasPrefix("asr://") {
+            if incremental { throw CommandLineError.incrementalMulticast }
             var client = MulticastClient(reporter: output.reporter)
             client.verify = !noverify
             client.eraseFree = eraseFree
@@ -120,9 +126,45 @@ struct Restore: ParsableCommand {
             restorer.eraseFree = eraseFree
             restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
-            try restorer.restore(source: source, target: target)
+            restorer.incremental = incremental
+            if let reuse = try restorer.restore(source: source, target: target) {
+                print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : "") + ": " + reuse.restoreSummary)
+                return
+            }
         }
         print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : ""))
+    }
+}
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Count the chunks of a scanned image that a target does not hold. Writes nothing.",
+        discussion: """
+            Reads TARGET (a block device or file) and checks each chunk of SOURCE against the \
+            SHA-256 its scan recorded: chunks the same, chunks different (those with data, and \
+            their stored bytes, are what restore --incremental would fetch; the others are \
+            zeros), and free space, which is not compared. JSON keys: source, target, unit \
+            ("chunk", or "range" for a raw image's block map), diskBytes, chunks, bytes, \
+            sameChunks, sameBytes, differentChunks, differentBytes, fetchChunks, fetchBytes, \
+            fetchStoredBytes, zeroChunks, zeroBytes, freeChunks, freeBytes.
+            """)
+
+    @Option(help: "A scanned UDIF image or http(s):// URL, or a raw image with its .bmap.") var source: String
+    @Option(help: "The block device or file to compare with it.") var target: String
+    @Option(help: "The block map of a raw source, when it is not SOURCE.bmap (a device's, say).") var bmap: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        var comparer = TargetComparer(reporter: json ? Reporter(.quiet) : .terminalOnly)
+        comparer.blockMapPath = bmap
+        let comparison = try comparer.compare(source: source, target: target)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(comparison), as: UTF8.self))
+        } else {
+            print(comparison.text(), terminator: "")
+        }
     }
 }
 

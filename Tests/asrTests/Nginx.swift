@@ -3,8 +3,9 @@ import Foundation
 import TestSupport
 
 /// A real nginx serving a folder on 127.0.0.1 at a free port, for HTTP restore tests.
-/// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries. Its access
-/// log counts the body bytes sent per request.
+/// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries; `/slow/`
+/// sends each response at 4 MB/s, so a restore can be killed partway. Its access log counts
+/// the body bytes sent per request.
 final class Nginx {
     let root: String
     let port: Int
@@ -35,6 +36,10 @@ final class Nginx {
                 server {
                     listen 127.0.0.1:\(port);
                     root \(root);
+                    location /slow/ {
+                        alias \(root)/;
+                        limit_rate 4m;
+                    }
                     location /flaky/ {
                         alias \(root)/;
                         limit_req zone=flaky burst=1 nodelay;
@@ -65,6 +70,24 @@ final class Nginx {
         return log.split(separator: "\n").reduce(0) { sum, line in
             let f = line.split(separator: " ")
             return f.count == 4 && f[1] == uri ? sum + (UInt64(f[3]) ?? 0) : sum
+        }
+    }
+
+    /// Requests nginx has answered for `uri`.
+    func requests(for uri: String) -> Int {
+        let log = (try? String(contentsOfFile: dir.file("access.log"), encoding: .utf8)) ?? ""
+        return log.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == uri }.count
+    }
+
+    /// Waits until the access log has not grown for `quiet` seconds (at most `limit`): nginx
+    /// logs a request whose client was killed only once it notices the connection is gone.
+    func settle(quiet: Double = 1, limit: Double = 15) {
+        let deadline = Date().addingTimeInterval(limit)
+        var size = fileSize(dir.file("access.log")), still = Date()
+        while Date() < deadline {
+            usleep(100_000)
+            let now = fileSize(dir.file("access.log"))
+            if now != size { size = now; still = Date() } else if Date().timeIntervalSince(still) >= quiet { return }
         }
     }
 
