@@ -209,6 +209,7 @@ public struct Seeds: Sendable {
             .report(.init(received: 6, writeRate: 0, missing: [])), .done,
             .signature(layout: [UInt8](repeating: 7, count: 32), signed: [UInt8](repeating: 8, count: 104)),
             .fragmentDigestsWanted(chunk: 3), .fragmentDigests(chunk: 3, digests: [UInt8](repeating: 9, count: 32)),
+            .report(.init(received: 0, writeRate: 0, missing: [], surveying: true)),
         ]
         return [
             ControlMessage.hello(version: 1, client: "lab-mac-3").encoded(),

@@ -36,14 +36,21 @@ public struct TargetComparison: Sendable, Codable, Equatable {
 
     /// `held[i]`: the target holds `plan.ranges[i]`.
     init(source: ImageSource, target: String, plan: VerificationPlan, held: [Bool]) {
-        self.source = source.path
-        self.target = target
         let image = source.udif
-        unit = image == nil ? "range" : "chunk"
-        diskBytes = source.bytes.byteCount
-        chunks = plan.ranges.count
-        bytes = plan.ranges.reduce(0) { $0 + $1.length }
-        for (i, r) in plan.ranges.enumerated() {
+        self.init(source: source.path, target: target, unit: image == nil ? "range" : "chunk", diskBytes: source.bytes.byteCount,
+                  ranges: plan.ranges, held: held) { i in image.map { $0.chunks[i].storedLength } ?? plan.ranges[i].length }
+    }
+
+    /// `storedLength(i)`: what fetching range `i` reads from the source.
+    package init(source: String, target: String, unit: String, diskBytes: UInt64, ranges: [ExpectedRange], held: [Bool],
+                 storedLength: (Int) -> UInt64) {
+        self.source = source
+        self.target = target
+        self.unit = unit
+        self.diskBytes = diskBytes
+        chunks = ranges.count
+        bytes = ranges.reduce(0) { $0 + $1.length }
+        for (i, r) in ranges.enumerated() {
             if r.unchecked {
                 freeChunks += 1
                 freeBytes += r.length
@@ -59,7 +66,7 @@ public struct TargetComparison: Sendable, Codable, Equatable {
                 } else {
                     fetchChunks += 1
                     fetchBytes += r.length
-                    fetchStoredBytes += image.map { $0.chunks[i].storedLength } ?? r.length
+                    fetchStoredBytes += storedLength(i)
                 }
             }
         }

@@ -89,6 +89,11 @@ package struct ClientRoster: Sendable {
     /// request. True if the sender is on the roster and still restoring: what it lacks counts.
     @discardableResult
     package mutating func report(_ report: ControlMessage.Report, from id: ID, at now: Instant) -> Bool {
+        guard !report.surveying else {
+            // Still reading its target: alive, but not ready (it still counts as joining).
+            clients[id]?.lastReport = now
+            return false
+        }
         streaming = true
         idlePasses = 0
         guard var c = clients[id] else { return false }

@@ -28,6 +28,9 @@ public struct MulticastClient {
     public var trusted = TrustedKeys()
     /// The only image to accept, by identity (`--image-sha256`, or `?sha256=` in the URL).
     public var pin: IdentityPin?
+    /// Read the target first and report the chunks it already holds as received: the server
+    /// sends only what some client lacks.
+    public var incremental = false
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
@@ -87,7 +90,9 @@ public struct MulticastClient {
         return (session.address, session.port, session.identityPrefix)
     }
 
-    public func restore(source url: String, target targetPath: String) throws {
+    /// With `incremental`, returns what the target held and what came from the server.
+    @discardableResult
+    public func restore(source url: String, target targetPath: String) throws -> TargetComparison? {
         let pin = try Self.pin(in: url) ?? self.pin
         let (host, port, announced) = try Self.locate(url, timeout: timeout, pin: pin)
         var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
@@ -103,7 +108,8 @@ public struct MulticastClient {
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
         let eraseFree = self.eraseFree
-        target.keepsContents = !eraseFree && manifest.contains { $0.isFree }
+        // An incremental restore never empties the target: what it holds is what it reuses.
+        target.keepsContents = incremental || (!eraseFree && manifest.contains { $0.isFree })
         let ranges = manifest.map { e in
             // A chunk that does not travel is zeros: this client writes it so.
             ExpectedRange.chunk(offset: e.diskOffset, length: e.length, sha256: e.sha256, isFree: e.isFree, isZeros: e.storedLength == 0,
@@ -112,10 +118,32 @@ public struct MulticastClient {
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
         }
+        var comparison: TargetComparison?
+        if incremental {
+            // Reading a large disk takes longer than the server waits for a silent client: say
+            // every second that we are still at it.
+            let stop = Monitor(false)
+            let connection = session.connection
+            let keepalive = Thread {
+                while !stop.wait(until: { $0 }, deadline: Date().addingTimeInterval(1), then: { _, met in met }) {
+                    try? connection.send(.report(.init(received: 0, writeRate: 0, missing: [], surveying: true)))
+                }
+            }
+            keepalive.start()
+            let surveyed = Result { try TargetSurvey(reporter: reporter).held(in: targetPath, ranges: ranges) }
+            stop.update { $0 = true }
+            let held = try surveyed.get()
+            comparison = TargetComparison(source: url, target: targetPath, unit: "chunk", diskBytes: diskBytes, ranges: ranges, held: held) {
+                UInt64(manifest[$0].storedLength)
+            }
+            reporter.info(comparison!.restorePlan)
+            session.held = held
+        }
         try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: reporter) { file, verifier in
             try receive(&session, into: file, target: target, verifier: verifier)
         }
         try? session.connection.send(.done)
+        return comparison
     }
 
     /// The control connection and what the server said on it.
@@ -125,6 +153,8 @@ public struct MulticastClient {
         var manifest: [ManifestEntry]
         var layout: [UInt8]
         var signature: ImageSignature?
+        /// Chunks the target held before anything was written (an incremental restore).
+        var held: [Bool]?
         let host: String
         let port: UInt16
         let name: String
@@ -171,16 +201,22 @@ public struct MulticastClient {
             guard again.welcome.identity == welcome.identity, again.manifest == manifest else {
                 throw .differentImage(host: host)
             }
+            let held = self.held
             self = again
+            self.held = held
         }
     }
 
     /// Receives every chunk with data and writes it; zero chunks (and free space, with
     /// `eraseFree`) are written as zeros first.
     private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget, verifier: TrailingVerifier?) throws {
-        try Self.writeZeroChunks(session.manifest, into: file, target: target, eraseFree: eraseFree)
-        for (i, e) in session.manifest.enumerated() where e.storedLength == 0 { try verifier?.written(i) }
+        let held = session.held ?? [Bool](repeating: false, count: session.manifest.count)
+        try Self.writeZeroChunks(session.manifest, held: held, into: file, target: target, eraseFree: eraseFree)
         var assembler = ChunkAssembler(manifest: session.manifest)
+        for (i, e) in session.manifest.enumerated() where e.storedLength == 0 || held[i] {
+            if held[i] { assembler.markWritten(i) }
+            try verifier?.written(i)
+        }
         let socket = try DataReceiver(group: session.welcome.group, source: session.welcome.dataSource, port: session.welcome.dataPort,
                                       interfaceName: interfaceName,
                                       rate: session.welcome.dataRate)
@@ -231,13 +267,14 @@ public struct MulticastClient {
         try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [])))
     }
 
-    /// Zero chunks are never sent: each run of them becomes zeros on the target here. Free
-    /// space is never sent either, and is left as it is unless `eraseFree`.
-    private static func writeZeroChunks(_ manifest: [ManifestEntry], into file: FileIO, target: RestoreTarget,
+    /// Zero chunks are never sent: each run of them becomes zeros on the target here, unless
+    /// the target held them already. Free space is never sent either, and is left as it is
+    /// unless `eraseFree`.
+    private static func writeZeroChunks(_ manifest: [ManifestEntry], held: [Bool], into file: FileIO, target: RestoreTarget,
                                         eraseFree: Bool) throws {
         var run: Range<UInt64>?
-        for e in manifest {
-            if e.storedLength == 0 && (eraseFree || !e.isFree) {
+        for (i, e) in manifest.enumerated() {
+            if e.storedLength == 0 && (eraseFree || !e.isFree) && !held[i] {
                 run = (run?.lowerBound ?? e.diskOffset)..<(e.diskOffset + e.length)
             } else if let r = run {
                 try target.zero(file, offset: r.lowerBound, length: UInt64(r.count))

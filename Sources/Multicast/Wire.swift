@@ -170,8 +170,8 @@ package enum ControlMessage: Sendable, Equatable {
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
     /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
-    /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS
-    /// (docs/PROTOCOL.md).
+    /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS;
+    /// REPORT flag 4, surveying (docs/PROTOCOL.md).
     package static let protocolVersion: UInt16 = 7
     package static let fragmentDigestBytes = 16
     package static let maxFrame = 64 << 20
@@ -219,8 +219,12 @@ package enum ControlMessage: Sendable, Equatable {
         package var position: (pass: UInt32, chunk: UInt32)?
         /// No data had arrived for a while when it reported: nothing is on its way to it.
         package var quiet: Bool
+        /// Still reading its target (an incremental restore): alive, its need not yet known.
+        /// The rest of the report means nothing.
+        package var surveying: Bool
         package init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = [],
-                     position: (pass: UInt32, chunk: UInt32)? = nil, quiet: Bool = false) {
+                     position: (pass: UInt32, chunk: UInt32)? = nil, quiet: Bool = false, surveying: Bool = false) {
+            self.surveying = surveying
             self.received = received
             self.writeRate = writeRate
             self.missing = missing
@@ -230,11 +234,12 @@ package enum ControlMessage: Sendable, Equatable {
         }
         package static let maxRanges = 4096
         package static let maxPartialChunks = 1024
-        static let hasPosition: UInt8 = 1, isQuiet: UInt8 = 2
+        static let hasPosition: UInt8 = 1, isQuiet: UInt8 = 2, isSurveying: UInt8 = 4
         package static func == (a: Report, b: Report) -> Bool {
             a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
                 && a.fragments.elementsEqual(b.fragments) { $0.chunk == $1.chunk && $0.missing == $1.missing }
                 && a.position?.pass == b.position?.pass && a.position?.chunk == b.position?.chunk && a.quiet == b.quiet
+                && a.surveying == b.surveying
         }
     }
 
@@ -281,7 +286,7 @@ package enum ControlMessage: Sendable, Equatable {
         case .report(let r):
             p.appendBE(r.received)
             p.appendBE(r.writeRate)
-            p.append((r.position == nil ? 0 : Report.hasPosition) | (r.quiet ? Report.isQuiet : 0))
+            p.append((r.position == nil ? 0 : Report.hasPosition) | (r.quiet ? Report.isQuiet : 0) | (r.surveying ? Report.isSurveying : 0))
             p.appendBE(r.position?.pass ?? 0)
             p.appendBE(r.position?.chunk ?? 0)
             p.appendBE(UInt32(r.missing.count))
@@ -339,7 +344,7 @@ package enum ControlMessage: Sendable, Equatable {
             }
             message = .manifest(entries)
         case 4:
-            guard let received = r.u32(), let rate = r.u64(), let flags = r.bytes(1)?.first, flags & ~(Report.hasPosition | Report.isQuiet) == 0,
+            guard let received = r.u32(), let rate = r.u64(), let flags = r.bytes(1)?.first, flags & ~(Report.hasPosition | Report.isQuiet | Report.isSurveying) == 0,
                   let pass = r.u32(), let chunk = r.u32(), let count = r.u32(), Int(count) <= Report.maxRanges,
                   r.remaining >= Int(count) * 8 else { throw bad }
             var missing: [(UInt32, UInt32)] = []
@@ -354,7 +359,8 @@ package enum ControlMessage: Sendable, Equatable {
                 fragments.append((chunk, (0..<n).compactMap { _ in r.u16() }))
             }
             message = .report(Report(received: received, writeRate: rate, missing: missing, fragments: fragments,
-                                     position: flags & Report.hasPosition != 0 ? (pass, chunk) : nil, quiet: flags & Report.isQuiet != 0))
+                                     position: flags & Report.hasPosition != 0 ? (pass, chunk) : nil, quiet: flags & Report.isQuiet != 0,
+                                     surveying: flags & Report.isSurveying != 0))
         case 5:
             message = .done
         case 6:

@@ -58,13 +58,11 @@ let asrVersion = "0.2.0"
 enum CommandLineError: UserFacingError {
     case eraseNotConfirmed(target: String)
     case noTerminalToConfirm(target: String)
-    case incrementalMulticast
 
     var description: String {
         switch self {
         case .eraseNotConfirmed(let target): "restore erases \(target); pass --erase to confirm"
         case .noTerminalToConfirm(let target): "no terminal to confirm erasing \(target); pass --noprompt to erase without asking"
-        case .incrementalMulticast: "--incremental is not supported yet for multicast (asr://) sources; restore without it"
         }
     }
 }

@@ -72,7 +72,8 @@ struct Restore: ParsableCommand {
             image left out (UDIF ignore runs) is neither written nor verified: the target keeps \
             what it held there, unless --erase-free. With --incremental the target is read \
             first and only the chunks it does not already hold are fetched and written (the source \
-            must be scanned); the target is not emptied, and a restore that was cut short can \
+            must be scanned; asr:// clients report what they hold, and the server sends only what some \
+            client lacks); the target is not emptied, and a restore that was cut short can \
             be run again this way to finish it.
             """)
 
@@ -107,8 +108,8 @@ struct Restore: ParsableCommand {
             fflush(nil)
             return readLine()?.trimmingCharacters(in: .whitespaces).lowercased().hasPrefix("y") == true
         }
+        let reuse: TargetComparison?
         if source.lowercased().hasPrefix("asr://") {
-            if incremental { throw CommandLineError.incrementalMulticast }
             var client = MulticastClient(reporter: output.reporter)
             client.verify = !noverify
             client.eraseFree = eraseFree
@@ -117,7 +118,8 @@ struct Restore: ParsableCommand {
             client.confirmErase = confirm
             client.trusted = try trust.keys()
             client.pin = try trust.pin()
-            try client.restore(source: source, target: target)
+            client.incremental = incremental
+            reuse = try client.restore(source: source, target: target)
         } else {
             var restorer = Restorer(reporter: output.reporter)
             restorer.verify = !noverify
@@ -127,12 +129,9 @@ struct Restore: ParsableCommand {
             restorer.blockMapPath = bmap
             restorer.confirmErase = confirm
             restorer.incremental = incremental
-            if let reuse = try restorer.restore(source: source, target: target) {
-                print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : "") + ": " + reuse.restoreSummary)
-                return
-            }
+            reuse = try restorer.restore(source: source, target: target)
         }
-        print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : ""))
+        print("asr: restored \"\(source)\" to \"\(target)\"" + (noverify ? " (not verified)" : "") + (reuse.map { ": " + $0.restoreSummary } ?? ""))
     }
 }
 

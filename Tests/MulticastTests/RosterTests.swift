@@ -19,6 +19,23 @@ import Testing
         #expect(roster.clients[id]?.received == 20)
     }
 
+    /// A client reading its target for an incremental restore says so every second: it is
+    /// neither silent nor stalled, and still counts as joining until its first real report.
+    @Test func aSurveyingClientIsAliveAndStillJoining() {
+        var roster = ClientRoster(chunkCount: 100, rules: .init())
+        let busy = roster.join(name: "busy", peer: "10.0.0.5", at: at(0))
+        let other = roster.join(name: "other", peer: "10.0.0.6", at: at(0))
+        for second in 1...60 {
+            let counted = roster.report(.init(received: 0, writeRate: 0, missing: [], surveying: true), from: busy, at: at(Double(second)))
+            #expect(!counted)
+            roster.report(report(UInt32(second)), from: other, at: at(Double(second)))
+            #expect(roster.passEnded(at: at(Double(second) + 0.5)).isEmpty, "second \(second)")
+        }
+        #expect(roster.joining == 1)
+        roster.report(report(0, missing: [(0, 100)]), from: busy, at: at(61))
+        #expect(roster.joining == 0)
+    }
+
     @Test func aStalledClientIsDroppedAfterPassesAndTime() {
         var roster = ClientRoster(chunkCount: 100, rules: .init())
         let slow = roster.join(name: "slow", peer: "10.0.0.3", at: at(0))

@@ -43,6 +43,7 @@ import Testing
             .report(.init(received: 5, writeRate: 100, missing: [(1, 2), (10, 1)], fragments: [(4, [1, 9]), (7, [])])),
             .report(.init(received: 0, writeRate: 0, missing: [(0, 9)], position: (3, 0), quiet: true)),
             .report(.init(received: 0, writeRate: 0, missing: [], position: (0, 7))),
+            .report(.init(received: 0, writeRate: 0, missing: [], surveying: true)),
             .done,
             .drop(reason: "too slow"),
             .signature(layout: Array(repeating: 3, count: 32), signed: []),
