@@ -10,8 +10,9 @@
 /// next chunk. Who is connected, and whether to send at all, is `ClientRoster`'s business.
 package struct Carousel: Sendable {
     package typealias ClientID = Int
-    /// A chunk to send, the pass it belongs to, and which of its fragments (nil: all).
-    package typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?)
+    /// A chunk to send, the pass it belongs to, which of its fragments (nil: all), and whether
+    /// it is a repair (sent behind the cursor, for a client that lost it) rather than the cursor's.
+    package typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?, repair: Bool)
 
     /// What one client lacks, as its latest report said, and where it was in the stream.
     struct Need: Sendable {
@@ -148,7 +149,7 @@ package struct Carousel: Sendable {
             }
             repairedAt[c] = (pass, cursor - 1)
             inFlight = c
-            return (c, pass, fragments)
+            return (c, pass, fragments, true)
         }
         guard wantedCount > 0 else { return nil }
         if let (c, fragments) = firstEligible(from: cursor, to: chunkCount) {
@@ -167,7 +168,7 @@ package struct Carousel: Sendable {
         inFlight = c
         sentPass[c] = pass
         repairedAt[c] = nil
-        return (c, pass, fragments)
+        return (c, pass, fragments, false)
     }
 
     private func firstEligible(from start: Int, to end: Int) -> (Int, [UInt16]?)? {

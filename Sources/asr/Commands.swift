@@ -169,7 +169,7 @@ struct Server: ParsableCommand {
         let cfg = try ServerConfig.load(config)
         let feed = try ImageFeed(source: ImageSource.open(source))
         let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("asr server: \(line)\n".utf8)) }
-        let server = try MulticastServer(feed: feed, config: cfg, interfaceName: interface, log: log)
+        let server = try MulticastServer(feed: feed, path: source, config: cfg, interfaceName: interface, log: log)
         let image = URL(fileURLWithPath: source).lastPathComponent
         let announcer = cfg.dnsServiceDiscovery ? ServiceAnnouncer(
             name: "\(URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent)@\(ProcessInfo.processInfo.hostName)",
