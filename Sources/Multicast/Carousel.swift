@@ -115,7 +115,11 @@ package struct Carousel: Sendable {
         for c in partial.keys where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
             repairs.insert(c)
         }
-        let sinceJoining = need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
+        // A client that has heard no packet of the session (no position) gets no repairs: none
+        // would reach it, and quiet at every report, it would have every chunk behind the
+        // cursor sent again each time, holding back the clients that hear.
+        let sinceJoining = need.position == nil ? 0..<0
+            : need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
         var at = sinceJoining.lowerBound
         while let c = whole.first(from: at, below: sinceJoining.upperBound) {
             if lost(need, c) && behindCursor(c) && !pending(need, c) && !repairPending(need, c) { repairs.insert(c) }
@@ -191,7 +195,8 @@ package struct Carousel: Sendable {
         var fragments = Set<UInt16>()
         for need in needs.values where !pending(need, c) {
             if need.whole.contains(c) {
-                if !repair || lost(need, c) { return .all }
+                // A client that hears nothing gets no repairs (see `update`), whole or not.
+                if !repair || (lost(need, c) && need.position != nil) { return .all }
             } else if let lacking = need.partial[c] {
                 fragments.formUnion(lacking)
             }
