@@ -45,10 +45,10 @@ enum StatusPage {
           </section>
           <section class="card">
             <h2>Throughput <span id="rate-now" class="aside"></span></h2>
-            <svg id="chart" viewBox="0 0 800 160" preserveAspectRatio="none" role="img" aria-label="bytes sent per second, last five minutes">
+            <svg id="chart" viewBox="0 0 800 160" preserveAspectRatio="none" role="img" aria-label="bytes sent per second, recent minutes">
               <path class="area" d=""></path><path class="line" d=""></path><line class="limit" x1="0" x2="800" y1="0" y2="0"></line>
             </svg>
-            <div class="axis"><span>5 min ago</span><span id="chart-peak"></span><span>now</span></div>
+            <div class="axis"><span id="chart-from"></span><span id="chart-peak"></span><span>now</span></div>
           </section>
           <section class="card">
             <h2>Clients <span id="client-count" class="aside"></span></h2>
@@ -190,8 +190,10 @@ enum StatusPage {
         }
 
         function chart(samples, limit) {
-          const W = 800, H = 160, SPAN = 300;
+          // The last minute to five: a young session fills the width.
+          const W = 800, H = 160;
           const now = samples.length ? samples[samples.length - 1].t : Date.now() / 1000;
+          const SPAN = Math.min(300, Math.max(60, Math.ceil((now - (samples.length ? samples[0].t : now)) / 60) * 60));
           const shown = samples.filter((s) => now - s.t <= SPAN);
           const peak = Math.max(limit * 1.15, 1, ...shown.map((s) => s.bytesPerSecond));
           const x = (t) => (W - (now - t) / SPAN * W).toFixed(1), y = (v) => (H - v / peak * (H - 6)).toFixed(1);
@@ -203,6 +205,7 @@ enum StatusPage {
           limitLine.setAttribute("y1", y(limit));
           limitLine.setAttribute("y2", y(limit));
           text($("chart-peak"), "dashed: the rate limit, " + rate(limit));
+          text($("chart-from"), SPAN / 60 + " min ago");
         }
 
         function render(s) {

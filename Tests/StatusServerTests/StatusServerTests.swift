@@ -184,7 +184,7 @@ enum Sample {
     }
 }
 
-@Suite struct StatusPageTests {
+@Suite struct StatusPageContentTests {
     /// The CSP names the page's own script and style by hash: nothing else runs or applies.
     @Test func theContentSecurityPolicyHashesMatchThePage() {
         func hash(_ s: String) -> String { "sha256-" + Data(SHA256.hash(data: Array(s.utf8))).base64EncodedString() }
