@@ -4,9 +4,10 @@ import SystemSupport
 import UDIF
 
 /// What `asr server` is doing, for whoever watches (the status server). The send loop bumps
-/// counters without a lock; control threads note each client's joins, reports and ends under
-/// a lock of the board's own, which a reader holds only to copy. Watching never takes the
-/// server's state lock, so it cannot slow the stream.
+/// counters and sets the stream's state without a lock; control threads note each client's
+/// joins, reports and ends under a lock of the board's own, which a reader holds only to take
+/// a copy-on-write reference (the copy's cost falls on the next writer, at most once per
+/// snapshot). Watching never takes the server's state lock, so it cannot slow the stream.
 public final class SessionBoard: Sendable {
     /// Ended clients kept for the page; older ones are forgotten first.
     public static let keptEnded = 1000
@@ -17,6 +18,7 @@ public final class SessionBoard: Sendable {
     private let repairs = Atomic<UInt64>(0)
     private let fragmentRepairs = Atomic<UInt64>(0)
     private let passes = Atomic<UInt64>(0)
+    private let streamState = Atomic<UInt8>(StreamState.waiting.code)
     private let live = Locked(Live())
 
     private let image: SessionStatus.Image
@@ -29,13 +31,16 @@ public final class SessionBoard: Sendable {
     private let startedAt = Date()
 
     /// How the stream stands.
-    package enum StreamState: String, Sendable { case waiting, sending, idle, suspended, stopped }
+    package enum StreamState: String, Sendable, CaseIterable {
+        case waiting, sending, idle, suspended, stopped
+
+        var code: UInt8 { UInt8(Self.allCases.firstIndex(of: self)!) }
+    }
 
     private struct Live {
         var clients: [Int: ClientRecord] = [:]
         var order: [Int] = []
         var ended = 0
-        var stream = StreamState.waiting
     }
 
     package init(feed: ImageFeed, path: String, config: ServerConfig, sessionID: UInt64) {
@@ -80,9 +85,9 @@ public final class SessionBoard: Sendable {
 
     package func passEnded() { passes.add(1, ordering: .relaxed) }
 
-    // MARK: Control threads': the board's lock, briefly.
+    package func stream(_ state: StreamState) { streamState.store(state.code, ordering: .relaxed) }
 
-    package func stream(_ state: StreamState) { live.withLock { $0.stream = state } }
+    // MARK: Control threads' (and a drop's): the board's lock, briefly.
 
     package func joined(_ id: Int, name: String, address: String) {
         let t = seconds()
@@ -121,12 +126,13 @@ public final class SessionBoard: Sendable {
 
     // MARK: The reader's.
 
-    /// A copy of everything, taken under the board's lock and laid out outside it.
+    /// A copy of everything: references taken under the board's lock, laid out outside it.
     public func snapshot() -> SessionStatus {
         let t = seconds()
-        let (records, state) = live.withLock { l in (l.order.compactMap { l.clients[$0] }, l.stream) }
+        let (clientsByID, order) = live.withLock { ($0.clients, $0.order) }
+        let records = order.compactMap { clientsByID[$0] }
         var stream = self.stream
-        stream.state = state.rawValue
+        stream.state = StreamState.allCases[Int(streamState.load(ordering: .relaxed))].rawValue
         stream.bytesSent = bytes.load(ordering: .relaxed)
         stream.packetsSent = packets.load(ordering: .relaxed)
         stream.chunksSent = chunks.load(ordering: .relaxed)
