@@ -3,10 +3,14 @@
 PREFIX ?= /usr/local
 # mount(8) looks for mount.TYPE helpers in /sbin only (/usr/sbin on Debian 12).
 SBINDIR ?= /usr/sbin
+# systemd reads units from /usr/local/lib/systemd/system too; asr-server@NAME reads CONFDIR/NAME.plist and NAME.env.
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+CONFDIR ?= /etc/asr
 SWIFT ?= swift
 DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev libcurl4-openssl-dev \
 	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux \
-	libavahi-client-dev avahi-daemon dbus-daemon ntfs-3g ntfs-3g-dev libext2fs-dev
+	libavahi-client-dev avahi-daemon dbus-daemon ntfs-3g ntfs-3g-dev libext2fs-dev \
+	chromium chromium-driver python3-selenium prometheus systemd
 BIN = .build/debug/asr
 # make fuzz: seconds per harness, harnesses run at once, which harnesses (default all).
 FUZZ_SECONDS ?= 60
@@ -14,7 +18,7 @@ FUZZ_JOBS ?= 1
 FUZZ_TARGETS ?=
 FIXTURES ?= ../shared/fixtures/udif
 
-.PHONY: all deps build release demo test tsan fuzz install uninstall clean
+.PHONY: all deps build release demo test tsan fuzz install install-systemd uninstall clean
 
 all: build
 
@@ -62,15 +66,24 @@ fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) FUZZ_TARGETS="$(FUZZ_TARGETS)" \
 		fuzz/run.sh .build-fuzz/release/Fuzz $(FIXTURES)
 
-install: release
+install: release install-systemd
 	install -D -m 0755 .build/release/asr $(DESTDIR)$(PREFIX)/bin/asr
 	install -D -m 0755 mount-helpers/asr-mount-fs $(DESTDIR)$(PREFIX)/bin/asr-mount-fs
 	install -D -m 0755 mount-helpers/mount.asr $(DESTDIR)$(SBINDIR)/mount.asr
 	install -D -m 0644 docs/asr.1 $(DESTDIR)$(PREFIX)/share/man/man1/asr.1
 
+# The server's unit, its paths filled in; systemd rereads its units when it runs here.
+install-systemd:
+	install -d $(DESTDIR)$(SYSTEMDDIR)
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@CONFDIR@|$(CONFDIR)|g' mount-helpers/asr-server@.service \
+		> $(DESTDIR)$(SYSTEMDDIR)/asr-server@.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/asr-server@.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/asr $(DESTDIR)$(PREFIX)/bin/asr-mount-fs $(DESTDIR)$(SBINDIR)/mount.asr \
-		$(DESTDIR)$(PREFIX)/share/man/man1/asr.1
+		$(DESTDIR)$(PREFIX)/share/man/man1/asr.1 $(DESTDIR)$(SYSTEMDDIR)/asr-server@.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 clean:
 	rm -rf .build

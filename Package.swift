@@ -11,11 +11,17 @@ let package = Package(
         .library(name: "Filesystems", targets: ["Filesystems"]),
         .library(name: "Multicast", targets: ["Multicast"]),
         .library(name: "ImageFS", targets: ["ImageFS"]),
+        .library(name: "StatusServer", targets: ["StatusServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // The status server (`asr server --status`): HTTP/1 from swift-nio, metrics counted through
+        // swift-metrics into swift-prometheus's registry.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
@@ -50,10 +56,17 @@ let package = Package(
             "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // `asr server --status`: the session page, /status.json and /metrics over HTTP/1.
+        .target(name: "StatusServer", dependencies: [
+            "Multicast", "SystemSupport",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"), .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // What the command line does before parsing: Apple's single-dash syntax.
         .target(name: "CommandSupport"),
         .executableTarget(name: "asr", dependencies: [
-            "Imaging", "UDIF", "SystemSupport", "Multicast", "ImageFS", "CommandSupport",
+            "Imaging", "UDIF", "SystemSupport", "Multicast", "ImageFS", "CommandSupport", "StatusServer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The fuzz harnesses, shared by `make fuzz` (libFuzzer, Sources/Fuzz) and the CI pass (FuzzTests).
@@ -72,6 +85,11 @@ let package = Package(
         ]),
         .testTarget(name: "FuzzTests", dependencies: ["SystemSupport", "FuzzTargets", "TestSupport", "UDIF", "Filesystems"], exclude: ["Regressions"]),
         .testTarget(name: "CommandSupportTests", dependencies: ["CommandSupport"]),
+        .testTarget(name: "StatusServerTests", dependencies: [
+            "StatusServer", "Multicast", "SystemSupport",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .testTarget(name: "FilesystemsTests", dependencies: ["Filesystems", "UDIF", "TestSupport", "SystemSupport"]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
             "UDIF", "ImageFS", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),

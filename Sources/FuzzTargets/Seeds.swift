@@ -205,8 +205,10 @@ public struct Seeds: Sendable {
                                              diskBytes: 6 << 20, group: [239, 1, 2, 3], dataPort: 7800, dataRate: 6_000_000)
         let session: [ControlMessage] = [
             .welcome(welcome), .manifest(entries),
-            .report(.init(received: 2, writeRate: 5_000_000, missing: [(0, 2), (3, 1)], fragments: [(5, [0, 3])])),
-            .report(.init(received: 6, writeRate: 0, missing: [])), .done,
+            .report(.init(received: 2, writeRate: 5_000_000, missing: [(0, 2), (3, 1)], fragments: [(5, [0, 3])], position: (1, 4),
+                          packets: 1234)),
+            .report(.init(received: 6, writeRate: 0, missing: [], packets: 5000, verifying: true, verified: 3 << 20, verifyTotal: 6 << 20)),
+            .done(failure: nil), .done(failure: "the target does not match the image at bytes 0-1048575"),
             .signature(layout: [UInt8](repeating: 7, count: 32), signed: [UInt8](repeating: 8, count: 104)),
             .fragmentDigestsWanted(chunk: 3), .fragmentDigests(chunk: 3, digests: [UInt8](repeating: 9, count: 32)),
             .report(.init(received: 0, writeRate: 0, missing: [], surveying: true)),

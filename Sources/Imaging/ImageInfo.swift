@@ -161,7 +161,7 @@ public struct ImageInfo: Codable, Sendable {
     }
 
     /// hdiutil's format name from the codecs in use.
-    static func formatName(_ types: Dictionary<ChunkType, CodecUse>.Keys) -> String {
+    package static func formatName(_ types: some Sequence<ChunkType>) -> String {
         let compressed = types.filter(\.isCompressed)
         if compressed.count > 1 { return "mixed" }
         switch compressed.first {

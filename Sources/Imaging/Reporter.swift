@@ -11,10 +11,16 @@ public final class Reporter: Sendable {
     public enum Style: Sendable { case human(bars: Bool), puppet, quiet }
 
     public let style: Style
+    /// Told of every progress update, with its phase's key (`restore`, `verify`): a multicast
+    /// client passes its read-back's progress on to the server.
+    public let observer: (@Sendable (_ key: String, _ done: UInt64, _ total: UInt64) -> Void)?
     /// The progress phase under way; held while emitting, so lines from threads never interleave.
     private let phase = Locked<(key: String, shown: Int)?>(nil)
 
-    public init(_ style: Style) { self.style = style }
+    public init(_ style: Style, observer: (@Sendable (_ key: String, _ done: UInt64, _ total: UInt64) -> Void)? = nil) {
+        self.style = style
+        self.observer = observer
+    }
 
     /// Bars only on a terminal: what `create` and `convert` do.
     public static var terminalOnly: Reporter { Reporter(.human(bars: isatty(STDOUT_FILENO) != 0)) }
@@ -64,7 +70,11 @@ public final class Reporter: Sendable {
     }
 
     public func update(_ done: UInt64, of total: UInt64) {
-        phase.withLock { advance(&$0, done, of: total) }
+        let key = phase.withLock { phase in
+            advance(&phase, done, of: total)
+            return phase?.key
+        }
+        if let key, let observer { observer(key, done, total) }
     }
 
     private func advance(_ phase: inout (key: String, shown: Int)?, _ done: UInt64, of total: UInt64) {

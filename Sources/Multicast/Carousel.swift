@@ -10,8 +10,9 @@
 /// next chunk. Who is connected, and whether to send at all, is `ClientRoster`'s business.
 package struct Carousel: Sendable {
     package typealias ClientID = Int
-    /// A chunk to send, the pass it belongs to, and which of its fragments (nil: all).
-    package typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?)
+    /// A chunk to send, the pass it belongs to, which of its fragments (nil: all), and whether
+    /// it is a repair (sent behind the cursor, for a client that lost it) rather than the cursor's.
+    package typealias Next = (chunk: Int, pass: UInt32, fragments: [UInt16]?, repair: Bool)
 
     /// What one client lacks, as its latest report said, and where it was in the stream.
     struct Need: Sendable {
@@ -114,7 +115,11 @@ package struct Carousel: Sendable {
         for c in partial.keys where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
             repairs.insert(c)
         }
-        let sinceJoining = need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
+        // A client that has heard no packet of the session (no position) gets no repairs: none
+        // would reach it, and quiet at every report, it would have every chunk behind the
+        // cursor sent again each time, holding back the clients that hear.
+        let sinceJoining = need.position == nil ? 0..<0
+            : need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
         var at = sinceJoining.lowerBound
         while let c = whole.first(from: at, below: sinceJoining.upperBound) {
             if lost(need, c) && behindCursor(c) && !pending(need, c) && !repairPending(need, c) { repairs.insert(c) }
@@ -148,7 +153,7 @@ package struct Carousel: Sendable {
             }
             repairedAt[c] = (pass, cursor - 1)
             inFlight = c
-            return (c, pass, fragments)
+            return (c, pass, fragments, true)
         }
         guard wantedCount > 0 else { return nil }
         if let (c, fragments) = firstEligible(from: cursor, to: chunkCount) {
@@ -167,7 +172,7 @@ package struct Carousel: Sendable {
         inFlight = c
         sentPass[c] = pass
         repairedAt[c] = nil
-        return (c, pass, fragments)
+        return (c, pass, fragments, false)
     }
 
     private func firstEligible(from start: Int, to end: Int) -> (Int, [UInt16]?)? {
@@ -190,7 +195,8 @@ package struct Carousel: Sendable {
         var fragments = Set<UInt16>()
         for need in needs.values where !pending(need, c) {
             if need.whole.contains(c) {
-                if !repair || lost(need, c) { return .all }
+                // A client that hears nothing gets no repairs (see `update`), whole or not.
+                if !repair || (lost(need, c) && need.position != nil) { return .all }
             } else if let lacking = need.partial[c] {
                 fragments.formUnion(lacking)
             }

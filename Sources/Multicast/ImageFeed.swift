@@ -16,6 +16,8 @@ public struct ImageFeed: Sendable {
     public let layout: [UInt8]
     public let signature: ImageSignature?
     public let diskBytes: UInt64
+    /// hdiutil's name for a UDIF image's format (UDZO, ULMO, ...), RAW or DEVICE.
+    public let format: String
     /// Free space (ignore chunks): never sent, and no client waits for it.
     public var freeBytes: UInt64 { manifest.reduce(0) { $0 + ($1.isFree ? $1.length : 0) } }
     private let stored: @Sendable (Int) throws -> [UInt8]
@@ -34,6 +36,7 @@ public struct ImageFeed: Sendable {
     public init(source: ImageSource) throws {
         diskBytes = source.bytes.byteCount
         if let image = source.udif {
+            format = ImageInfo.formatName(Set(image.chunks.map(\.type)))
             guard let scan = try ScanData.stored(in: image) else { throw MulticastError.sourceNotScanned(path: source.path) }
             guard image.isOrdered else { throw MulticastError.sourceNotOrdered(path: source.path) }
             // Every chunk against the scan before anything is served: a damaged image would be
@@ -51,6 +54,7 @@ public struct ImageFeed: Sendable {
             return
         }
         // A raw image must be scanned (its .bmap) and match its scan; a device is read as is.
+        format = source.kind == .blockDevice ? "DEVICE" : "RAW"
         let bytes = source.bytes
         if source.kind == .raw {
             guard let mapPath = BlockMap.sidecar(for: source.path) else { throw MulticastError.sourceNotScanned(path: source.path) }

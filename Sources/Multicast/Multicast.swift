@@ -5,7 +5,8 @@
 // sent from what each client lacks, `ClientRoster` who is connected, whom to drop and when to pause,
 // `ChunkAssembler` what a client holds), DNS Service Discovery through Avahi, and the thin
 // socket adapters that run the policy: `MulticastServer` and `MulticastClient`. It prints only
-// through the `Reporter` (client) or the `log` function (server) it is handed.
+// through the `Reporter` (client) or the `log` function (server) it is handed. What a server is
+// doing is kept on its `SessionBoard` for the status server (a module of its own) to read.
 
 import SystemPackage
 import SystemSupport
@@ -30,6 +31,7 @@ public enum MulticastError: UserFacingError, Equatable {
     case cannotResolve(host: String)
     case noInterfaceAddress(interface: String)
     case badMulticastAddress(String)
+    case badStatusAddress(String)
 
     // Sockets.
     case socket(SocketCall, Errno)
@@ -75,6 +77,7 @@ public enum MulticastError: UserFacingError, Equatable {
         case notPositive
         case notMulticast(address: String)
         case outOfRange(UInt64, ClosedRange<UInt64>)
+        case notAnAddress(String)
     }
 
     /// The socket call that failed.
@@ -105,6 +108,7 @@ public enum MulticastError: UserFacingError, Equatable {
             case .notMulticast(let address):
                 "\(name): \"\(key)\" \(displayable(address)) is not an IPv4 multicast address (224.0.0.0/4)"
             case .outOfRange(let value, let range): "\(name): \"\(key)\" must be \(range.lowerBound) to \(range.upperBound), not \(value)"
+            case .notAnAddress(let text): "\(name): \"\(key)\" must be PORT or ADDRESS:PORT (8080, 0.0.0.0:8080), not \(displayable(text))"
             }
         case .notAnASRAddress(let url): "\(displayable(url)) is not an asr:// address"
         case .noServerName(let url): "\(displayable(url)): no server name"
@@ -117,6 +121,7 @@ public enum MulticastError: UserFacingError, Equatable {
         case .cannotResolve(let host): "cannot resolve \(displayable(host))"
         case .noInterfaceAddress(let name): "interface \(displayable(name)) has no IPv4 address"
         case .badMulticastAddress(let address): "bad multicast address \(displayable(address))"
+        case .badStatusAddress(let text): "bad status address \(displayable(text)): give PORT or ADDRESS:PORT (8080, 0.0.0.0:8080)"
         case .socket(let call, let e):
             switch call {
             case .create: "socket: \(e)"

@@ -11,7 +11,7 @@ import UDIF
 /// image onto a target. Chunks arrive in any order, each decoded and checked against the
 /// manifest's SHA-256 before it is written; what is missing is reported to the server, which
 /// resends it. When every chunk is in, the client leaves the group, reads the target back to
-/// verify it, and tells the server it is done.
+/// verify it (telling the server how far it got), and tells the server how it ended.
 public struct MulticastClient {
     public var reporter: Reporter
     /// Give up when no data (or no server) has been heard for this long.
@@ -122,16 +122,11 @@ public struct MulticastClient {
         if incremental {
             // Reading a large disk takes longer than the server waits for a silent client: say
             // every second that we are still at it.
-            let stop = Monitor(false)
-            let connection = session.connection
-            let keepalive = Thread {
-                while !stop.wait(until: { $0 }, deadline: Date().addingTimeInterval(1), then: { _, met in met }) {
-                    try? connection.send(.report(.init(received: 0, writeRate: 0, missing: [], surveying: true)))
-                }
+            let surveying = Heartbeat(connection: session.connection, interval: 1) {
+                .report(.init(received: 0, writeRate: 0, missing: [], surveying: true))
             }
-            keepalive.start()
             let surveyed = Result { try TargetSurvey(reporter: reporter).held(in: targetPath, ranges: ranges) }
-            stop.update { $0 = true }
+            surveying.stop()
             let held = try surveyed.get()
             comparison = TargetComparison(source: url, target: targetPath, unit: "chunk", diskBytes: diskBytes, ranges: ranges, held: held) {
                 UInt64(manifest[$0].storedLength)
@@ -139,12 +134,37 @@ public struct MulticastClient {
             reporter.info(comparison!.restorePlan)
             session.held = held
         }
-        try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: reporter) { file, verifier in
-            try receive(&session, into: file, target: target, verifier: verifier)
+        // The read-back's progress, for the reports sent while it runs.
+        let readBack = Locked<(done: UInt64, total: UInt64)>((0, 0))
+        let outer = reporter.observer
+        let watched = Reporter(reporter.style) { key, done, total in
+            if key == "verify" { readBack.withLock { $0 = (done, total) } }
+            outer?(key, done, total)
         }
-        try? session.connection.send(.done)
+        var heartbeat: Heartbeat?
+        do {
+            try target.restore(diskBytes: diskBytes, verifying: verify ? (ranges, mismatch) : nil, reporter: watched) { file, verifier in
+                let packets = try receive(&session, into: file, target: target, verifier: verifier)
+                // The flush and read-back may take long: the server hears how they go.
+                let count = UInt32(manifest.count)
+                heartbeat = Heartbeat(connection: session.connection, interval: Self.verifyReportInterval) {
+                    let (done, total) = readBack.withLock { $0 }
+                    return .report(.init(received: count, writeRate: 0, missing: [], packets: packets, verifying: true,
+                                         verified: done, verifyTotal: total))
+                }
+            }
+        } catch {
+            heartbeat?.stop()
+            try? session.connection.send(.done(failure: String(describing: error)))
+            throw error
+        }
+        heartbeat?.stop()
+        try? session.connection.send(.done(failure: nil))
         return comparison
     }
+
+    /// How often a verifying client tells the server how far its read-back got.
+    static let verifyReportInterval: TimeInterval = 0.5
 
     /// The control connection and what the server said on it.
     struct Session {
@@ -208,8 +228,8 @@ public struct MulticastClient {
     }
 
     /// Receives every chunk with data and writes it; zero chunks (and free space, with
-    /// `eraseFree`) are written as zeros first.
-    private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget, verifier: TrailingVerifier?) throws {
+    /// `eraseFree`) are written as zeros first. Returns the data packets of the session taken.
+    private func receive(_ session: inout Session, into file: FileIO, target: RestoreTarget, verifier: TrailingVerifier?) throws -> UInt64 {
         let held = session.held ?? [Bool](repeating: false, count: session.manifest.count)
         try Self.writeZeroChunks(session.manifest, held: held, into: file, target: target, eraseFree: eraseFree)
         var assembler = ChunkAssembler(manifest: session.manifest)
@@ -229,6 +249,7 @@ public struct MulticastClient {
         var lastReport = Date.distantPast
         let started = Date()
         let manifest = session.manifest
+        var packets: UInt64 = 0
 
         while !assembler.isComplete {
             if Interruption.requested { throw MulticastError.interrupted }
@@ -241,6 +262,7 @@ public struct MulticastClient {
                 socket.receive { header, payload in
                     guard header.sessionID == sessionID else { return }
                     heard = true
+                    packets += 1
                     position.follow(DataPacket(header), progress: &progress, assembler)
                     if let (index, stored) = assembler.accept(header, payload: payload) { writers.submit(index, stored, manifest[index]) }
                 }
@@ -257,14 +279,18 @@ public struct MulticastClient {
                 lastReport = now
                 let rate = UInt64(Double(writers.bytesWritten) / max(0.001, now.timeIntervalSince(started)))
                 let quiet = !heard && now.timeIntervalSince(lastData) > Self.quietAfter
-                if try report(&session, &assembler, at: position, quiet: quiet, writeRate: rate, progress: &progress) { lastData = Date() }
+                if try report(&session, &assembler, at: position, quiet: quiet, writeRate: rate, packets: packets, progress: &progress) {
+                    lastData = Date()
+                }
             }
             if now.timeIntervalSince(lastData) > timeout { throw MulticastError.noData(seconds: Int(timeout)) }
         }
         try writers.finish()
         socket.leave()
         // Everything is in: the server hears so before the (possibly long) verify.
-        try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [])))
+        try? session.connection.send(.report(.init(received: UInt32(assembler.completeCount), writeRate: 0, missing: [], packets: packets,
+                                                   verifying: true)))
+        return packets
     }
 
     /// Zero chunks are never sent: each run of them becomes zeros on the target here, unless
@@ -292,10 +318,10 @@ public struct MulticastClient {
     /// digests of chunks that failed their SHA-256, and hears what it says: a DROP, or digests.
     /// A server that went away is reconnected to, keeping every chunk we have; returns true then.
     private func report(_ session: inout Session, _ assembler: inout ChunkAssembler, at position: StreamPosition, quiet: Bool,
-                        writeRate: UInt64, progress: inout PassProgress) throws -> Bool {
+                        writeRate: UInt64, packets: UInt64, progress: inout PassProgress) throws -> Bool {
         let (missing, fragments) = assembler.need(from: position.highest + 1)
         let report = ControlMessage.Report(received: UInt32(assembler.completeCount), writeRate: writeRate, missing: missing,
-                                           fragments: fragments, position: position.reported, quiet: quiet)
+                                           fragments: fragments, position: position.reported, quiet: quiet, packets: packets)
         var dropped: String?
         do {
             try session.connection.send(.report(report))
@@ -311,6 +337,30 @@ public struct MulticastClient {
         }
         if let dropped { throw MulticastError.droppedByServer(reason: dropped) }
         return false
+    }
+}
+
+/// Sends a message every `interval` from a thread of its own until stopped: the server hears
+/// how a client's read-back goes while the restoring thread verifies. A failed send ends it.
+final class Heartbeat: Sendable {
+    private let stopped = Monitor(false)
+    private let ended = Monitor(false)
+
+    init(connection: ControlConnection, interval: TimeInterval, message: @escaping @Sendable () -> ControlMessage) {
+        Thread { [stopped, ended] in
+            defer { ended.update { $0 = true } }
+            while true {
+                do { try connection.send(message()) } catch { return }
+                let stop = stopped.wait(until: { $0 }, deadline: Date().addingTimeInterval(interval)) { stop, _ in stop }
+                if stop { return }
+            }
+        }.start()
+    }
+
+    /// Returns once the last message is sent: nothing follows what the caller sends next.
+    func stop() {
+        stopped.update { $0 = true }
+        ended.wait(until: { $0 }) { _ in }
     }
 }
 

@@ -7,7 +7,8 @@ import UDIF
 /// `asr server`: serves one image to every client that asks, over UDP multicast, until
 /// interrupted. TCP control on the configured port; data to the group on the same port.
 /// What to send is the `Carousel`'s call, whom to serve and when to pause `ClientRoster`'s;
-/// this class runs the sockets and threads around them.
+/// this class runs the sockets and threads around them, and keeps `board` up to date for
+/// whoever watches.
 public final class MulticastServer: Sendable {
     public let feed: ImageFeed
     public let config: ServerConfig
@@ -18,6 +19,9 @@ public final class MulticastServer: Sendable {
     private let log: @Sendable (String) -> Void
     /// The send loop waits on it for a request; control threads change it.
     private let state: Monitor<SharedState>
+    /// The session as the status server shows it: counters and each client's latest state,
+    /// apart from `state` so that watching never holds the stream up.
+    public let board: SessionBoard
 
     struct SharedState {
         var carousel: Carousel
@@ -47,10 +51,12 @@ public final class MulticastServer: Sendable {
         }
     }
 
-    public init(feed: ImageFeed, config: ServerConfig, interfaceName: String?, log: @escaping @Sendable (String) -> Void) throws {
+    /// `path`: the source as given, for the status page.
+    public init(feed: ImageFeed, path: String, config: ServerConfig, interfaceName: String?, log: @escaping @Sendable (String) -> Void) throws {
         self.feed = feed
         self.config = config
         self.log = log
+        board = SessionBoard(feed: feed, path: path, config: config, sessionID: sessionID)
         interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
         dataSource = DataSender.sourceAddress(group: config.multicastAddress, port: config.port, interface: interface)
         state = Monitor(SharedState(carousel: Carousel(manifest: feed.manifest),
@@ -71,6 +77,7 @@ public final class MulticastServer: Sendable {
         acceptor.start()
         try sendLoop(sender)
         state.update { $0.stopped = true }
+        board.stream(.stopped)
         shutdown(listener, Int32(SHUT_RDWR))
         log("stopped after \(bytesSent) bytes")
     }
@@ -157,6 +164,7 @@ public final class MulticastServer: Sendable {
                     s.generation += 1
                     return s.roster.leave(id)
                 }
+                board.left(id)  // a no-op for a client that finished or was dropped
                 if let client, !client.done { log("client \(client.name) (\(client.peer)) left before finishing") }
             }
         }
@@ -185,6 +193,7 @@ public final class MulticastServer: Sendable {
                             let id = s.roster.join(name: name, peer: connection.peer, at: now)
                             s.connections[id] = connection
                             s.generation += 1
+                            board.joined(id, name: name, address: connection.peer)  // on the board before anything can end it
                             return id
                         }
                         clientName = name
@@ -200,19 +209,28 @@ public final class MulticastServer: Sendable {
                         s.generation += 1
                         return (accepted, s.bytesSent)
                     }
+                    if accepted { board.reported(id, report) }
                     // When its data was all in, apart from when its verify ended (its DONE).
                     if accepted, !hasEverything, report.missing.isEmpty, report.fragments.isEmpty {
                         hasEverything = true
                         log("client \(clientName) (\(connection.peer)) has every chunk; \(sent) bytes sent so far")
                     }
-                case .done:
+                case .done(let failure):
                     guard let id else { continue }
-                    let (name, sent) = state.update { s in
+                    let (client, sent) = state.update { s in
                         s.carousel.forget(id)
                         s.generation += 1
-                        return (s.roster.finish(id)?.name ?? "?", s.bytesSent)
+                        return (s.roster.finish(id), s.bytesSent)
                     }
-                    log("client \(name) (\(connection.peer)) finished; \(sent) bytes sent so far")
+                    guard let client else { continue }  // dropped meanwhile: its word comes too late
+                    // The client's own words: cut and escaped like its name.
+                    let reason = failure.map { displayable($0, limit: 200) }
+                    board.finished(id, failure: reason)
+                    if let reason {
+                        log("client \(client.name) (\(connection.peer)) failed: \(reason); \(sent) bytes sent so far")
+                    } else {
+                        log("client \(client.name) (\(connection.peer)) finished; \(sent) bytes sent so far")
+                    }
                 case .fragmentDigestsWanted(let chunk):
                     // Once per chunk and connection: what a client can make us hash is bounded
                     // by the image.
@@ -251,6 +269,7 @@ public final class MulticastServer: Sendable {
                 let pass = s.carousel.pass
                 next = s.carousel.next()
                 if s.carousel.pass != pass {
+                    board.passEnded()
                     drops = s.roster.passEnded(at: now).map { drop in
                         s.carousel.forget(drop.id)
                         return (drop, s.connections.removeValue(forKey: drop.id))
@@ -269,12 +288,22 @@ public final class MulticastServer: Sendable {
             }
             return (next, s.generation, suspended, (started, idle), drops)
         }
-        if suspended { log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request") }
+        if suspended {
+            board.stream(.suspended)
+            log("suspended after \(config.loopSuspend) passes with no client restoring; waiting for a request")
+        }
         let (started, idle) = transitions
-        if let started { log("sending what \(started) restoring clients lack") }
-        if let idle { log("idle: no client needs anything; \(idle) bytes sent") }
+        if let started {
+            board.stream(.sending)
+            log("sending what \(started) restoring clients lack")
+        }
+        if let idle {
+            board.stream(.idle)
+            log("idle: no client needs anything; \(idle) bytes sent")
+        }
         // The dropped client is told why; the others carry on at the same rate.
         for (drop, connection) in drops {
+            board.dropped(drop.id, reason: drop.reason.description)
             log("dropped client \(drop.client.name) (\(drop.client.peer)): \(drop.reason)")
             // On a thread of its own: a client that does not read would block this one, the
             // stream's, for the send timeout.
@@ -315,6 +344,7 @@ public final class MulticastServer: Sendable {
             }
             let fragments = entry.fragmentCount
             let toSend = next.fragments.map { $0.map(Int.init).filter { $0 < fragments } } ?? Array(0..<fragments)
+            board.sentChunk(repair: next.repair, partFragments: next.fragments == nil ? nil : toSend.count)
             var k = 0
             while k < toSend.count {
                 batch.removeAll(keepingCapacity: true)
@@ -335,6 +365,7 @@ public final class MulticastServer: Sendable {
                 try sender.send(batch, segment: segment)
                 let sent = batch.count
                 state.update { $0.bytesSent += UInt64(sent) }
+                board.sent(bytes: sent, packets: inBatch)
             }
         }
     }

@@ -7,7 +7,8 @@ import UDIF
 /// `Client Data Rate`, `DNS Service Discovery` (default true), `Loop Suspend` (passes with no
 /// client before pausing; 0 = never), `Multicast TTL` (default 3, never 0), `Port` (7800);
 /// and asr's own `Max Connections` (1024: a lab of hundreds, each with one connection) and `Max Connections Per Address` (8), the control
-/// connections the server keeps open at once.
+/// connections the server keeps open at once, and `Status Address` (off unless set: where the
+/// session page, JSON status and metrics are served).
 public struct ServerConfig: Sendable, Equatable {
     public var dataRate: UInt64
     public var multicastAddress: String
@@ -18,6 +19,7 @@ public struct ServerConfig: Sendable, Equatable {
     public var port: UInt16 = 7800
     public var maxConnections = 1024
     public var maxConnectionsPerAddress = 8
+    public var statusAddress: StatusAddress?
 
     public init(dataRate: UInt64, multicastAddress: String) {
         self.dataRate = dataRate
@@ -69,6 +71,10 @@ public struct ServerConfig: Sendable, Equatable {
         if let p = try within(raw.port, .port, 1...65535) { port = UInt16(p) }
         if let n = try within(raw.maxConnections, .maxConnections, 1...65536) { maxConnections = Int(n) }
         if let n = try within(raw.maxConnectionsPerAddress, .maxConnectionsPerAddress, 1...65536) { maxConnectionsPerAddress = Int(n) }
+        if let text = raw.statusAddress {
+            guard let address = StatusAddress(parsing: text) else { throw problem(.statusAddress, .notAnAddress(text)) }
+            statusAddress = address
+        }
     }
 }
 
@@ -83,12 +89,14 @@ private struct RawConfig: Decodable {
     var port: UInt64?
     var maxConnections: UInt64?
     var maxConnectionsPerAddress: UInt64?
+    var statusAddress: String?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case dataRate = "Data Rate", multicastAddress = "Multicast Address", clientDataRate = "Client Data Rate"
         case dnsServiceDiscovery = "DNS Service Discovery", loopSuspend = "Loop Suspend"
         case multicastTTL = "Multicast TTL", port = "Port"
         case maxConnections = "Max Connections", maxConnectionsPerAddress = "Max Connections Per Address"
+        case statusAddress = "Status Address"
     }
 
     /// A key present with the wrong type; `ServerConfig` names the file.
@@ -112,7 +120,50 @@ private struct RawConfig: Decodable {
         port = try value(.port, "an integer")
         maxConnections = try value(.maxConnections, "an integer")
         maxConnectionsPerAddress = try value(.maxConnectionsPerAddress, "an integer")
+        statusAddress = try value(.statusAddress, "a string (PORT or ADDRESS:PORT)")
     }
+}
+
+/// Where the status server listens (`--status`, `Status Address`): `PORT` (on 127.0.0.1, this
+/// host only), `ADDRESS:PORT` with an IPv4 address (`0.0.0.0:PORT`: every interface) or
+/// `localhost`, or `[IPv6]:PORT`.
+public struct StatusAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String = "127.0.0.1", port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public init?(parsing text: String) {
+        func port(_ digits: Substring) -> UInt16? {
+            guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
+                  let p = UInt16(digits), p > 0 else { return nil }
+            return p
+        }
+        if let p = port(text[...]) {
+            self.init(port: p)
+        } else if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            let host = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            var v6 = in6_addr()
+            guard rest.hasPrefix(":"), let p = port(rest.dropFirst()), inet_pton(AF_INET6, host, &v6) == 1 else { return nil }
+            self.init(host: host, port: p)
+        } else if let colon = text.lastIndex(of: ":"), let p = port(text[text.index(after: colon)...]) {
+            let host = String(text[..<colon])
+            if host == "localhost" {
+                self.init(port: p)
+            } else {
+                guard IPv4.parse(host) != nil else { return nil }
+                self.init(host: host, port: p)
+            }
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 enum IPv4 {

@@ -155,7 +155,9 @@ package enum ControlMessage: Sendable, Equatable {
     case welcome(Welcome)
     case manifest([ManifestEntry])
     case report(Report)
-    case done
+    /// The client's restore ended: every chunk written and verified (`failure` nil), or it
+    /// failed, and why (protocol 8).
+    case done(failure: String?)
     case drop(reason: String)
     /// The image's stored layout (`StoredLayout`, 32 bytes) and its signature
     /// (`ImageSignature`, 104 bytes, or nothing when it has none); sent after MANIFEST.
@@ -170,9 +172,10 @@ package enum ControlMessage: Sendable, Equatable {
     /// 2: REPORT carries the whole need set and the stream position. 3: manifest entries
     /// of codec 2 (ignore) are free space, whose SHA-256 field is not a digest. 4: WELCOME
     /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
-    /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS;
-    /// REPORT flag 4, surveying (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 7
+    /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS.
+    /// 8: REPORT carries the packets heard, the read-back's progress and whether the client is
+    /// still surveying its target; DONE says whether the restore succeeded (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 8
     package static let fragmentDigestBytes = 16
     package static let maxFrame = 64 << 20
     package static let maxManifestEntries = (maxFrame - 8) / 56
@@ -219,11 +222,20 @@ package enum ControlMessage: Sendable, Equatable {
         package var position: (pass: UInt32, chunk: UInt32)?
         /// No data had arrived for a while when it reported: nothing is on its way to it.
         package var quiet: Bool
+        /// Data packets of this session it has taken so far (duplicates included): against what
+        /// the server sent meanwhile, its loss.
+        package var packets: UInt64
+        /// Every chunk is written; it is reading the target back: `verified` of `verifyTotal`
+        /// bytes so far (both 0 until the read-back starts).
+        package var verifying: Bool
+        package var verified: UInt64
+        package var verifyTotal: UInt64
         /// Still reading its target (an incremental restore): alive, its need not yet known.
         /// The rest of the report means nothing.
         package var surveying: Bool
         package init(received: UInt32, writeRate: UInt64, missing: [(UInt32, UInt32)], fragments: [(chunk: UInt32, missing: [UInt16])] = [],
-                     position: (pass: UInt32, chunk: UInt32)? = nil, quiet: Bool = false, surveying: Bool = false) {
+                     position: (pass: UInt32, chunk: UInt32)? = nil, quiet: Bool = false, packets: UInt64 = 0,
+                     verifying: Bool = false, verified: UInt64 = 0, verifyTotal: UInt64 = 0, surveying: Bool = false) {
             self.surveying = surveying
             self.received = received
             self.writeRate = writeRate
@@ -231,14 +243,19 @@ package enum ControlMessage: Sendable, Equatable {
             self.fragments = fragments
             self.position = position
             self.quiet = quiet
+            self.packets = packets
+            self.verifying = verifying
+            self.verified = verified
+            self.verifyTotal = verifyTotal
         }
         package static let maxRanges = 4096
         package static let maxPartialChunks = 1024
-        static let hasPosition: UInt8 = 1, isQuiet: UInt8 = 2, isSurveying: UInt8 = 4
+        static let hasPosition: UInt8 = 1, isQuiet: UInt8 = 2, isVerifying: UInt8 = 4, isSurveying: UInt8 = 8
         package static func == (a: Report, b: Report) -> Bool {
             a.received == b.received && a.writeRate == b.writeRate && a.missing.elementsEqual(b.missing) { $0 == $1 }
                 && a.fragments.elementsEqual(b.fragments) { $0.chunk == $1.chunk && $0.missing == $1.missing }
                 && a.position?.pass == b.position?.pass && a.position?.chunk == b.position?.chunk && a.quiet == b.quiet
+                && a.packets == b.packets && a.verifying == b.verifying && a.verified == b.verified && a.verifyTotal == b.verifyTotal
                 && a.surveying == b.surveying
         }
     }
@@ -286,9 +303,13 @@ package enum ControlMessage: Sendable, Equatable {
         case .report(let r):
             p.appendBE(r.received)
             p.appendBE(r.writeRate)
-            p.append((r.position == nil ? 0 : Report.hasPosition) | (r.quiet ? Report.isQuiet : 0) | (r.surveying ? Report.isSurveying : 0))
+            p.append((r.position == nil ? 0 : Report.hasPosition) | (r.quiet ? Report.isQuiet : 0) | (r.verifying ? Report.isVerifying : 0)
+                     | (r.surveying ? Report.isSurveying : 0))
             p.appendBE(r.position?.pass ?? 0)
             p.appendBE(r.position?.chunk ?? 0)
+            p.appendBE(r.packets)
+            p.appendBE(r.verified)
+            p.appendBE(r.verifyTotal)
             p.appendBE(UInt32(r.missing.count))
             for (first, count) in r.missing {
                 p.appendBE(first)
@@ -300,8 +321,9 @@ package enum ControlMessage: Sendable, Equatable {
                 p.appendBE(UInt16(missing.count))
                 for f in missing { p.appendBE(f) }
             }
-        case .done:
-            break
+        case .done(let failure):
+            p.append(failure == nil ? 0 : 1)
+            p.appendString(failure ?? "")
         case .drop(let reason):
             p.appendString(reason)
         case .signature(let layout, let signed):
@@ -344,9 +366,10 @@ package enum ControlMessage: Sendable, Equatable {
             }
             message = .manifest(entries)
         case 4:
-            guard let received = r.u32(), let rate = r.u64(), let flags = r.bytes(1)?.first, flags & ~(Report.hasPosition | Report.isQuiet | Report.isSurveying) == 0,
-                  let pass = r.u32(), let chunk = r.u32(), let count = r.u32(), Int(count) <= Report.maxRanges,
-                  r.remaining >= Int(count) * 8 else { throw bad }
+            let known = Report.hasPosition | Report.isQuiet | Report.isVerifying | Report.isSurveying
+            guard let received = r.u32(), let rate = r.u64(), let flags = r.bytes(1)?.first, flags & ~known == 0,
+                  let pass = r.u32(), let chunk = r.u32(), let packets = r.u64(), let verified = r.u64(), let verifyTotal = r.u64(),
+                  let count = r.u32(), Int(count) <= Report.maxRanges, r.remaining >= Int(count) * 8 else { throw bad }
             var missing: [(UInt32, UInt32)] = []
             for _ in 0..<count {
                 guard let first = r.u32(), let n = r.u32() else { throw bad }
@@ -360,9 +383,12 @@ package enum ControlMessage: Sendable, Equatable {
             }
             message = .report(Report(received: received, writeRate: rate, missing: missing, fragments: fragments,
                                      position: flags & Report.hasPosition != 0 ? (pass, chunk) : nil, quiet: flags & Report.isQuiet != 0,
+                                     packets: packets, verifying: flags & Report.isVerifying != 0, verified: verified, verifyTotal: verifyTotal,
                                      surveying: flags & Report.isSurveying != 0))
         case 5:
-            message = .done
+            // 0: verified; 1: failed, with a reason (which success must not carry).
+            guard let result = r.bytes(1)?.first, result <= 1, let reason = r.string(), result == 1 || reason.isEmpty else { throw bad }
+            message = .done(failure: result == 1 ? reason : nil)
         case 6:
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Imaging
 import Multicast
+import StatusServer
 import UDIF
 
 struct ImageScan: ParsableCommand {
@@ -200,17 +201,30 @@ struct Server: ParsableCommand {
             server sends only what its clients lack, round the image in disk order at no more than \
             the data rate, and nothing while nobody lacks anything, until it gets SIGINT or SIGTERM \
             (exit 0). Clients: asr restore --source asr://HOST.
+            With --status (or the Status Address key), a page at http://ADDRESS:PORT/ shows the \
+            session live, /status.json has the same as JSON and /metrics as Prometheus metrics \
+            (docs/STATUS.md). A bare PORT listens on 127.0.0.1 only; 0.0.0.0:PORT on every interface.
             """)
 
     @Option(help: "A scanned UDIF image, a raw image with its .bmap, or a block device.") var source: String
     @Option(help: "The configuration plist.") var config: String
     @Option(help: "The network interface to send on.") var interface: String?
+    @Option(help: ArgumentHelp("Serve the session page, /status.json and /metrics here (PORT: on 127.0.0.1).",
+                               valueName: "[address:]port")) var status: String?
 
     func run() throws {
         let cfg = try ServerConfig.load(config)
+        let statusAddress = try status.map { text throws(MulticastError) in
+            guard let address = StatusAddress(parsing: text) else { throw .badStatusAddress(text) }
+            return address
+        } ?? cfg.statusAddress
         let feed = try ImageFeed(source: ImageSource.open(source))
         let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("asr server: \(line)\n".utf8)) }
-        let server = try MulticastServer(feed: feed, config: cfg, interfaceName: interface, log: log)
+        let server = try MulticastServer(feed: feed, path: source, config: cfg, interfaceName: interface, log: log)
+        // Bound before the stream starts: a taken port is an error now, not a page that never comes.
+        let statusServer = try statusAddress.map { try StatusServer(address: $0, source: server.board) }
+        defer { statusServer?.stop() }
+        if let statusServer { log("status page on \(statusServer.url) (also status.json and metrics)") }
         let image = URL(fileURLWithPath: source).lastPathComponent
         let announcer = cfg.dnsServiceDiscovery ? ServiceAnnouncer(
             name: "\(URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent)@\(ProcessInfo.processInfo.hostName)",

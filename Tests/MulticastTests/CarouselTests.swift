@@ -257,6 +257,38 @@ import Imaging
         #expect(carousel.next()?.chunk == 20, "client 2's head waits for the cursor")
     }
 
+    /// A client that hears nothing (no position: no packet of the session reached it; quiet at
+    /// every report) gets no repairs: at a slow rate, repeating every chunk behind the cursor
+    /// at each of its reports held a hearing client back for a minute (`aBrowserWatchesTheSession`).
+    @Test func aClientThatHearsNothingGetsNoRepairs() {
+        var carousel = Carousel(manifest: Self.manifest(20))
+        let deaf = ControlMessage.Report(received: 0, writeRate: 0, missing: [(0, 20)], quiet: true)
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 20)]))
+        carousel.update(2, with: deaf)
+        var sent: [Carousel.Next] = []
+        while sent.count < 40, let next = carousel.next() {
+            sent.append(next)
+            let k = UInt32(sent.count)
+            carousel.update(2, with: deaf)
+            carousel.update(1, with: .init(received: k, writeRate: 0, missing: k < 20 ? [(k, 20 - k)] : [], position: (0, k - 1)))
+            if k == 20 { carousel.forget(1) }
+        }
+        #expect(sent.prefix(20).map(\.chunk) == Array(0..<20), "\(sent.map(\.chunk))")
+        #expect(!sent.contains { $0.repair })
+    }
+
+    /// Nor does it make a hearing client's repair a whole chunk: the repair is the fragments
+    /// the hearing one lacks.
+    @Test func aClientThatHearsNothingDoesNotWidenRepairs() {
+        var carousel = Carousel(manifest: Self.manifest(20))
+        carousel.update(1, with: .init(received: 0, writeRate: 0, missing: [(0, 20)]))
+        carousel.update(2, with: .init(received: 0, writeRate: 0, missing: [(0, 20)], quiet: true))
+        for c in 0..<10 { #expect(carousel.next()?.chunk == c) }
+        carousel.update(1, with: .init(received: 8, writeRate: 0, missing: [(10, 10)], fragments: [(4, [2, 5])], position: (0, 9)))
+        let repair = carousel.next()
+        #expect(repair?.chunk == 4 && repair?.fragments == [2, 5] && repair?.repair == true)
+    }
+
     /// A report is trusted no further than the manifest: chunks past its end or without data
     /// and fragments past a chunk's last are ignored, overlapping ranges count once.
     @Test func reportsAreBoundedByTheManifest() {

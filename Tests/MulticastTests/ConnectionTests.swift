@@ -56,7 +56,7 @@ import UDIF
         let e = #expect(throws: MulticastError.self) { try connection.receive() }
         #expect(e == .closed(peer: "peer"))
         #expect(e?.serverAway == true)
-        let lost = #expect(throws: MulticastError.self) { try connection.send(.done) }
+        let lost = #expect(throws: MulticastError.self) { try connection.send(.done(failure: nil)) }
         guard case .connectionLost(peer: "peer", .brokenPipe)? = lost else { Issue.record("\(String(describing: lost))"); return }
     }
 

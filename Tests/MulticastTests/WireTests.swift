@@ -34,6 +34,28 @@ import Testing
         #expect(throws: MulticastError.malformedMessage(type: 4)) { try ControlMessage.decode(framed.dropFirst(4)) }
     }
 
+    /// DONE (protocol 8): 0 and no reason, or 1 and the client's reason; nothing else.
+    @Test func doneCarriesSuccessOrAReason() {
+        let failed = ControlMessage.done(failure: "no space").encoded()
+        #expect(failed.suffix(11) == [1, 0, 8] + Array("no space".utf8))
+        var successWithReason = failed
+        successWithReason[5] = 0
+        #expect(throws: MulticastError.malformedMessage(type: 5)) { try ControlMessage.decode(successWithReason.dropFirst(4)) }
+        var unknownResult = failed
+        unknownResult[5] = 2
+        #expect(throws: MulticastError.malformedMessage(type: 5)) { try ControlMessage.decode(unknownResult.dropFirst(4)) }
+        #expect(throws: MulticastError.malformedMessage(type: 5)) { try ControlMessage.decode([5][...]) }
+    }
+
+    /// A report's fixed part (protocol 8) is 45 bytes after the type, then two counts: anything shorter is refused.
+    @Test func aReportCutShortIsRefused() throws {
+        let framed = ControlMessage.report(.init(received: 1, writeRate: 2, missing: [], packets: 3, verifying: true, verified: 4, verifyTotal: 5)).encoded()
+        #expect(framed.count == 4 + 1 + 45 + 4 + 4)
+        for cut in 1..<(framed.count - 4) {
+            #expect(throws: MulticastError.malformedMessage(type: 4)) { try ControlMessage.decode(framed.dropFirst(4).dropLast(cut)) }
+        }
+    }
+
     @Test func controlMessagesRoundTrip() throws {
         let messages: [ControlMessage] = [
             .hello(version: 1, client: "lab-pc-7"),
@@ -44,7 +66,9 @@ import Testing
             .report(.init(received: 0, writeRate: 0, missing: [(0, 9)], position: (3, 0), quiet: true)),
             .report(.init(received: 0, writeRate: 0, missing: [], position: (0, 7))),
             .report(.init(received: 0, writeRate: 0, missing: [], surveying: true)),
-            .done,
+            .report(.init(received: 9, writeRate: 0, missing: [], packets: 1 << 40, verifying: true, verified: 5, verifyTotal: 1 << 33)),
+            .done(failure: nil),
+            .done(failure: "the target does not match the image"),
             .drop(reason: "too slow"),
             .signature(layout: Array(repeating: 3, count: 32), signed: []),
             .signature(layout: Array(repeating: 3, count: 32), signed: Array(repeating: 4, count: 104)),

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct ServerHardeningTests {
     static let enabled = MulticastNetworkTests.enabled
     /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
-    static let protocolVersion = 7
+    static let protocolVersion = 8
 
     /// The attacker: raw control frames (4-byte length, type byte, payload) from Python.
     static let attacker = #"""
@@ -16,7 +16,8 @@ import Testing
         mode, host, version = sys.argv[1], sys.argv[2], int(sys.argv[3])
         def frame(body): return struct.pack(">I", len(body)) + body
         hello = frame(b"\x01ASRC" + struct.pack(">HH", version, 8) + b"attacker")
-        lacking_all = frame(b"\x04" + struct.pack(">IQBIII", 0, 0, 0, 0, 0, 1) + struct.pack(">II", 0, 12) + struct.pack(">I", 0))
+        # REPORT (protocol 8): received, write rate, flags, pass, chunk, packets, verified, to verify; 1 range; no partial chunks
+        lacking_all = frame(b"\x04" + struct.pack(">IQBIIQQQI", 0, 0, 0, 0, 0, 0, 0, 0, 1) + struct.pack(">II", 0, 12) + struct.pack(">I", 0))
         def connect():
             s = socket.create_connection((host, 7800))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
