@@ -201,9 +201,11 @@ public struct Restorer {
         }
         let image = source.udif
         let bytes = source.bytes
-        let workers = source.path.contains("://") ? 8 : ProcessInfo.processInfo.activeProcessorCount
-        // Merged reads hold up to 8 decoded chunks each: fewer of them wait at once.
-        let merged = units.contains { if case .chunks = $0 { true } else { false } }
+        let remote = source.path.contains("://")
+        let workers = remote ? 8 : ProcessInfo.processInfo.activeProcessorCount
+        // A remote source: few results wait beyond those in flight, so little is fetched and
+        // not yet written when a restore is killed (and merged reads hold 8 chunks each).
+        let window = remote ? workers + 2 : nil
         reporter.begin("\tRestoring  ", key: "restore")
         defer { reporter.abandon() }
         @Sendable func checked(_ i: Int, _ decoded: DecodedChunk) throws -> DecodedChunk {
@@ -212,7 +214,7 @@ public struct Restorer {
             }
             return decoded
         }
-        try orderedParallelMap(count: units.count, workers: workers, window: merged ? workers + 4 : nil) { u -> Produced in
+        try orderedParallelMap(count: units.count, workers: workers, window: window, ownThreads: remote) { u -> Produced in
             switch units[u] {
             case .zero: return .zero
             case .chunk(let i):
