@@ -6,13 +6,35 @@ import UDIF
 
 /// An image on a web server, read with HTTP range requests through libcurl. Many reads may
 /// run at once (each borrows its own connection); transient failures (connection errors,
-/// timeouts, stalls, 408/429/5xx) are retried with backoff before a read gives up.
+/// timeouts, stalls, 408/429/5xx) are retried with backoff before a read gives up. A server
+/// that says it is busy (429, 503) gets fewer requests at once: half as many after each such
+/// answer, one more again after as many successes as are allowed at once.
 public final class HTTPFile: RandomAccessFile, Sendable {
     public let path: String
     private let knownLength = Atomic<UInt64>(0)  // set once by init, then only read
     private var length: UInt64 { knownLength.load(ordering: .relaxed) }
     private let handles = Locked<[CurlHandle]>([])
+    private let gate = Monitor(Gate())
     static let attempts = 6
+
+    /// Requests in flight, and how many may be.
+    private struct Gate {
+        static let most = 64
+        var inFlight = 0
+        var limit = most
+        var successes = 0
+
+        mutating func finished(busy: Bool) {
+            inFlight -= 1
+            if busy {
+                limit = max(1, min(limit, inFlight + 1) / 2)
+                successes = 0
+            } else if limit < Self.most {
+                successes += 1
+                if successes >= limit { limit += 1; successes = 0 }
+            }
+        }
+    }
 
     private static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
@@ -46,9 +68,14 @@ public final class HTTPFile: RandomAccessFile, Sendable {
         var delay = 0.2
         var lastError = ""
         for attempt in 1...Self.attempts {
-            switch try fetchOnce(into: buffer, at: offset) {
+            gate.wait(until: { $0.inFlight < $0.limit }) { $0.inFlight += 1 }
+            let outcome = Result { try fetchOnce(into: buffer, at: offset) }
+            gate.update { g in
+                if case .success(.transient(_, busy: true)) = outcome { g.finished(busy: true) } else { g.finished(busy: false) }
+            }
+            switch try outcome.get() {
             case .success(let total): return total
-            case .transient(let why):
+            case .transient(let why, _):
                 lastError = why
                 if attempt < Self.attempts {
                     Thread.sleep(forTimeInterval: delay)
@@ -59,7 +86,8 @@ public final class HTTPFile: RandomAccessFile, Sendable {
         throw ImagingError.http(url: path, .gaveUp(attempts: Self.attempts, last: lastError))
     }
 
-    private enum Attempt { case success(UInt64?), transient(String) }
+    /// `busy`: the server said so (429, 503).
+    private enum Attempt { case success(UInt64?), transient(String, busy: Bool) }
 
     private func fetchOnce(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Attempt {
         guard let handle = handles.withLock({ $0.popLast()?.raw }) ?? curl_easy_init() else {
@@ -97,19 +125,19 @@ public final class HTTPFile: RandomAccessFile, Sendable {
             case CURLE_UNSUPPORTED_PROTOCOL, CURLE_URL_MALFORMAT, CURLE_COULDNT_RESOLVE_HOST:
                 throw ImagingError.http(url: path, .unreachable(message))
             default:
-                return .transient(message)
+                return .transient(message, busy: false)
             }
         }
         switch status {
         case 206:
             guard !sink.overflow, sink.written == buffer.count else {
-                return .transient("short response: \(sink.written) of \(buffer.count) bytes")
+                return .transient("short response: \(sink.written) of \(buffer.count) bytes", busy: false)
             }
             return .success(sink.headerTotal)
         case 200:
             throw ImagingError.http(url: path, .ignoresRanges)
         case 408, 429, 500...599:
-            return .transient("HTTP \(status)")
+            return .transient("HTTP \(status)", busy: status == 429 || status == 503)
         case 404: throw ImagingError.http(url: path, .notFound)
         case 416: throw ImagingError.http(url: path, .rangeNotSatisfiable(range))
         default: throw ImagingError.http(url: path, .status(status))

@@ -51,8 +51,6 @@ public struct Restorer {
         case zero
         /// Free space: left as it is, or zeroed with `eraseFree`.
         case free
-        /// Already on the target (incremental): not fetched, not written.
-        case held
     }
 
     /// Returns, for an incremental restore, what the target held and what was fetched.
@@ -76,16 +74,17 @@ public struct Restorer {
         var units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
             let units = workUnits(source, blockMap: plan?.blockMap)
-            if !incremental { try checkSpace(for: units, held: nil, source: source, target: target) }
+            if !incremental { try checkSpace(for: units, source: source, target: target) }
             return units
         }
-        var held: [Bool]?
         var comparison: TargetComparison?
         if incremental, let plan {
             let found = try TargetSurvey(reporter: reporter).held(in: targetPath, ranges: plan.ranges)
-            try checkSpace(for: units, held: found, source: source, target: target)
-            if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image, held: found) }
-            held = found
+            // What the target holds is left out of the work altogether: held units would fill
+            // the pipeline's window and leave fewer fetches in flight.
+            units.removeAll { Self.isHeld($0, found) }
+            try checkSpace(for: units, source: source, target: target)
+            if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image) }
             let counts = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
             reporter.info(counts.restorePlan)
             comparison = counts
@@ -94,17 +93,16 @@ public struct Restorer {
         let checked = verify ? plan : nil
         let check = checked.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) }
         try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file, verifier in
-            try write(units, held: held, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
+            try write(units, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
         }
         return comparison
     }
 
     /// Refuses a file target whose filesystem cannot take the data the restore writes (zero
     /// runs become holes; chunks the target holds are not written).
-    private func checkSpace(for units: [Unit], held: [Bool]?, source: ImageSource, target: RestoreTarget) throws {
+    private func checkSpace(for units: [Unit], source: ImageSource, target: RestoreTarget) throws {
         let needed = units.reduce(UInt64(0)) { sum, unit in
-            if Self.isHeld(unit, held) { return sum }
-            return switch unit {
+            switch unit {
             case .chunk(let i): source.udif!.chunks[i].type.hasStoredData ? sum + source.udif!.chunks[i].length : sum
             case .chunks(let r): r.reduce(sum) { $0 + source.udif!.chunks[$1].length }
             case .copy(_, let n, _): sum + n
@@ -116,8 +114,7 @@ public struct Restorer {
         }
     }
 
-    private static func isHeld(_ unit: Unit, _ held: [Bool]?) -> Bool {
-        guard let held else { return false }
+    private static func isHeld(_ unit: Unit, _ held: [Bool]) -> Bool {
         switch unit {
         case .chunk(let i): return held[i]
         case .copy(_, _, let r?), .zero(_, _, let r?): return held[r]
@@ -129,7 +126,7 @@ public struct Restorer {
     /// remote source gets one range request per run instead of one per chunk. A run stops at
     /// 8 chunks, 4 MiB stored or 8 MiB decoded: several runs stay in flight at once, and
     /// memory stays bounded.
-    private static func mergingReads(_ units: [Unit], image: UDIFImage, held: [Bool]) -> [Unit] {
+    private static func mergingReads(_ units: [Unit], image: UDIFImage) -> [Unit] {
         var out: [Unit] = []
         var run: Range<Int>?
         func flush() {
@@ -137,7 +134,7 @@ public struct Restorer {
             run = nil
         }
         for unit in units {
-            guard case .chunk(let i) = unit, !held[i], image.chunks[i].type.hasStoredData else {
+            guard case .chunk(let i) = unit, image.chunks[i].type.hasStoredData else {
                 flush()
                 out.append(unit)
                 continue
@@ -182,7 +179,7 @@ public struct Restorer {
         return units
     }
 
-    private func write(_ units: [Unit], held: [Bool]?, from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
+    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
                        verifier: TrailingVerifier?) throws {
         let total = source.bytes.byteCount
         var writeback = WritebackTrigger(file: file)
@@ -201,9 +198,11 @@ public struct Restorer {
         }
         let image = source.udif
         let bytes = source.bytes
-        let workers = source.path.contains("://") ? 8 : ProcessInfo.processInfo.activeProcessorCount
-        // Merged reads hold up to 8 decoded chunks each: fewer of them wait at once.
-        let merged = units.contains { if case .chunks = $0 { true } else { false } }
+        let remote = source.path.contains("://")
+        let workers = remote ? 8 : ProcessInfo.processInfo.activeProcessorCount
+        // A remote source: few results wait beyond those in flight, so little is fetched and
+        // not yet written when a restore is killed (and merged reads hold 8 chunks each).
+        let window = remote ? workers + 2 : nil
         reporter.begin("\tRestoring  ", key: "restore")
         defer { reporter.abandon() }
         @Sendable func checked(_ i: Int, _ decoded: DecodedChunk) throws -> DecodedChunk {
@@ -212,8 +211,7 @@ public struct Restorer {
             }
             return decoded
         }
-        try orderedParallelMap(count: units.count, workers: workers, window: merged ? workers + 4 : nil) { u -> Produced in
-            if Self.isHeld(units[u], held) { return .held }
+        try orderedParallelMap(count: units.count, workers: workers, window: window, ownThreads: remote) { u -> Produced in
             switch units[u] {
             case .zero: return .zero
             case .chunk(let i):
@@ -258,7 +256,6 @@ public struct Restorer {
             case .decodedRun(let run):
                 guard case .chunks(let r) = units[u] else { break }
                 for (i, d) in zip(r, run) { try put(d.bytes, at: image!.chunks[i].diskOffset) }
-            case .held: break
             case .zero:
                 try zero(offset, length)
             case .free:

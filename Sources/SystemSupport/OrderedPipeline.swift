@@ -14,10 +14,14 @@ public enum Interruption {
 /// Runs `produce` for 0..<count on all cores and hands the results to `consume` on the
 /// calling thread in index order. At most `window` results exist at once, so memory stays
 /// bounded whatever `count` is. The first error stops the workers and is rethrown.
+/// `ownThreads`: workers that mostly wait (on the network) get threads of their own. On Linux
+/// a global queue runs only about as many blocks at once as there are cores, so eight
+/// workers there would keep only two requests in flight on a 2-core machine.
 public func orderedParallelMap<R: Sendable>(
     count: Int,
     workers: Int = ProcessInfo.processInfo.activeProcessorCount,
     window: Int? = nil,
+    ownThreads: Bool = false,
     produce: @escaping @Sendable (Int) throws -> R,
     consume: (Int, R) throws -> Void
 ) throws {
@@ -26,16 +30,25 @@ public func orderedParallelMap<R: Sendable>(
     let window = max(1, window ?? workers * 3)
     let state = Monitor(PipelineState<R>())
     let group = DispatchGroup()
-    for _ in 0..<workers {
-        DispatchQueue.global().async(group: group) {
-            while let index = state.wait(until: { $0.cancelled || $0.nextToTake >= count || $0.nextToTake < $0.nextToConsume + window },
-                                         then: { $0.take(limit: count) }) {
-                let result = Result { try produce(index) }
-                state.update { s in
-                    s.ready[index] = result
-                    if case .failure = result { s.cancelled = true }
-                }
+    let work: @Sendable () -> Void = {
+        while let index = state.wait(until: { $0.cancelled || $0.nextToTake >= count || $0.nextToTake < $0.nextToConsume + window },
+                                     then: { $0.take(limit: count) }) {
+            let result = Result { try produce(index) }
+            state.update { s in
+                s.ready[index] = result
+                if case .failure = result { s.cancelled = true }
             }
+        }
+    }
+    for _ in 0..<workers {
+        if ownThreads {
+            group.enter()
+            Thread {
+                work()
+                group.leave()
+            }.start()
+        } else {
+            DispatchQueue.global().async(group: group, execute: work)
         }
     }
     defer {

@@ -4,8 +4,9 @@ import TestSupport
 
 /// A real nginx serving a folder on 127.0.0.1 at a free port, for HTTP restore tests.
 /// `/flaky/` answers 503 to every request beyond 2 per second, to exercise retries; `/slow/`
-/// sends each response at 4 MB/s, so a restore can be killed partway. Its access log counts
-/// the body bytes sent per request.
+/// sends each response at 512 KiB/s after its first 512 KiB (nginx lets a response's first
+/// second of data go at once), so a restore can be killed partway and the requests it has in
+/// flight overlap. Its access log counts the body bytes sent per request.
 final class Nginx {
     let root: String
     let port: Int
@@ -26,6 +27,8 @@ final class Nginx {
             http {
                 log_format asrbytes '$request_method $uri $status $body_bytes_sent';
                 access_log \(dir.file("access.log")) asrbytes;
+                log_format asrtimes '$msec $request_time $request_uri';
+                access_log \(dir.file("times.log")) asrtimes;
                 client_body_temp_path \(dir.file("body"));
                 proxy_temp_path \(dir.file("proxy"));
                 fastcgi_temp_path \(dir.file("fastcgi"));
@@ -38,7 +41,7 @@ final class Nginx {
                     root \(root);
                     location /slow/ {
                         alias \(root)/;
-                        limit_rate 4m;
+                        limit_rate 512k;
                     }
                     location /flaky/ {
                         alias \(root)/;
@@ -77,6 +80,24 @@ final class Nginx {
     func requests(for uri: String) -> Int {
         let log = (try? String(contentsOfFile: dir.file("access.log"), encoding: .utf8)) ?? ""
         return log.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == uri }.count
+    }
+
+    /// The most requests for `requestURI` (query included) that nginx was sending at once,
+    /// from when each ended and how long it took.
+    func mostAtOnce(for requestURI: String) -> Int {
+        let log = (try? String(contentsOfFile: dir.file("times.log"), encoding: .utf8)) ?? ""
+        var events: [(Double, Int)] = []
+        for line in log.split(separator: "\n") {
+            let f = line.split(separator: " ")
+            guard f.count == 3, f[2] == requestURI, let end = Double(f[0]), let took = Double(f[1]), took > 0 else { continue }
+            events += [(end - took, 1), (end, -1)]
+        }
+        var now = 0, most = 0
+        for (_, step) in events.sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) {
+            now += step
+            most = max(most, now)
+        }
+        return most
     }
 
     /// Waits until the access log has not grown for `quiet` seconds (at most `limit`): nginx
