@@ -54,7 +54,7 @@ tsan: deps
 	$(SWIFT) build --build-tests --scratch-path .build-tsan -Xswiftc -sanitize=thread
 	rm -rf $(TSAN_LOGS); mkdir -p $(TSAN_LOGS)
 	TSAN_OPTIONS="halt_on_error=0 log_path=$(TSAN_LOGS)/report" $(SWIFT) test --skip-build --scratch-path .build-tsan \
-		--filter "UDIFTests|ImagingTests|ImageFSTests|MulticastTests|CommandSupportTests|MountTests|FixtureCommandTests|InteropTests|ScanRestoreTests|BadInputTests" \
+		--filter "UDIFTests|ImagingTests|ImageFSTests|MulticastTests|StatusServerTests|CommandSupportTests|MountTests|FixtureCommandTests|InteropTests|ScanRestoreTests|BadInputTests" \
 		--skip sigtermUnmountsTheBackgroundProcess
 	@if grep -l "WARNING: ThreadSanitizer" $(TSAN_LOGS)/* 2>/dev/null; then echo "ThreadSanitizer reported the above"; exit 1; fi
 
