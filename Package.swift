@@ -47,7 +47,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "ImageFS", dependencies: [
-            "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "Filesystems", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // What the command line does before parsing: Apple's single-dash syntax.

@@ -64,7 +64,7 @@ struct Mount: ParsableCommand {
             if target == nil && overlay == nil {
                 // The mount outlives the working directory it was started from: name the image fully.
                 let name = absolute(paths[0])
-                let log: @Sendable (String) -> Void = if readyFD == nil { ImageView.standardErrorLog } else { MountDaemon.log }
+                let log: @Sendable (String) -> Void = if let readyFD { MountDaemon.logger(readyFD: readyFD) } else { ImageView.standardErrorLog }
                 let view = try ImageView(path: name, verify: parsed.verify, log: log)
                 try mountAndServe(view, name: name, at: mountPoint, parsed) { mounted = true }
                 return

@@ -29,7 +29,7 @@ struct ImageViewTests {
     func fixtureTreeMatchesTheDisk(_ fixture: Fixtures.Expected) throws {
         let view = try ImageView(path: fixture.path)
         let names = try view.entries(of: ImageView.rootInode).map(\.name)
-        #expect(names == ["disk.img", "partitions", "blockmap.bmap", "blockmap.json", "checksums.sha256", "info.plist"])
+        #expect(names == ["disk.img", "partitions", "blockmap.bmap", "blockmap.json", "checksums.sha256", "info.plist", "volumes"])
         let disk = try view.lookup(parent: ImageView.rootInode, name: "disk.img")
         #expect(disk.size == fixture.size && !disk.isDirectory && disk.permissions == 0o444)
         let bytes = try readAll(view, disk.inode)
