@@ -90,6 +90,8 @@ public enum VolumeError: UserFacingError, Equatable {
     case isDirectory
     case notSymbolicLink
     case noAttribute
+    /// An extended attribute larger than Linux takes (64 KiB).
+    case tooLarge
     /// The structures contradict themselves or cannot be read; the reason in one line.
     case damaged(String)
 
@@ -100,6 +102,7 @@ public enum VolumeError: UserFacingError, Equatable {
         case .isDirectory: "a directory"
         case .notSymbolicLink: "not a symbolic link"
         case .noAttribute: "no such extended attribute"
+        case .tooLarge: "an extended attribute larger than 64 KiB"
         case .damaged(let why): displayable(why)
         }
     }
@@ -126,6 +129,20 @@ public enum Volumes {
                 return .opened(try Ext2Volume(partition, filesystem: name))
             } catch {
                 return .failed(filesystem: name, reason: error.description)
+            }
+        }
+        if let header = try? partition.bytes(at: HFSPlus.headerOffset, count: 512) {
+            let name: String? = switch (header.be16(0), header.be16(2)) {
+            case (0x482B, 4): "HFS+"
+            case (0x4858, 5): "HFSX"
+            default: nil
+            }
+            if let name {
+                do throws(VolumeError) {
+                    return .opened(try HFSPlusVolume(partition, header: header, filesystem: name))
+                } catch {
+                    return .failed(filesystem: name, reason: error.description)
+                }
             }
         }
         return nil

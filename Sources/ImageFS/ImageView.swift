@@ -384,6 +384,7 @@ public final class ImageView: FileSystem, Sendable {
             case .isDirectory: throw .isDirectory
             case .notSymbolicLink: throw .invalid
             case .noAttribute: throw .noAttribute
+            case .tooLarge: throw FSError(E2BIG)
             case .damaged:
                 log("asr mount: \(source.path): volumes/\(volume.name): \(error)")
                 throw .ioError
