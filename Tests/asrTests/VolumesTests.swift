@@ -82,4 +82,140 @@ struct VolumesTests {
         let setattr = try Run.process("/usr/bin/setfattr", ["-n", "user.new", "-v", "1", volume + "/owned"])
         #expect(setattr.status != 0)
     }
+
+    /// 7-Zip's view of an image's HFS+ volume: `7zz l -slt -sns` entries by path inside the
+    /// volume (alternate streams as "path:stream"), and its extraction.
+    struct SevenZip {
+        struct Entry {
+            var isFolder: Bool
+            var size: UInt64
+            var mode: String
+        }
+        var entries: [String: Entry] = [:]
+        var streams: [String: UInt64] = [:]
+        let extracted: String
+
+        init(_ image: String, volume: String, in dir: TemporaryDirectory) throws {
+            extracted = dir.file("7z")
+            try Run.shell("7zz x -y -o'\(extracted)' '\(image)' >/dev/null")
+            // A name ending in "\r" would join its line to the next (Swift's "\r\n" is one Character).
+            let listing = try Run.shell("7zz l -slt -sns '\(image)'").replacingOccurrences(of: "\r", with: "\\r")
+            // Blocks after the archive's own header, one per item, "Key = value" lines.
+            for block in listing.components(separatedBy: "\n\n") {
+                var fields: [String: String] = [:]
+                for line in block.split(separator: "\n") {
+                    guard let eq = line.range(of: " = ") else { continue }
+                    fields[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...])
+                }
+                guard let path = fields["Path"], path.hasPrefix(volume + "/") else { continue }
+                let inside = String(path.dropFirst(volume.count + 1))
+                if fields["Alternate Stream"] == "+" {
+                    streams[inside] = UInt64(fields["Size"] ?? "") ?? 0
+                } else {
+                    entries[inside] = Entry(isFolder: fields["Folder"] == "+", size: UInt64(fields["Size"] ?? "") ?? 0, mode: fields["Mode"] ?? "")
+                }
+            }
+            guard !entries.isEmpty else { throw TestFailure("7zz listed nothing in \(volume)") }
+        }
+    }
+
+    /// sleuthkit's `fls -r -p`: each path's inode (an HFS+ catalog node ID), hard links resolved.
+    static func sleuthkitInodes(_ partition: String) throws -> [String: UInt64] {
+        var found: [String: UInt64] = [:]
+        for line in try Run.shell("fls -r -p '\(partition)'").split(separator: "\n") {
+            guard let tab = line.firstIndex(of: "\t"), let colon = line[..<tab].lastIndex(of: ":"),
+                  let space = line[..<colon].lastIndex(of: " "), let inode = UInt64(line[line.index(after: space)..<colon]) else { continue }
+            found[String(line[line.index(after: tab)...])] = inode
+        }
+        return found
+    }
+
+    /// Every extended attribute of `path` (not following a symlink), as getfattr reads them.
+    static func extendedAttributes(_ path: String) throws -> [String: [UInt8]] {
+        var found: [String: [UInt8]] = [:]
+        let out = try Run.process("/usr/bin/getfattr", ["-h", "--absolute-names", "-d", "-m", "-", "-e", "hex", path])
+        for line in out.stdout.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let eq = line.firstIndex(of: "=") else { continue }
+            let hex = Array(line[line.index(eq, offsetBy: 3)...].utf8)
+            found[String(line[..<eq])] = stride(from: 0, to: hex.count - 1, by: 2).map { UInt8(String(decoding: hex[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+        }
+        return found
+    }
+
+    /// Every fixture's HFS+ volume under volumes/ is 7-Zip's tree: names, types, sizes, link
+    /// targets, every file's SHA-256 and every alternate stream as an extended attribute.
+    /// 7-Zip shows what macOS hides (the private directories) and a hard link as its empty
+    /// link record, and writes ":" in a name as "_"; sleuthkit resolves the hard links (its
+    /// inode numbers are the catalog node IDs, as ours are).
+    @Test(arguments: Fixtures.all)
+    func hfsFixtureIsWhatSevenZipExtracts(_ fixture: Fixtures.Expected) throws {
+        let dir = TemporaryDirectory()
+        let m = try Mounted(fixture.path)
+        defer { try? m.unmount() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.file("volumes")) == ["4-hfsplus_test"])
+        let volume = m.file("volumes/4-hfsplus_test")
+        let seven = try SevenZip(fixture.path, volume: "hfsplus_test", in: dir)
+        let tsk = try Self.sleuthkitInodes(m.file("partitions/4-Apple_HFS.img"))
+        let hidden = ["[HFS+ Private Data]", ".HFS+ Private Directory Data"]
+        let expected = seven.entries.filter { path, _ in !hidden.contains { path.hasPrefix($0) } }
+
+        let ours = try Run.shell("cd '\(volume)' && find . -mindepth 1 -printf '%P\\t%y\\t%s\\t%n\\t%i\\t%l\\n'").split(separator: "\n").map {
+            $0.split(separator: "\t", omittingEmptySubsequences: false).map(String.init)
+        }
+        // Names compared as bytes: the fixture has NFC and NFD spellings of one name.
+        let ourNames = Set(ours.map { Array($0[0].replacingOccurrences(of: ":", with: "_").utf8) }), sevenNames = Set(expected.keys.map { Array($0.utf8) })
+        #expect(ourNames == sevenNames, "only ours: \(ourNames.subtracting(sevenNames).map { String(decoding: $0, as: UTF8.self) }), only 7-Zip's: \(sevenNames.subtracting(ourNames).map { String(decoding: $0, as: UTF8.self) })")
+        var hardLinks = 0
+        for f in ours {
+            let (path, type, size, links, inode, target) = (f[0], f[1], UInt64(f[2])!, Int(f[3])!, UInt64(f[4])!, f[5])
+            let sevenPath = path.replacingOccurrences(of: ":", with: "_")
+            guard let e = expected[sevenPath] else { continue }
+            #expect(tsk[path] == inode & ((1 << 40) - 1), "\(path): inode \(inode), sleuthkit \(String(describing: tsk[path]))")
+            switch type {
+            case "d":
+                #expect(e.isFolder, "\(path)")
+            case "l":
+                #expect(e.mode.hasPrefix("l") && e.size == size, "\(path)")
+                // 7-Zip puts its output folder before an absolute target.
+                let extractedTarget = try FileManager.default.destinationOfSymbolicLink(atPath: seven.extracted + "/hfsplus_test/" + sevenPath)
+                #expect(target == (target.hasPrefix("/") ? String(extractedTarget.dropFirst(seven.extracted.count)) : extractedTarget), "\(path)")
+            default:
+                #expect(type == "f" && !e.isFolder, "\(path)")
+                var source = seven.extracted + "/hfsplus_test/" + sevenPath
+                if links > 1 {
+                    // The content is the indirect node file sleuthkit gives the same inode.
+                    hardLinks += 1
+                    #expect(e.size == 0)
+                    let node = try #require(tsk.first { $0.key.hasPrefix("^^^^HFS+ Private Data/iNode") && $0.value == tsk[path] }, "\(path)")
+                    source = seven.extracted + "/hfsplus_test/[HFS+ Private Data]/" + node.key.split(separator: "/").last!
+                    #expect(seven.entries["[HFS+ Private Data]/" + node.key.split(separator: "/").last!]?.size == size)
+                } else {
+                    #expect(e.size == size, "\(path)")
+                }
+                #expect(try sha256(file: volume + "/" + path) == sha256(file: source), "\(path)")
+            }
+            // Alternate streams are extended attributes: the resource fork by Apple's name.
+            let streams = seven.streams.keys.filter { $0.hasPrefix(sevenPath + ":") }.map { String($0.dropFirst(sevenPath.count + 1)) }
+            let names = Set(streams.map { $0 == "rsrc" ? "user.com.apple.ResourceFork" : "user." + $0 })
+            let attributes = try Self.extendedAttributes(volume + "/" + path)
+            #expect(Set(attributes.keys).subtracting(["user.com.apple.FinderInfo"]) == names, "\(path)")
+            for stream in streams {
+                let want = try [UInt8](Data(contentsOf: URL(fileURLWithPath: seven.extracted + "/hfsplus_test/" + sevenPath + ":" + stream)))
+                let name = stream == "rsrc" ? "user.com.apple.ResourceFork" : "user." + stream
+                #expect(attributes[name] == want, "\(path) \(name)")
+            }
+        }
+        #expect(hardLinks == 2, "file_hardlink1 and testdir1/testfile1")
+        #expect(seven.streams.count == 4)
+        // getfattr, as a user reads them.
+        let fork = try Run.shell("getfattr --only-values -n user.com.apple.ResourceFork '\(volume)/testdir1/resourcefork1'")
+        #expect(fork == "My resource fork\n")
+        let attribute = try Run.shell("getfattr --only-values -n user.myxattr1 '\(volume)/testdir1/xattr1'")
+        #expect(attribute == "My 1st extended attribute")
+        // What macOS hides stays hidden, also from a direct lookup.
+        for name in ["\u{0}\u{0}\u{0}\u{0}HFS+ Private Data", ".HFS+ Private Directory Data\r", ".journal"] {
+            #expect(!FileManager.default.fileExists(atPath: volume + "/" + name.replacingOccurrences(of: "\u{0}", with: "")))
+        }
+        #expect(!FileManager.default.fileExists(atPath: volume + "/.HFS+ Private Directory Data\r"))
+    }
 }
