@@ -191,7 +191,13 @@ public enum ImageFSError: UserFacingError {
         case .readPastEnd(let diskBytes): "read past the end of the \(diskBytes)-byte disk"
         case .badFuseOptions(let options, let log): "cannot start FUSE: \(log ?? "bad mount options \(options.joined(separator: ","))")"
         case .signalHandlers: "cannot install signal handlers for FUSE"
-        case .mount(let point, let log): "cannot mount on \(point): \(log ?? "fuse_session_mount failed")"
+        case .mount(let point, let log):
+            // Without udev, /dev/fuse keeps the kernel's 0600 and only root can mount.
+            if let log, log.contains("failed to open /dev/fuse"), log.contains("Permission denied") {
+                "cannot mount on \(point): \(log) (chmod 0666 /dev/fuse, as udev does on a standard system)"
+            } else {
+                "cannot mount on \(point): \(log ?? "fuse_session_mount failed")"
+            }
         case .session(let point, let e): "FUSE session for \(point) failed: \(e)"
         case .readOnlyOption(let option): "asr mount of an image is read-only; -o \(option) is not possible (see --overlay)"
         case .startMountProcess(let e): "cannot start the mount process: \(e)"

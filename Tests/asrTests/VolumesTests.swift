@@ -218,4 +218,47 @@ struct VolumesTests {
         }
         #expect(!FileManager.default.fileExists(atPath: volume + "/.HFS+ Private Directory Data\r"))
     }
+
+    /// A user who is not root mounts an image, lists and reads its volume, and unmounts with
+    /// fusermount3. With /dev/fuse at the kernel's 0600 (no udev here) the mount fails with one
+    /// line saying what to do; the test sets 0666 as udev would and puts back what it found.
+    @Test func aUserMountsReadsAndUnmounts() throws {
+        let dir = TemporaryDirectory()
+        try Run.shell("chmod 0755 '\(dir.path)'")
+        // Everything nobody needs is in this folder: the checkout may be where nobody cannot go.
+        let asr = dir.file("asr"), image = dir.file("image.dmg"), point = dir.file("mnt")
+        try Run.shell("""
+            cp '\(CLI.binary)' '\(asr)' && chmod 0755 '\(asr)'
+            cp '\(Fixtures.all[0].path)' '\(image)' && chmod 0644 '\(image)'
+            mkdir '\(point)' && chown 65534:65534 '\(point)'
+            """)
+        func asNobody(_ command: String) throws -> CLI.Output {
+            try Run.process("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sh", "-c", command], timeout: 120)
+        }
+        var st = stat()
+        guard stat("/dev/fuse", &st) == 0 else { throw TestFailure("no /dev/fuse") }
+        let found = st.st_mode & 0o7777
+        defer {
+            chmod("/dev/fuse", found)
+            if Mounted.isMounted(point) { _ = try? Run.process("/usr/bin/fusermount3", ["-u", "-z", point]) }
+        }
+        chmod("/dev/fuse", 0o600)
+        let refused = try asNobody("'\(asr)' mount '\(image)' '\(point)'")
+        #expect(refused.status == 1 && refused.stderrLines.count == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("failed to open /dev/fuse") && refused.stderr.contains("chmod 0666 /dev/fuse"), "\(refused.stderr)")
+
+        chmod("/dev/fuse", 0o666)
+        let mounted = try asNobody("'\(asr)' mount '\(image)' '\(point)'")
+        #expect(mounted.status == 0, "\(mounted.stderr)")
+        let volume = point + "/volumes/4-hfsplus_test"
+        let read = try asNobody("""
+            ls '\(volume)' | wc -l && cat '\(volume)/file_hardlink1' && readlink '\(volume)/file_symboliclink1' \
+              && getfattr --only-values -n user.myxattr1 '\(volume)/testdir1/xattr1' && echo && sha256sum < '\(point)/disk.img'
+            """)
+        #expect(read.status == 0, "\(read.stderr)")
+        #expect(read.stdout == "12\nKeramics\n/Volumes/hfsplus_test/testdir1/testfile1\nMy 1st extended attribute\n\(Fixtures.all[0].sha256)  -\n")
+        let unmounted = try asNobody("fusermount3 -u '\(point)'")
+        #expect(unmounted.status == 0, "\(unmounted.stderr)")
+        #expect(!Mounted.isMounted(point))
+    }
 }
