@@ -261,4 +261,34 @@ struct VolumesTests {
         #expect(unmounted.status == 0, "\(unmounted.stderr)")
         #expect(!Mounted.isMounted(point))
     }
+
+    /// A raw disk whose HFS+ catalog has a looping leaf chain: asr mount says so in one line
+    /// and mounts; volumes/ is empty and the rest of the mount reads as ever.
+    @Test func aDamagedVolumeIsOneLineAndNoDirectory() throws {
+        let dir = TemporaryDirectory()
+        let fixture = Fixtures.all[0]
+        let raw = dir.file("damaged.img")
+        do {
+            let m = try Mounted(fixture.path)
+            defer { try? m.unmount() }
+            try FileManager.default.copyItem(atPath: m.file("disk.img"), toPath: raw)
+        }
+        var disk = try [UInt8](Data(contentsOf: URL(fileURLWithPath: raw)))
+        let partition = 40 * 512
+        let catalog = HFSCatalogLayout(Array(disk[partition...]))
+        let leaf = partition + catalog.node(catalog.firstLeaf)
+        for k in 0..<4 { disk[leaf + k] = UInt8(truncatingIfNeeded: catalog.firstLeaf >> (24 - 8 * k)) }
+        try Data(disk).write(to: URL(fileURLWithPath: raw))
+
+        let point = dir.file("mnt")
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        let out = try CLI.run(["mount", raw, point], timeout: 120)
+        defer { _ = try? CLI.run(["unmount", point]) }
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stderrLines.count == 1, "\(out.stderr)")
+        #expect(out.stderr.hasPrefix("asr mount: \(raw): partition 4 (HFS+) is not shown in volumes/: ") && out.stderr.contains("loops"), "\(out.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: point + "/volumes").isEmpty)
+        #expect(try sha256(file: point + "/disk.img") == sha256(file: raw))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: point + "/partitions").contains("4-Apple_HFS.img"))
+    }
 }
