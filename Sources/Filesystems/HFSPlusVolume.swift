@@ -24,6 +24,9 @@ final class HFSPlusVolume: VolumeReader, Sendable {
 
     struct Caches {
         var listings: [UInt32: [Child]] = [:]
+        var entries: [UInt32: [NodeEntry]] = [:]
+        /// The private directories' children by name, for hard links.
+        var links: [UInt32: [String: Child]] = [:]
         var records: [UInt32: Child] = [:]
         var forks: [UInt64: ForkMap] = [:]
         var compression: [UInt32: Decmpfs] = [:]
@@ -181,7 +184,13 @@ final class HFSPlusVolume: VolumeReader, Sendable {
     }
 
     private func linked(_ name: String, in directory: UInt32) throws(VolumeError) -> Child {
-        guard let target = try children(of: directory).first(where: { $0.name == name }) else {
+        var byName = caches.withLock { $0.links[directory] }
+        if byName == nil {
+            let built = Dictionary(try children(of: directory).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            caches.withLock { $0.links[directory] = built }
+            byName = built
+        }
+        guard let target = byName?[name] else {
             throw .damaged("a hard link's \(name) is missing")
         }
         return target
@@ -191,6 +200,7 @@ final class HFSPlusVolume: VolumeReader, Sendable {
 
     func entries(of directory: UInt64) throws(VolumeError) -> [NodeEntry] {
         let id = try nodeID(directory)
+        if let hit = caches.withLock({ $0.entries[id] }) { return hit }
         guard try child(id).record.isFolder else { throw .notDirectory }
         var entries: [NodeEntry] = []
         for c in try children(of: id) {
@@ -201,6 +211,10 @@ final class HFSPlusVolume: VolumeReader, Sendable {
             // The catalog keeps POSIX's ":" as "/", as macOS's HFS+ does.
             let name = String(c.name.unicodeScalars.map { $0 == "/" ? ":" : Character($0) })
             entries.append(NodeEntry(name: name, node: UInt64(target.record.id), kind: target.record.kind))
+        }
+        caches.withLock { c in
+            if c.entries.count >= Self.maxCached { c.entries.removeAll() }
+            c.entries[id] = entries
         }
         return entries
     }

@@ -45,6 +45,7 @@ public final class ImageView: FileSystem, Sendable {
     static let volumeShift: UInt64 = 40
     /// Directories' entries by name, for lookups in large directories.
     private let names = Locked<[UInt64: [String: DirectoryEntry]]>([:])
+    private let listings = Locked<[UInt64: [DirectoryEntry]]>([:])
     /// Where read errors are told (they reach readers only as EIO).
     let log: @Sendable (String) -> Void
 
@@ -269,11 +270,18 @@ public final class ImageView: FileSystem, Sendable {
 
     public func entries(of directory: UInt64) throws(FSError) -> [DirectoryEntry] {
         if case let (volume, id)? = try volumeNode(directory) {
+            if let hit = listings.withLock({ $0[directory] }) { return hit }
             let base = directory & ~Self.nodeMask
-            return try call(volume) { () throws(VolumeError) in try volume.reader.entries(of: id) }.map { e in
+            let listing = try call(volume) { () throws(VolumeError) in try volume.reader.entries(of: id) }.map { e in
                 DirectoryEntry(name: e.name, inode: base | e.node, isDirectory: e.kind == .directory,
                                type: e.kind == .directory || e.kind == .file ? 0 : FuseMount.fileType(e.kind))
             }
+            // readdir asks again for each buffer of a large directory.
+            listings.withLock { cache in
+                if cache.count >= 4096 { cache.removeAll() }
+                cache[directory] = listing
+            }
+            return listing
         }
         if isVolumes(directory) {
             return volumes.enumerated().map { i, v in
