@@ -110,4 +110,43 @@ import UDIF
         guard case .failed(let filesystem, let reason)? = Self.open(b) else { Issue.record("damaged descriptors opened"); return }
         #expect(filesystem == "ext4" && !reason.contains("\n") && !reason.isEmpty, "\(reason)")
     }
+
+    /// HFSX (case-sensitive HFS+): the same catalog under the HX signature, read the same way
+    /// (lookups never compare names, so the key order is never needed).
+    @Test func hfsxReadsLikeHFSPlus() throws {
+        var bytes = try HFSPlusTests.partitionBytes()
+        let plain = try Self.walk(try #require({ if case .opened(let r)? = Self.open(bytes) { r } else { nil } }()))
+        bytes[1024] = UInt8(ascii: "H"); bytes[1025] = UInt8(ascii: "X"); bytes[1026] = 0; bytes[1027] = 5
+        let c = HFSCatalogLayout(bytes)
+        bytes[c.start + 14 + 37] = 0xBC  // the catalog's key compare type: binary
+        guard case .opened(let reader)? = Self.open(bytes) else { Issue.record("HFSX not opened"); return }
+        #expect(reader.filesystem == "HFSX")
+        let tree = try Self.walk(reader)
+        #expect(tree.keys.sorted() == plain.keys.sorted())
+    }
+
+    /// ext4 with large inodes keeps nanoseconds; they, owners, modes and types come through.
+    @Test func extTimesOwnersAndModes() throws {
+        let dir = TemporaryDirectory()
+        let tree = dir.file("tree")
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: tree + "/f", contents: Data("x".utf8))
+        try Tool.run(["touch", "-d", "2020-05-06 07:08:09 UTC", tree + "/f"])
+        try Tool.run(["chown", "4242:4343", tree + "/f"])
+        try Tool.run(["chmod", "2741", tree + "/f"])
+        try Tool.run(["mkfifo", tree + "/p"])
+        let image = dir.file("ext4.img")
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        try FileHandle(forWritingTo: URL(fileURLWithPath: image)).truncate(atOffset: 8 << 20)
+        try Tool.run(["mke2fs", "-q", "-F", "-t", "ext4", "-I", "256", "-d", tree, image])
+        // mke2fs -d keeps whole seconds; the nanoseconds (shifted left by 2) are set by hand.
+        try Tool.run(["debugfs", "-w", "-R", "sif /f mtime_extra \(123_456_789 << 2)", image])
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
+        guard case .opened(let reader)? = Self.open(bytes) else { Issue.record("not opened"); return }
+        let entries = try reader.entries(of: reader.rootNode)
+        let f = try reader.attributes(of: try #require(entries.first { $0.name == "f" }).node)
+        #expect(f.modified == Timestamp(seconds: 1_588_748_889, nanoseconds: 123_456_789))
+        #expect(f.uid == 4242 && f.gid == 4343 && f.permissions == 0o2741 && f.kind == .file && f.size == 1)
+        #expect(try reader.attributes(of: try #require(entries.first { $0.name == "p" }).node).kind == .fifo)
+    }
 }
