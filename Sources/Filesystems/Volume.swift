@@ -115,7 +115,7 @@ public enum VolumeOpening: Sendable {
     case failed(filesystem: String, reason: String)
 }
 
-/// Opens the trees of the filesystems we can read: ext2/3/4 (libext2fs) and HFS+/HFSX.
+/// Opens the trees of the filesystems we can read: ext2/3/4 (libext2fs), HFS+/HFSX and FAT.
 public enum Volumes {
     /// The filesystem in the `length` bytes at `offset` of `source`, opened and checked; nil
     /// when it is none we read.
@@ -129,6 +129,13 @@ public enum Volumes {
                 return .opened(try Ext2Volume(partition, filesystem: name))
             } catch {
                 return .failed(filesystem: name, reason: error.description)
+            }
+        }
+        if case .some(let fat) = FAT.recognise(partition), let boot = try? partition.bytes(at: 0, count: 512) {
+            do throws(VolumeError) {
+                return .opened(try FATVolume(partition, boot: boot))
+            } catch {
+                return .failed(filesystem: fat.name, reason: error.description)
             }
         }
         if let header = try? partition.bytes(at: HFSPlus.headerOffset, count: 512) {

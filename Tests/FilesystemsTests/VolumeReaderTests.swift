@@ -149,4 +149,42 @@ import UDIF
         #expect(f.uid == 4242 && f.gid == 4343 && f.permissions == 0o2741 && f.kind == .file && f.size == 1)
         #expect(try reader.attributes(of: try #require(entries.first { $0.name == "p" }).node).kind == .fifo)
     }
+
+    /// FAT: a looping cluster chain, and a FAT32 root outside the volume, are refused; a file
+    /// whose chain ends early reads as an error, the rest of the tree stays.
+    @Test func damagedFATIsRefusedOrAnError() throws {
+        let dir = TemporaryDirectory()
+        let image = dir.file("fat.img"), file = dir.file("file.txt")
+        _ = FileManager.default.createFile(atPath: file, contents: Data(String(repeating: "fat ", count: 3000).utf8))
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        try FileHandle(forWritingTo: URL(fileURLWithPath: image)).truncate(atOffset: 40 << 20)
+        try Tool.run(["mkfs.fat", "-F", "32", "-s", "1", image])
+        try Tool.run(["mcopy", "-i", image, file, "::/file.txt"])
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
+        guard case .opened(let reader)? = Self.open(bytes) else { Issue.record("not opened"); return }
+        #expect(reader.filesystem == "FAT32")
+        let entry = try #require(try reader.entries(of: reader.rootNode).first { $0.name == "file.txt" })
+        #expect(try reader.attributes(of: entry.node).size == 12000)
+
+        let reserved = Int(bytes[14]) | Int(bytes[15]) << 8
+        let rootCluster = Int(bytes[44]) | Int(bytes[45]) << 8
+        func fatEntry(_ b: inout [UInt8], _ cluster: Int, _ value: Int) {
+            for k in 0..<4 { b[reserved * 512 + 4 * cluster + k] = UInt8(truncatingIfNeeded: value >> (8 * k)) }
+        }
+        var loop = bytes
+        fatEntry(&loop, rootCluster, rootCluster)
+        guard case .failed(_, let reason)? = Self.open(loop) else { Issue.record("a looping root opened"); return }
+        #expect(reason.contains("loops"), "\(reason)")
+        var outside = bytes
+        outside[44] = 0xFF; outside[45] = 0xFF; outside[46] = 0xFF; outside[47] = 0x0F
+        guard case .failed? = Self.open(outside) else { Issue.record("a root outside the volume opened"); return }
+        // The file's first cluster marked the end of its chain: 12000 bytes in one 512-byte cluster.
+        var short = bytes
+        let e = try #require(find(Array("FILE    TXT".utf8), in: bytes))
+        let first = Int(bytes[e + 26]) | Int(bytes[e + 27]) << 8 | Int(bytes[e + 20]) << 16 | Int(bytes[e + 21]) << 24
+        fatEntry(&short, first, 0x0FFF_FFFF)
+        guard case .opened(let damaged)? = Self.open(short) else { Issue.record("not opened"); return }
+        var buffer = [UInt8](repeating: 0, count: 12000)
+        #expect(throws: VolumeError.self) { _ = try buffer.withUnsafeMutableBytes { try damaged.read(entry.node, at: 0, into: $0) } }
+    }
 }

@@ -291,4 +291,48 @@ struct VolumesTests {
         #expect(try sha256(file: point + "/disk.img") == sha256(file: raw))
         #expect(try FileManager.default.contentsOfDirectory(atPath: point + "/partitions").contains("4-Apple_HFS.img"))
     }
+
+    /// FAT32 from a folder: the folder's names (long names, unicode) and bytes, and 7-Zip's
+    /// listing of the image: paths, types, sizes and modification times (FAT keeps 2 s steps).
+    @Test func fat32FromAFolderShowsTheFolder() throws {
+        let dir = TemporaryDirectory()
+        let tree = dir.file("tree")
+        try CreateTests.makeTree(at: tree, fatSafe: true)
+        let image = dir.file("fat.dmg")
+        let made = try CLI.run(["create", "--srcfolder", tree, "--fs", "fat32", "--volname", "lab fat", "--output", image])
+        #expect(made.status == 0, "\(made.stderr)")
+        let m = try Mounted(image)
+        defer { try? m.unmount() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: m.file("volumes")) == ["0-LAB FAT"])
+        let volume = m.file("volumes/0-LAB FAT")
+        let diff = try Run.process("/usr/bin/diff", ["-r", tree, volume])
+        #expect(diff.status == 0, "diff -r: \(diff.stdout) \(diff.stderr)")
+        // 7-Zip's listing, "path|type|size|mtime" a line; ours the same from find.
+        var seven: [String] = []
+        // 7-Zip prints 8.3 names in the OEM code page, which is not UTF-8: those lines go.
+        for block in try Run.shell("7zz l -slt '\(image)' | grep -av '^Short Name = '").components(separatedBy: "\n\n") {
+            var f: [String: String] = [:]
+            for line in block.split(separator: "\n") {
+                if let eq = line.range(of: " = ") { f[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...]) }
+            }
+            guard let path = f["Path"], let modified = f["Modified"], f["Folder"] != nil else { continue }
+            let folder = f["Folder"] == "+"
+            seven.append("\(path)|\(folder ? "d" : "f")|\(folder ? "-" : f["Size"] ?? "?")|\(modified.prefix(19))")
+        }
+        let ours = try Run.shell("cd '\(volume)' && TZ=UTC find . -mindepth 1 -printf '%P|%y|%s|%TY-%Tm-%Td %TH:%TM:%.2TS\\n'")
+            .split(separator: "\n").map { line -> String in
+                var f = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+                if f[1] == "d" { f[2] = "-" }
+                return f.joined(separator: "|")
+            }
+        #expect(Set(ours) == Set(seven), "only ours: \(Set(ours).subtracting(seven)); only 7-Zip's: \(Set(seven).subtracting(ours))")
+        #expect(ours.count > 10)
+        // Times are the folder's, to FAT's 2 s.
+        let times = try Run.shell("cd '\(tree)' && find . -type f -printf '%P|%T@\\n'").split(separator: "\n")
+        for line in times {
+            let f = line.split(separator: "|").map(String.init)
+            let shown = try FileManager.default.attributesOfItem(atPath: volume + "/" + f[0])[.modificationDate] as! Date
+            #expect(abs(shown.timeIntervalSince1970 - Double(f[1])!) < 2.01, "\(f[0])")
+        }
+    }
 }
