@@ -174,9 +174,8 @@ final class Ext2Volume: VolumeReader, @unchecked Sendable {  // owns the C volum
             // A name with "/" or NUL, or "." and ".." again, cannot be shown.
             guard !e.name.isEmpty, !e.name.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "/") }),
                   e.name != ".", e.name != ".." else { continue }
-            var kind = Self.kind(direntType: e.type)
-            if kind == nil { kind = try attributes(of: UInt64(e.ino)).kind }
-            guard let kind else { continue }
+            // Without the filetype feature the inode says; one that cannot be read is left out.
+            guard let kind = Self.kind(direntType: e.type) ?? (try? attributes(of: UInt64(e.ino)))?.kind else { continue }
             entries.append(NodeEntry(name: e.name, node: UInt64(e.ino), kind: kind))
         }
         state.withLock { s in

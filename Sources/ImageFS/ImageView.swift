@@ -272,7 +272,8 @@ public final class ImageView: FileSystem, Sendable {
         if case let (volume, id)? = try volumeNode(directory) {
             if let hit = listings.withLock({ $0[directory] }) { return hit }
             let base = directory & ~Self.nodeMask
-            let listing = try call(volume) { () throws(VolumeError) in try volume.reader.entries(of: id) }.map { e in
+            // A node number past 40 bits would land in another volume's inodes.
+            let listing = try call(volume) { () throws(VolumeError) in try volume.reader.entries(of: id) }.filter { $0.node <= Self.nodeMask }.map { e in
                 DirectoryEntry(name: e.name, inode: base | e.node, isDirectory: e.kind == .directory,
                                type: e.kind == .directory || e.kind == .file ? 0 : FuseMount.fileType(e.kind))
             }
