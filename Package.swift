@@ -53,7 +53,7 @@ let package = Package(
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         .target(name: "ImageFS", dependencies: [
-            "UDIF", "Imaging", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "Imaging", "Filesystems", "SystemSupport", "CFuse3", .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         // `asr server --status`: the session page, /status.json and /metrics over HTTP/1.

@@ -30,7 +30,7 @@ run_one() {
     local t=$1
     # Whole small filesystems are seeds past libFuzzer's default 1 MiB input limit.
     local max_len=""
-    [ "$t" = filesystem ] && max_len="-max_len=4500000"
+    case $t in filesystem|hfsplus|ext|fat) max_len="-max_len=4500000" ;; esac
     mkdir -p "fuzz/corpus/$t"
     # SWIFT_BACKTRACE: Swift's crash reporter would fight ASan's over the signal. Leaks are
     # not checked: Foundation leaks on its error paths (CFError), which is not ours to fix.

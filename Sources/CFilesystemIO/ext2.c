@@ -90,6 +90,8 @@ static struct struct_io_manager asr_ext2_manager = {
     .write_blk64 = ext2_write_blk64,
 };
 
+struct struct_io_manager *asr_ext2_io_manager(void) { return &asr_ext2_manager; }
+
 static int ext2_fail(asr_fs_io *io, ext2_filsys fs, const char *what, errcode_t err) {
     set_error(io, what, err ? error_message(err) : NULL);
     if (fs) ext2fs_close_free(&fs);
@@ -99,8 +101,10 @@ static int ext2_fail(asr_fs_io *io, ext2_filsys fs, const char *what, errcode_t 
 // error_message() names libext2fs's codes only once its table is registered.
 static pthread_once_t ext2_errors_once = PTHREAD_ONCE_INIT;
 
+void asr_ext2_register_errors(void) { pthread_once(&ext2_errors_once, initialize_ext2_error_table); }
+
 int asr_ext2_map(asr_fs_io *io) {
-    pthread_once(&ext2_errors_once, initialize_ext2_error_table);
+    asr_ext2_register_errors();
     char name[64];
     snprintf(name, sizeof name, "asr-io:%p", (void *)io);
     ext2_filsys fs = NULL;

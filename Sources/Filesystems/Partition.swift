@@ -23,7 +23,7 @@ enum FilesystemError: UserFacingError {
 }
 
 /// The bytes of one partition: reads are relative to its start and never leave it.
-struct Partition {
+struct Partition: Sendable {
     let source: any ByteSource
     let offset: UInt64
     let length: UInt64

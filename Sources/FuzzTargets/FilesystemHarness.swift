@@ -84,6 +84,31 @@ enum FilesystemSeeds {
         return seeds
     }()
 
+    /// ext4 and ext2 trees with what the volumes/ reader must handle: a symlink in the inode
+    /// and one in a block, a hard link, an extended attribute, a sparse file.
+    static let extTrees: [[UInt8]] = {
+        let dir = NSTemporaryDirectory() + "asr-ext-seeds-" + UUID().uuidString
+        let tree = dir + "/tree"
+        try? FileManager.default.createDirectory(atPath: tree + "/sub", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = FileManager.default.createFile(atPath: tree + "/sub/file.txt", contents: Data(Seeds.text.prefix(5000)))
+        try? FileManager.default.createSymbolicLink(atPath: tree + "/short", withDestinationPath: "sub/file.txt")
+        try? FileManager.default.createSymbolicLink(atPath: tree + "/long", withDestinationPath: String(repeating: "d/", count: 60) + "file")
+        try? FileManager.default.linkItem(atPath: tree + "/sub/file.txt", toPath: tree + "/hard")
+        _ = run(["setfattr", "-n", "user.seed", "-v", "value", tree + "/sub/file.txt"])
+        _ = run(["truncate", "-s", "300000", tree + "/sparse"])
+        var seeds: [[UInt8]] = []
+        for (type, size) in [("ext4", 512 << 10), ("ext2", 256 << 10)] {
+            let path = dir + "/" + type
+            guard FileManager.default.createFile(atPath: path, contents: nil),
+                  (try? FileHandle(forWritingTo: URL(fileURLWithPath: path)).truncate(atOffset: UInt64(size))) != nil,
+                  run(["mke2fs", "-q", "-F", "-t", type, "-d", tree, path]),
+                  let data = FileManager.default.contents(atPath: path) else { continue }
+            seeds.append([UInt8](data))
+        }
+        return seeds
+    }()
+
     static func run(_ arguments: [String]) -> Bool {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")

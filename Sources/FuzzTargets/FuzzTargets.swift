@@ -30,6 +30,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
     case bmap
     /// A partition's bytes, as `FilesystemUsage.examine` identifies and maps them.
     case filesystem
+    /// An HFS+ partition's tree, as volumes/ shows it (our catalog and B-tree reader).
+    case hfsplus
+    /// An ext2/3/4 partition's tree, as volumes/ shows it (libext2fs).
+    case ext
+    /// A FAT12/16/32 partition's tree, as volumes/ shows it (our directory and chain reader).
+    case fat
 
     public var description: String { rawValue }
 
@@ -50,6 +56,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
         case .control: try MulticastHarness.control(input)
         case .bmap: try BlockMapHarness.bmap(input)
         case .filesystem: try FilesystemHarness.examine(input)
+        case .hfsplus: try VolumeHarness.walk(input, filesystems: ["HFS+", "HFSX"])
+        case .ext: try VolumeHarness.walk(input, filesystems: ["ext2", "ext3", "ext4"])
+        case .fat: try VolumeHarness.walk(input, filesystems: ["FAT", "FAT12", "FAT16", "FAT32"])
         }
     }
 }

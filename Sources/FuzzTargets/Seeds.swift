@@ -29,6 +29,9 @@ public struct Seeds: Sendable {
         case .control: Self.controlSeeds
         case .bmap: Self.bmapSeeds
         case .filesystem: FilesystemSeeds.all(images: images)
+        case .hfsplus: images.compactMap(FilesystemSeeds.hfsPartition)
+        case .ext: FilesystemSeeds.extTrees
+        case .fat: FilesystemSeeds.made.filter { $0.count > 512 && $0[510] == 0x55 && $0[511] == 0xAA && $0[3..<11].elementsEqual("mkfs.fat".utf8) }
         }
     }
 
@@ -259,6 +262,15 @@ extension FuzzTarget {
             // Magics of every filesystem examine knows, and JNLx (an HFS+ journal header).
             return ["\u{53}\u{EF}", "NTFS    ", "FAT32   ", "FAT16   ", "FAT12   ", "\u{55}\u{AA}", "H+\0\u{04}", "HX\0\u{05}",
                     "SWAPSPACE2", "S1SUSPEND", "XFSB", "_BHRfS_M", "NXSB", "JNLx", "\u{FF}\u{FF}\u{FF}\u{0F}"]
+        case .hfsplus:
+            // Catalog record types, B-tree node kinds, hard link and compression markers.
+            return ["H+\0\u{04}", "HX\0\u{05}", "\0\u{01}", "\0\u{02}", "\0\u{03}", "\u{FF}\u{01}", "hlnkhfs+", "fdrpMACS", "iNode",
+                    "fpmc", "com.apple.decmpfs", "com.apple.ResourceFork", "\0\0\0\u{10}", "\0\0\0\u{20}", "\0\0\0\u{30}"]
+        case .fat:
+            // Long-name entries (attribute 0x0F), the end-of-chain and free-entry markers, "." entries.
+            return ["\u{0F}\0", "\u{FF}\u{FF}\u{FF}\u{0F}", "\u{F8}\u{FF}", "\u{E5}", ".          ", "..         ", "\u{41}", "\u{10}"]
+        case .ext:
+            return ["\u{53}\u{EF}", "\u{0A}\u{F3}", "user.", "security.", "system.data", "\0\0\u{02}\u{EA}"]
         case .bmap:
             return ["<bmap version=\"2.0\">", "<ImageSize>", "</ImageSize>", "<BlockSize>", "</BlockSize>", "<BlocksCount>",
                     "</BlocksCount>", "<MappedBlocksCount>", "</MappedBlocksCount>", "<ChecksumType>", "sha256",

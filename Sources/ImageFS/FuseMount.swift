@@ -1,5 +1,6 @@
 import SystemSupport
 import CFuse3
+import Filesystems
 import Glibc
 import Imaging
 import Synchronization
@@ -119,6 +120,7 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
     }
 
     private static func fill(_ a: Attributes, _ owner: Owner) -> stat {
+        if let node = a.node { return fill(a, node) }
         var st = stat()
         st.st_ino = __ino_t(a.inode)
         st.st_mode = (a.isDirectory ? S_IFDIR : S_IFREG) | owner.permissions(a)
@@ -131,6 +133,39 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
         st.st_mtim = a.modified
         st.st_ctim = a.modified
         st.st_atim = a.modified
+        return st
+    }
+
+    static func fileType(_ kind: NodeKind) -> mode_t {
+        switch kind {
+        case .file: S_IFREG
+        case .directory: S_IFDIR
+        case .symbolicLink: S_IFLNK
+        case .fifo: S_IFIFO
+        case .socket: S_IFSOCK
+        case .characterDevice: S_IFCHR
+        case .blockDevice: S_IFBLK
+        }
+    }
+
+    /// A node of a filesystem in the image, as that filesystem has it.
+    private static func fill(_ a: Attributes, _ node: NodeAttributes) -> stat {
+        var st = stat()
+        st.st_ino = __ino_t(a.inode)
+        st.st_mode = fileType(node.kind) | mode_t(node.permissions & 0o7777)
+        st.st_nlink = UInt(node.linkCount)
+        st.st_size = off_t(clamping: node.size)
+        st.st_blksize = 4096
+        st.st_blocks = blkcnt_t(clamping: (node.allocatedBytes ?? node.size + 511) / 512)
+        st.st_uid = node.uid
+        st.st_gid = node.gid
+        // glibc's makedev: 12 bits of major and 20 of minor, split around each other.
+        let major = UInt64(node.deviceMajor), minor = UInt64(node.deviceMinor)
+        st.st_rdev = dev_t((major & 0xfff) << 8 | (major & ~0xfff) << 32 | (minor & 0xff) | (minor & ~0xff) << 12)
+        func time(_ t: Timestamp) -> timespec { timespec(tv_sec: Int(clamping: t.seconds), tv_nsec: Int(t.nanoseconds)) }
+        st.st_atim = time(node.accessed)
+        st.st_mtim = time(node.modified)
+        st.st_ctim = time(node.changed)
         return st
     }
 
@@ -189,7 +224,7 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
                 while index < listing.count {
                     var st = stat()
                     st.st_ino = __ino_t(listing[index].inode)
-                    st.st_mode = listing[index].isDirectory ? S_IFDIR : S_IFREG
+                    st.st_mode = listing[index].type != 0 ? listing[index].type : listing[index].isDirectory ? S_IFDIR : S_IFREG
                     let needed = fuse_add_direntry(req, buffer + used, size - used, listing[index].name, &st, off_t(index + 1))
                     if needed > size - used { break }
                     used += needed
@@ -233,6 +268,27 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
                 fuse_reply_err(req, 0)
             } catch { FuseMount.reply(req, error) }
         }
+        ops.readlink = { req, ino in
+            do {
+                let target = try FuseMount.mount(of: req).fileSystem.readLink(ino)
+                guard !target.contains(0) else { throw FSError.ioError }
+                (target + [0]).withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { _ = fuse_reply_readlink(req, $0.baseAddress) } }
+            } catch { FuseMount.reply(req, error) }
+        }
+        ops.listxattr = { req, ino, size in
+            do {
+                let names = try FuseMount.mount(of: req).fileSystem.extendedAttributeNames(of: ino)
+                FuseMount.replyXattr(req, names.flatMap { Array($0.utf8) + [0] }, size: size)
+            } catch { FuseMount.reply(req, error) }
+        }
+        ops.getxattr = { req, ino, name, size in
+            do {
+                let value = try FuseMount.mount(of: req).fileSystem.extendedAttribute(String(cString: name!), of: ino)
+                FuseMount.replyXattr(req, value, size: size)
+            } catch { FuseMount.reply(req, error) }
+        }
+        ops.setxattr = { req, _, _, _, _, _ in fuse_reply_err(req, EROFS) }
+        ops.removexattr = { req, _, _ in fuse_reply_err(req, EROFS) }
         ops.flush = { req, _, _ in fuse_reply_err(req, 0) }
         ops.release = { req, ino, fi in
             FuseMount.mount(of: req).fileSystem.release(ino, handle: fi!.pointee.fh)
@@ -263,6 +319,17 @@ public final class FuseMount: @unchecked Sendable {  // owns raw pointers: the f
 }
 
 extension FuseMount {
+    /// getxattr/listxattr: the size when asked for it (size 0), ERANGE when it does not fit.
+    private static func replyXattr(_ req: fuse_req_t?, _ bytes: [UInt8], size: Int) {
+        if size == 0 {
+            fuse_reply_xattr(req, bytes.count)
+        } else if bytes.count > size {
+            fuse_reply_err(req, ERANGE)
+        } else {
+            bytes.withUnsafeBytes { _ = fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        }
+    }
+
     private static func reply(_ req: fuse_req_t?, _ error: any Error) {
         fuse_reply_err(req, (error as? FSError)?.errno ?? EIO)
     }

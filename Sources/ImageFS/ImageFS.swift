@@ -9,6 +9,7 @@
 // lives (MountService.swift): `-o` options, the background process and its ready pipe, the pid
 // record `asr unmount` waits on, unmounting, and where a mount's block map is (`MountedDisk`).
 
+import Filesystems
 import Glibc
 import SystemPackage
 import SystemSupport
@@ -24,6 +25,9 @@ public struct FSError: Error, Sendable, Equatable {
     public static let ioError = FSError(EIO)
     public static let notDirectory = FSError(ENOTDIR)
     public static let isDirectory = FSError(EISDIR)
+    public static let invalid = FSError(EINVAL)
+    public static let noAttribute = FSError(ENODATA)
+    public static let range = FSError(ERANGE)
 }
 
 /// What `stat` shows for one inode.
@@ -38,9 +42,13 @@ public struct Attributes: Sendable, Equatable {
     public var isLive: Bool
     /// Bytes really stored, for `du` (a sparse file's); nil means `size`.
     public var allocatedBytes: UInt64?
+    /// A node of a filesystem inside the image: its own type, mode, owner and times, shown
+    /// as they are (the mount's owner and mode apply only to the view's own files).
+    public var node: NodeAttributes?
 
     public init(inode: UInt64, isDirectory: Bool, permissions: mode_t, size: UInt64, linkCount: UInt32, modified: timespec,
-                isLive: Bool = false, allocatedBytes: UInt64? = nil) {
+                isLive: Bool = false, allocatedBytes: UInt64? = nil, node: NodeAttributes? = nil) {
+        self.node = node
         self.inode = inode
         self.isDirectory = isDirectory
         self.permissions = permissions
@@ -54,7 +62,7 @@ public struct Attributes: Sendable, Equatable {
     public static func == (a: Attributes, b: Attributes) -> Bool {
         a.inode == b.inode && a.isDirectory == b.isDirectory && a.permissions == b.permissions && a.size == b.size
             && a.linkCount == b.linkCount && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
-            && a.isLive == b.isLive && a.allocatedBytes == b.allocatedBytes
+            && a.isLive == b.isLive && a.allocatedBytes == b.allocatedBytes && a.node == b.node
     }
 }
 
@@ -62,6 +70,8 @@ public struct DirectoryEntry: Sendable, Equatable {
     public var name: String
     public var inode: UInt64
     public var isDirectory: Bool
+    /// The file type bits (S_IFLNK, ...) when neither a directory nor a regular file.
+    public var type: mode_t = 0
 }
 
 /// How the kernel may cache an opened file.
@@ -98,6 +108,11 @@ public protocol FileSystem: AnyObject, Sendable {
     func capacity() -> (total: UInt64, free: UInt64)
     /// Called once after the loop ends, before the mount point is released.
     func unmounting()
+    /// A symbolic link's target.
+    func readLink(_ inode: UInt64) throws(FSError) -> [UInt8]
+    /// Extended attribute names, and one's value (ENODATA when absent).
+    func extendedAttributeNames(of inode: UInt64) throws(FSError) -> [String]
+    func extendedAttribute(_ name: String, of inode: UInt64) throws(FSError) -> [UInt8]
 }
 
 extension FileSystem {
@@ -109,6 +124,9 @@ extension FileSystem {
     public func sync(_ inode: UInt64, handle: UInt64) throws(FSError) {}
     public func release(_ inode: UInt64, handle: UInt64) {}
     public func unmounting() {}
+    public func readLink(_ inode: UInt64) throws(FSError) -> [UInt8] { throw .invalid }
+    public func extendedAttributeNames(of inode: UInt64) throws(FSError) -> [String] { [] }
+    public func extendedAttribute(_ name: String, of inode: UInt64) throws(FSError) -> [UInt8] { throw .noAttribute }
 }
 
 /// Every failure of this module that reaches a user; `description` is its one line.
@@ -173,7 +191,13 @@ public enum ImageFSError: UserFacingError {
         case .readPastEnd(let diskBytes): "read past the end of the \(diskBytes)-byte disk"
         case .badFuseOptions(let options, let log): "cannot start FUSE: \(log ?? "bad mount options \(options.joined(separator: ","))")"
         case .signalHandlers: "cannot install signal handlers for FUSE"
-        case .mount(let point, let log): "cannot mount on \(point): \(log ?? "fuse_session_mount failed")"
+        case .mount(let point, let log):
+            // Without udev, /dev/fuse keeps the kernel's 0600 and only root can mount.
+            if let log, log.contains("failed to open /dev/fuse"), log.contains("Permission denied") {
+                "cannot mount on \(point): \(log) (chmod 0666 /dev/fuse, as udev does on a standard system)"
+            } else {
+                "cannot mount on \(point): \(log ?? "fuse_session_mount failed")"
+            }
         case .session(let point, let e): "FUSE session for \(point) failed: \(e)"
         case .readOnlyOption(let option): "asr mount of an image is read-only; -o \(option) is not possible (see --overlay)"
         case .startMountProcess(let e): "cannot start the mount process: \(e)"

@@ -1,6 +1,8 @@
+import Filesystems
 import Foundation
 import Imaging
 import Synchronization
+import SystemSupport
 import UDIF
 
 /// The read-only view of an image that `asr mount` shows:
@@ -11,6 +13,7 @@ import UDIF
 ///     blockmap.json            the same ranges, and the image's chunks, as JSON
 ///     checksums.sha256         `sha256sum -c` lines for disk.img and each partition
 ///     info.plist               what `asr info --plist` prints
+///     volumes/<n>-<name>/      each filesystem we read (ext2/3/4, HFS+), its files as they are
 ///
 /// Digests are computed in one pass over the disk: at open time for a UDIF image (which also
 /// checks every CRC-32, as hdiutil does before attaching), on first use otherwise.
@@ -20,6 +23,8 @@ public final class ImageView: FileSystem, Sendable {
         /// A span of the disk.
         case disk(offset: UInt64, length: UInt64)
         case generated(GeneratedFile)
+        /// `volumes/`: the roots of `volumes`.
+        case volumes
     }
 
     struct Node {
@@ -34,6 +39,13 @@ public final class ImageView: FileSystem, Sendable {
     let source: ImageSource
     let modified: timespec
     private let readAhead: ReadAhead?
+    /// The filesystems shown under `volumes/`; a node of volume `i` has inode
+    /// `(i + 1) << volumeShift | node`, so hard links inside a volume share one inode.
+    let volumes: [MountedVolume]
+    static let volumeShift: UInt64 = 40
+    /// Directories' entries by name, for lookups in large directories.
+    private let names = Locked<[UInt64: [String: DirectoryEntry]]>([:])
+    private let listings = Locked<[UInt64: [DirectoryEntry]]>([:])
     /// Where read errors are told (they reach readers only as EIO).
     let log: @Sendable (String) -> Void
 
@@ -96,10 +108,43 @@ public final class ImageView: FileSystem, Sendable {
         for r in regions {
             _ = add(r.fileName, in: partitionDirectory, .disk(offset: r.offset, length: r.length))
         }
+        _ = add("volumes", in: Self.rootInode, .volumes)
         self.nodes = nodes
+        volumes = Self.openVolumes(source, regions: regions, log: log)
+    }
+
+    /// A filesystem of the image, shown as `volumes/<name>`.
+    struct MountedVolume: Sendable {
+        var name: String
+        var reader: any VolumeReader
+        /// Where its partition starts on the disk.
+        var offset: UInt64
+    }
+
+    /// Every partition's filesystem we can read; one that cannot be read gets a log line.
+    static func openVolumes(_ source: ImageSource, regions: [PartitionFile], log: (String) -> Void) -> [MountedVolume] {
+        var found: [MountedVolume] = []
+        for r in regions {
+            switch Volumes.open(source.bytes, offset: r.offset, length: r.length) {
+            case .opened(let reader):
+                found.append(MountedVolume(name: "\(r.index)-\(volumeLabel(reader))", reader: reader, offset: r.offset))
+            case .failed(let filesystem, let reason):
+                log("asr mount: \(source.path): partition \(r.index) (\(filesystem)) is not shown in volumes/: \(reason)")
+            case nil:
+                continue
+            }
+        }
+        return found
+    }
+
+    /// The volume's name as a directory name: no "/" or NUL; the filesystem's name when it has none.
+    static func volumeLabel(_ reader: any VolumeReader) -> String {
+        let label = String(reader.label.unicodeScalars.map { $0 == "/" ? ":" : $0.value == 0 ? "_" : Character($0) })
+        return label.isEmpty || label == "." || label == ".." ? reader.filesystem : label
     }
 
     struct PartitionFile {
+        var index: Int
         var fileName: String
         var offset: UInt64
         var length: UInt64
@@ -115,7 +160,7 @@ public final class ImageView: FileSystem, Sendable {
             plans = try PartitionMap.regions(of: source.bytes).map { ($0.name, $0.firstSector * sectorSize, $0.sectorCount * sectorSize) }
         }
         return plans.enumerated().map { n, p in
-            PartitionFile(fileName: "\(n)-\(fileLabel(p.0)).img", offset: p.1, length: p.2)
+            PartitionFile(index: n, fileName: "\(n)-\(fileLabel(p.0)).img", offset: p.1, length: p.2)
         }
     }
 
@@ -179,16 +224,41 @@ public final class ImageView: FileSystem, Sendable {
     }
 
     public func lookup(parent: UInt64, name: String) throws(FSError) -> Attributes {
+        if parent >> Self.volumeShift != 0 || isVolumes(parent) {
+            if let hit = names.withLock({ $0[parent]?[name] }) { return try attributes(of: hit.inode) }
+            let listing = try entries(of: parent)
+            let byName = Dictionary(listing.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            names.withLock { cache in
+                if cache.count >= 4096 { cache.removeAll() }
+                cache[parent] = byName
+            }
+            guard let hit = byName[name] else { throw .notFound }
+            return try attributes(of: hit.inode)
+        }
         guard case .directory(let children) = try node(parent).content else { throw .notDirectory }
         guard let child = children.first(where: { nodes[Int($0) - 1].name == name }) else { throw .notFound }
         return try attributes(of: child)
     }
 
     public func attributes(of inode: UInt64) throws(FSError) -> Attributes {
+        if case let (volume, id)? = try volumeNode(inode) {
+            let a = try call(volume) { () throws(VolumeError) in try volume.reader.attributes(of: id) }
+            let modified = timespec(tv_sec: Int(clamping: a.modified.seconds), tv_nsec: Int(a.modified.nanoseconds))
+            return Attributes(inode: inode, isDirectory: a.kind == .directory, permissions: mode_t(a.permissions), size: a.size,
+                              linkCount: a.linkCount, modified: modified, allocatedBytes: a.allocatedBytes, node: a)
+        }
         let n = try node(inode)
         switch n.content {
+        case .volumes:
+            return Attributes(inode: inode, isDirectory: true, permissions: 0o555, size: 4096,
+                              linkCount: UInt32(2 + volumes.count), modified: modified)
         case .directory(let children):
-            let subdirectories = children.filter { if case .directory = nodes[Int($0) - 1].content { true } else { false } }.count
+            let subdirectories = children.filter {
+                switch nodes[Int($0) - 1].content {
+                case .directory, .volumes: true
+                default: false
+                }
+            }.count
             return Attributes(inode: inode, isDirectory: true, permissions: 0o555, size: 4096,
                               linkCount: UInt32(2 + subdirectories), modified: modified)
         case .disk(_, let length):
@@ -199,9 +269,32 @@ public final class ImageView: FileSystem, Sendable {
     }
 
     public func entries(of directory: UInt64) throws(FSError) -> [DirectoryEntry] {
+        if case let (volume, id)? = try volumeNode(directory) {
+            if let hit = listings.withLock({ $0[directory] }) { return hit }
+            let base = directory & ~Self.nodeMask
+            // A node number past 40 bits would land in another volume's inodes.
+            let listing = try call(volume) { () throws(VolumeError) in try volume.reader.entries(of: id) }.filter { $0.node <= Self.nodeMask }.map { e in
+                DirectoryEntry(name: e.name, inode: base | e.node, isDirectory: e.kind == .directory,
+                               type: e.kind == .directory || e.kind == .file ? 0 : FuseMount.fileType(e.kind))
+            }
+            // readdir asks again for each buffer of a large directory.
+            listings.withLock { cache in
+                if cache.count >= 4096 { cache.removeAll() }
+                cache[directory] = listing
+            }
+            return listing
+        }
+        if isVolumes(directory) {
+            return volumes.enumerated().map { i, v in
+                DirectoryEntry(name: v.name, inode: UInt64(i + 1) << Self.volumeShift | v.reader.rootNode, isDirectory: true)
+            }
+        }
         guard case .directory(let children) = try node(directory).content else { throw .notDirectory }
         return children.map { child in
-            let isDirectory = if case .directory = nodes[Int(child) - 1].content { true } else { false }
+            let isDirectory = switch nodes[Int(child) - 1].content {
+            case .directory, .volumes: true
+            default: false
+            }
             return DirectoryEntry(name: nodes[Int(child) - 1].name, inode: child, isDirectory: isDirectory)
         }
     }
@@ -209,8 +302,16 @@ public final class ImageView: FileSystem, Sendable {
     private let nextHandle = Atomic<UInt64>(1)
 
     public func open(_ inode: UInt64, flags: Int32) throws(FSError) -> (handle: UInt64, mode: OpenMode) {
-        let n = try node(inode)
-        if case .directory = n.content { throw .isDirectory }
+        if inode >> Self.volumeShift != 0 {
+            let a = try attributes(of: inode)
+            if a.isDirectory { throw .isDirectory }
+            guard a.node?.kind == .file else { throw FSError(ENXIO) }
+        } else {
+            switch try node(inode).content {
+            case .directory, .volumes: throw .isDirectory
+            default: break
+            }
+        }
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw .readOnly }
         let handle = nextHandle.wrappingAdd(1, ordering: .relaxed).oldValue
         return (handle, OpenMode(keepCache: true, directIO: false))
@@ -218,8 +319,17 @@ public final class ImageView: FileSystem, Sendable {
 
     public func read(_ inode: UInt64, handle: UInt64, at offset: UInt64, count: Int,
                      reply: ([UnsafeRawBufferPointer]) -> Void) throws(FSError) {
+        if case let (volume, id)? = try volumeNode(inode) {
+            if let stored = volume.reader.storedOffset(of: id, at: offset) {
+                readAhead?.noteRead(handle: handle, at: volume.offset + stored, count: count)
+            }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+            defer { buffer.deallocate() }
+            let n = try call(volume) { () throws(VolumeError) in try volume.reader.read(id, at: offset, into: buffer) }
+            return reply([UnsafeRawBufferPointer(rebasing: buffer[0..<n])])
+        }
         switch try node(inode).content {
-        case .directory: throw .isDirectory
+        case .directory, .volumes: throw .isDirectory
         case .disk(let base, let length):
             let n = offset < length ? Int(min(UInt64(count), length - offset)) : 0
             guard n > 0 else { return reply([]) }
@@ -239,6 +349,55 @@ public final class ImageView: FileSystem, Sendable {
             let start = Int(min(offset, UInt64(bytes.count)))
             let end = min(bytes.count, start + count)
             bytes.withUnsafeBytes { reply([UnsafeRawBufferPointer(rebasing: $0[start..<end])]) }
+        }
+    }
+
+    public func readLink(_ inode: UInt64) throws(FSError) -> [UInt8] {
+        guard case let (volume, id)? = try volumeNode(inode) else { throw .invalid }
+        return try call(volume) { () throws(VolumeError) in try volume.reader.linkTarget(of: id) }
+    }
+
+    public func extendedAttributeNames(of inode: UInt64) throws(FSError) -> [String] {
+        guard case let (volume, id)? = try volumeNode(inode) else { return [] }
+        return try call(volume) { () throws(VolumeError) in try volume.reader.extendedAttributeNames(of: id) }
+    }
+
+    public func extendedAttribute(_ name: String, of inode: UInt64) throws(FSError) -> [UInt8] {
+        guard case let (volume, id)? = try volumeNode(inode) else { throw .noAttribute }
+        return try call(volume) { () throws(VolumeError) in try volume.reader.extendedAttribute(name, of: id) }
+    }
+
+    static let nodeMask: UInt64 = (1 << volumeShift) - 1
+
+    /// The volume and its own node number of an inode under `volumes/`; nil for the view's own.
+    private func volumeNode(_ inode: UInt64) throws(FSError) -> (MountedVolume, UInt64)? {
+        let index = inode >> Self.volumeShift
+        guard index != 0 else { return nil }
+        guard index <= UInt64(volumes.count) else { throw .notFound }
+        return (volumes[Int(index) - 1], inode & Self.nodeMask)
+    }
+
+    private func isVolumes(_ inode: UInt64) -> Bool {
+        guard let n = try? node(inode), case .volumes = n.content else { return false }
+        return true
+    }
+
+    /// A volume reader's answer, its errors as errno; damage is logged (it reaches readers only as EIO).
+    private func call<T>(_ volume: MountedVolume, _ body: () throws(VolumeError) -> T) throws(FSError) -> T {
+        do {
+            return try body()
+        } catch {
+            switch error {
+            case .notFound: throw .notFound
+            case .notDirectory: throw .notDirectory
+            case .isDirectory: throw .isDirectory
+            case .notSymbolicLink: throw .invalid
+            case .noAttribute: throw .noAttribute
+            case .tooLarge: throw FSError(E2BIG)
+            case .damaged:
+                log("asr mount: \(source.path): volumes/\(volume.name): \(error)")
+                throw .ioError
+            }
         }
     }
 

@@ -111,7 +111,8 @@ package enum MountRecord {
 }
 
 /// The pipe on which a background mount process tells its parent how mounting went: "ready"
-/// and a newline once mounted, or its error line.
+/// and a newline once mounted, or its error line. Lines starting "note: " come before either:
+/// warnings the parent prints (a volume whose files cannot be shown) while mounting goes on.
 package enum ReadyPipe {
     package enum Reply: Equatable, Sendable {
         case ready
@@ -124,23 +125,37 @@ package enum ReadyPipe {
 
     package static func sendFailure(_ message: String, to fd: Int32) { send(message + "\n", to: fd) }
 
+    /// A warning for the parent to print; the pipe stays open.
+    package static func sendNote(_ message: String, to fd: Int32) {
+        let line = "note: " + message.replacingOccurrences(of: "\n", with: " ") + "\n"
+        _ = try? retryingInterrupts { line.withCString { write(fd, $0, strlen($0)) } }
+    }
+
     private static func send(_ text: String, to fd: Int32) {
         // One write of less than PIPE_BUF bytes arrives whole.
         _ = try? retryingInterrupts { text.withCString { write(fd, $0, strlen($0)) } }
         close(fd)
     }
 
-    /// Reads up to the first newline, or the end, and closes `fd`.
-    package static func awaitReply(_ fd: Int32) -> Reply {
+    /// Reads up to the first line that is not a note, or the end, and closes `fd`; each note
+    /// goes to `note` as it arrives.
+    package static func awaitReply(_ fd: Int32, note: (String) -> Void = { _ in }) -> Reply {
         defer { close(fd) }
         var reply = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while !reply.contains(UInt8(ascii: "\n")) {
+        while true {
+            while let newline = reply.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: reply[..<newline], as: UTF8.self)
+                guard line.hasPrefix("note: ") else {
+                    return line == "ready" ? .ready : .failed(line)
+                }
+                note(String(line.dropFirst(6)))
+                reply.removeSubrange(...newline)
+            }
             guard let n = try? retryingInterrupts({ read(fd, &buffer, buffer.count) }), n > 0 else { break }
             reply += buffer[0..<n]
         }
         let text = String(decoding: reply, as: UTF8.self)
-        if text == "ready\n" { return .ready }
         return text.isEmpty ? .ended : .failed(text.trimmingCharacters(in: .newlines))
     }
 }
@@ -167,7 +182,7 @@ package enum MountDaemon {
         // the end of `asr mount` wait for the mount instead. This process exits soon anyway.
         closeOnExec()
         let (pid, reply) = try spawn("/proc/self/exe", arguments: childArguments(arguments))
-        let outcome = ReadyPipe.awaitReply(reply)
+        let outcome = ReadyPipe.awaitReply(reply) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
         if outcome == .ready { Foundation.exit(0) }
         var status: Int32 = 0
         waitpid(pid, &status, 0)
@@ -214,13 +229,32 @@ package enum MountDaemon {
     /// The mount process is mounted: the parent may exit, and errors go to syslog from now on.
     package static func ready(_ fd: Int32?) {
         guard let fd else { return }
-        ReadyPipe.sendReady(fd)
         openlog("asr", LOG_PID, LOG_DAEMON)
+        pending.withLock { $0 = nil }
+        ReadyPipe.sendReady(fd)
+    }
+
+    /// The ready pipe while the mount is not ready yet: log lines go to the parent's standard error.
+    private static let pending = Locked<Int32?>(nil)
+
+    /// Where a mount process's log lines go: the parent's standard error until ready (as
+    /// notes on the ready pipe `fd`), then syslog.
+    package static func logger(readyFD fd: Int32) -> @Sendable (String) -> Void {
+        pending.withLock { $0 = fd }
+        return { line in
+            let sent = pending.withLock { fd -> Bool in
+                guard let fd else { return false }
+                ReadyPipe.sendNote(line, to: fd)
+                return true
+            }
+            if !sent { log(line) }
+        }
     }
 
     /// The mount process failed before mounting: the parent prints `error` and exits 1, so this one ends too.
     package static func failed(_ fd: Int32?, _ error: any Error) {
         guard let fd else { return }
+        pending.withLock { $0 = nil }
         ReadyPipe.sendFailure("\(error)", to: fd)
         Foundation.exit(1)
     }

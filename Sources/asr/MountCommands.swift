@@ -9,7 +9,8 @@ struct Mount: ParsableCommand {
         discussion: """
             asr mount IMAGE MOUNTPOINT: IMAGE is a UDIF image, a raw image (its .bmap is used when \
             present) or a block device. The mount holds disk.img, partitions/<n>-<name>.img, \
-            blockmap.bmap, blockmap.json, checksums.sha256 and info.plist, all read-only. A UDIF \
+            blockmap.bmap, blockmap.json, checksums.sha256, info.plist and volumes/<n>-<name>/: \
+            the files of each ext2/3/4, HFS+ and FAT filesystem, all read-only. A UDIF \
             image's chunks are checked against its CRC-32s (and its imagescan SHA-256s) before \
             mounting, unless -o noverify.
 
@@ -64,7 +65,7 @@ struct Mount: ParsableCommand {
             if target == nil && overlay == nil {
                 // The mount outlives the working directory it was started from: name the image fully.
                 let name = absolute(paths[0])
-                let log: @Sendable (String) -> Void = if readyFD == nil { ImageView.standardErrorLog } else { MountDaemon.log }
+                let log: @Sendable (String) -> Void = if let readyFD { MountDaemon.logger(readyFD: readyFD) } else { ImageView.standardErrorLog }
                 let view = try ImageView(path: name, verify: parsed.verify, log: log)
                 try mountAndServe(view, name: name, at: mountPoint, parsed) { mounted = true }
                 return

@@ -29,7 +29,7 @@ struct ImageViewTests {
     func fixtureTreeMatchesTheDisk(_ fixture: Fixtures.Expected) throws {
         let view = try ImageView(path: fixture.path)
         let names = try view.entries(of: ImageView.rootInode).map(\.name)
-        #expect(names == ["disk.img", "partitions", "blockmap.bmap", "blockmap.json", "checksums.sha256", "info.plist"])
+        #expect(names == ["disk.img", "partitions", "blockmap.bmap", "blockmap.json", "checksums.sha256", "info.plist", "volumes"])
         let disk = try view.lookup(parent: ImageView.rootInode, name: "disk.img")
         #expect(disk.size == fixture.size && !disk.isDirectory && disk.permissions == 0o444)
         let bytes = try readAll(view, disk.inode)
@@ -148,6 +148,35 @@ struct ImageViewTests {
             #expect(map.ranges.contains { $0.first * 4096 <= c.diskOffset && c.diskOffset + c.length <= ($0.last + 1) * 4096 })
         }
         for (a, b) in zip(map.ranges, map.ranges.dropFirst()) { #expect(a.last + 1 < b.first) }
+    }
+
+    /// volumes/ without a mount: each volume's nodes are inodes of their own (the volume in the
+    /// high bits), hard links share one, and links, attributes and reads answer as errnos.
+    @Test func volumesAreInodesOfTheirOwn() throws {
+        let view = try ImageView(path: Fixtures.all[0].path)
+        let volumes = try view.lookup(parent: ImageView.rootInode, name: "volumes")
+        #expect(volumes.isDirectory && volumes.linkCount == 3)
+        let volume = try view.lookup(parent: volumes.inode, name: "4-hfsplus_test")
+        #expect(volume.inode == 1 << 40 | 2 && volume.node?.kind == .directory && volume.node?.uid == 501)
+        let link = try view.lookup(parent: volume.inode, name: "file_hardlink1")
+        let testdir = try view.lookup(parent: volume.inode, name: "testdir1")
+        let other = try view.lookup(parent: testdir.inode, name: "testfile1")
+        #expect(link.inode == other.inode && link.linkCount == 2 && link.size == 9)
+        #expect(String(decoding: try readAll(view, link.inode), as: UTF8.self) == "Keramics\n")
+        let symlink = try view.lookup(parent: volume.inode, name: "file_symboliclink1")
+        #expect(symlink.node?.kind == .symbolicLink)
+        #expect(String(decoding: try view.readLink(symlink.inode), as: UTF8.self) == "/Volumes/hfsplus_test/testdir1/testfile1")
+        let xattr1 = try view.lookup(parent: testdir.inode, name: "xattr1")
+        #expect(try view.extendedAttributeNames(of: xattr1.inode) == ["user.myxattr1"])
+        #expect(String(decoding: try view.extendedAttribute("user.myxattr1", of: xattr1.inode), as: UTF8.self) == "My 1st extended attribute")
+        #expect(throws: FSError.noAttribute) { try view.extendedAttribute("user.none", of: xattr1.inode) }
+        #expect(throws: FSError.invalid) { try view.readLink(link.inode) }
+        #expect(throws: FSError.isDirectory) { try view.open(testdir.inode, flags: O_RDONLY) }
+        #expect(throws: FSError.readOnly) { try view.open(link.inode, flags: O_RDWR) }
+        #expect(throws: FSError.notFound) { try view.lookup(parent: volume.inode, name: ".journal") }
+        #expect(throws: FSError.notFound) { try view.attributes(of: 7 << 40 | 2) }
+        let names = try view.entries(of: volume.inode).map(\.name)
+        #expect(names.count == 12 && names.contains("forward:slash") && !names.contains { $0.contains("Private") })
     }
 }
 

@@ -74,3 +74,29 @@ package struct MemorySource: ByteSource {
         bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<(Int(offset) + buffer.count)])) }
     }
 }
+
+/// Where an HFS+ volume's catalog B-tree is, read from its bytes (the volume header's first
+/// catalog extent): for tests that damage it on purpose.
+package struct HFSCatalogLayout {
+    package let blockSize: Int
+    package let totalBlocks: Int
+    /// Byte offset of the catalog file in the volume.
+    package let start: Int
+    package let nodeSize: Int
+    package let rootNode: Int
+    package let firstLeaf: Int
+    package let depth: Int
+
+    package init(_ volume: [UInt8]) {
+        func be(_ at: Int, _ n: Int) -> Int { volume[at..<(at + n)].reduce(0) { $0 << 8 | Int($1) } }
+        blockSize = be(1024 + 40, 4)
+        totalBlocks = be(1024 + 44, 4)
+        start = be(1024 + 288, 4) * blockSize
+        depth = be(start + 14, 2)
+        rootNode = be(start + 16, 4)
+        firstLeaf = be(start + 24, 4)
+        nodeSize = be(start + 32, 2)
+    }
+
+    package func node(_ n: Int) -> Int { start + n * nodeSize }
+}
