@@ -321,7 +321,7 @@ public final class ImageView: FileSystem, Sendable {
                      reply: ([UnsafeRawBufferPointer]) -> Void) throws(FSError) {
         if case let (volume, id)? = try volumeNode(inode) {
             if let stored = volume.reader.storedOffset(of: id, at: offset) {
-                readAhead?.noteRead(handle: handle, at: volume.offset + stored, count: count)
+                readAhead?.noteRead(handle: handle, at: volume.offset + stored, count: count, starts: offset == 0)
             }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
             defer { buffer.deallocate() }
