@@ -62,7 +62,8 @@ measure fuse2fs "$F"
 
 echo "## volumes/: the corpus's files through asr mount, the kernel's ext4 and fuse2fs"
 echo
-echo "$(mib "$(size_of "$dmg")") MiB UDZO image of a $(mib "$(size_of "$CORPUS")") MiB ext4 disk; page cache dropped before every run; best and median of $RUNS"
+echo "$(mib "$(size_of "$dmg")") MiB UDZO image of a $(mib "$(size_of "$CORPUS")") MiB ext4 disk; page cache dropped before every run; best and median of $RUNS."
+echo "tar: \`tar -cf - . | wc -c\` (every file's bytes); find: \`find . -type f | wc -l\` (metadata only)."
 echo
 printf '| %-34s | %6s | %6s | %7s | %13s |\n' reader "best s" median "MB/s" "bytes / files"
 printf '|%s|%s|%s|%s|%s|\n' ------------------------------------ -------- -------- --------- ---------------
@@ -70,12 +71,12 @@ for pair in "asr:asr mount volumes/" "kernel:kernel ext4, loop, ro" "fuse2fs:fus
 	name=${pair%%:*} label=${pair#*:}
 	read -r best med _ _ < <(summarize "$WORK/vol-$name-tar.log")
 	bytes=$(cat "$WORK/vol-$name-tar.out")
-	printf '| %-34s | %6.2f | %6.2f | %7s | %13s |\n' "tar -cf - . | wc -c: $label" "$best" "$med" "$(mbps "$bytes" "$best")" "$bytes"
+	printf '| %-34s | %6.2f | %6.2f | %7s | %13s |\n' "tar: $label" "$best" "$med" "$(mbps "$bytes" "$best")" "$bytes"
 done
 for pair in "asr:asr mount volumes/" "kernel:kernel ext4, loop, ro" "fuse2fs:fuse2fs -o ro"; do
 	name=${pair%%:*} label=${pair#*:}
 	read -r best med _ _ < <(summarize "$WORK/vol-$name-find.log")
-	printf '| %-34s | %6.2f | %6.2f | %7s | %13s |\n' "find -type f: $label" "$best" "$med" "-" "$(cat "$WORK/vol-$name-find.out")"
+	printf '| %-34s | %6.2f | %6.2f | %7s | %13s |\n' "find: $label" "$best" "$med" "-" "$(cat "$WORK/vol-$name-find.out")"
 done
 echo
 same_bytes=$(cat "$WORK"/vol-*-tar.out | sort -u | wc -l)

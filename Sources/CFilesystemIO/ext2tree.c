@@ -237,6 +237,7 @@ long long asr_ext2_inline_data(asr_ext2_volume *v, unsigned ino, void *buffer, u
     size_t size = 0;
     errcode_t err = ext2fs_inline_data_size(v->fs, ino, &size);
     if (err) return fail(v->io, "libext2fs cannot read inline data", err);
+    if (!buffer) return (long long)size;
     // Inline data is at most an inode's worth plus an xattr value: far below a page.
     if (size > capacity) return fail(v->io, "inline data larger than allowed", 0);
     // libext2fs copies the whole inline area, which may be larger than i_size says.

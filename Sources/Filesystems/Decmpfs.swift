@@ -11,7 +11,8 @@ struct Decmpfs: Sendable {
 
     static let blockSize: UInt64 = 65536
     static let maxInlineSize: UInt64 = 16 << 20
-    static let maxSize: UInt64 = 1 << 40
+    /// 64 GiB: a block table of at most 1 Mi entries (8 MiB read).
+    static let maxSize: UInt64 = 1 << 36
     static let maxStoredBlock = 1 << 20
 
     let type: UInt32

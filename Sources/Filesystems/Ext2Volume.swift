@@ -194,8 +194,14 @@ final class Ext2Volume: VolumeReader, @unchecked Sendable {  // owns the C volum
         let length = partition.length, blockSize = blockSize
         return try state.withLock { (s: inout State) throws(VolumeError) -> Layout in
             if let cached = s.layouts[node] { return cached }
-            var inline = [UInt8](repeating: 0, count: 65536)
-            let n = inline.withUnsafeMutableBytes { asr_ext2_inline_data(s.volume, ino, $0.baseAddress, UInt64($0.count)) }
+            // The size first: most inodes have no inline data, and need no buffer.
+            var n = asr_ext2_inline_data(s.volume, ino, nil, 0)
+            var inline: [UInt8] = []
+            if n > 0 {
+                guard n <= 65536 else { throw .damaged("inode \(node)'s inline data is \(n) bytes") }
+                inline = [UInt8](repeating: 0, count: Int(n))
+                n = inline.withUnsafeMutableBytes { asr_ext2_inline_data(s.volume, ino, $0.baseAddress, UInt64($0.count)) }
+            }
             let layout: Layout
             if n >= 0 {
                 layout = .inline(Array(inline.prefix(Int(n))))

@@ -44,7 +44,9 @@ public final class ImageView: FileSystem, Sendable {
     let volumes: [MountedVolume]
     static let volumeShift: UInt64 = 40
     /// Directories' entries by name, for lookups in large directories.
-    private let names = Locked<[UInt64: [String: DirectoryEntry]]>([:])
+    /// Keyed by the name's bytes: Swift's String equality would take an NFC and an NFD
+    /// spelling for one name, where a filesystem has two.
+    private let names = Locked<[UInt64: [[UInt8]: DirectoryEntry]]>([:])
     private let listings = Locked<[UInt64: [DirectoryEntry]]>([:])
     /// Where read errors are told (they reach readers only as EIO).
     let log: @Sendable (String) -> Void
@@ -225,14 +227,15 @@ public final class ImageView: FileSystem, Sendable {
 
     public func lookup(parent: UInt64, name: String) throws(FSError) -> Attributes {
         if parent >> Self.volumeShift != 0 || isVolumes(parent) {
-            if let hit = names.withLock({ $0[parent]?[name] }) { return try attributes(of: hit.inode) }
+            let key = Array(name.utf8)
+            if let hit = names.withLock({ $0[parent]?[key] }) { return try attributes(of: hit.inode) }
             let listing = try entries(of: parent)
-            let byName = Dictionary(listing.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            let byName = Dictionary(listing.map { (Array($0.name.utf8), $0) }, uniquingKeysWith: { a, _ in a })
             names.withLock { cache in
                 if cache.count >= 4096 { cache.removeAll() }
                 cache[parent] = byName
             }
-            guard let hit = byName[name] else { throw .notFound }
+            guard let hit = byName[key] else { throw .notFound }
             return try attributes(of: hit.inode)
         }
         guard case .directory(let children) = try node(parent).content else { throw .notDirectory }
@@ -321,7 +324,7 @@ public final class ImageView: FileSystem, Sendable {
                      reply: ([UnsafeRawBufferPointer]) -> Void) throws(FSError) {
         if case let (volume, id)? = try volumeNode(inode) {
             if let stored = volume.reader.storedOffset(of: id, at: offset) {
-                readAhead?.noteRead(handle: handle, at: volume.offset + stored, count: count)
+                readAhead?.noteRead(handle: handle, at: volume.offset + stored, count: count, starts: offset == 0)
             }
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
             defer { buffer.deallocate() }

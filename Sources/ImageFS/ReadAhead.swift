@@ -21,12 +21,14 @@ final class ReadAhead: Sendable {
         self.depth = depth
     }
 
-    func noteRead(handle: UInt64, at offset: UInt64, count: Int) {
+    /// `starts`: this read is at the start of what the handle reads (a file under volumes/
+    /// starts anywhere on the disk), so it counts as the start of a sequential run.
+    func noteRead(handle: UInt64, at offset: UInt64, count: Int, starts: Bool = false) {
         let end = offset + UInt64(count)
         let sequential = lastEnd.withLock { ends -> Bool in
             let prior = ends[handle]
             ends[handle] = max(prior ?? 0, end)
-            guard let prior else { return offset == 0 }
+            guard let prior else { return offset == 0 || starts }
             return offset + Self.slack >= prior && offset <= prior + Self.slack
         }
         guard sequential, let next = image.chunkIndex(containing: end) else { return }

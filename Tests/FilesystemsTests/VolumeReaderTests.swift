@@ -187,4 +187,32 @@ import UDIF
         var buffer = [UInt8](repeating: 0, count: 12000)
         #expect(throws: VolumeError.self) { _ = try buffer.withUnsafeMutableBytes { try damaged.read(entry.node, at: 0, into: $0) } }
     }
+
+    /// ext4's inline data: small files and directories kept in the inode (and its xattr area).
+    @Test func extInlineData() throws {
+        let dir = TemporaryDirectory()
+        let tree = dir.file("tree")
+        try FileManager.default.createDirectory(atPath: tree + "/small dir", withIntermediateDirectories: true)
+        let tiny = Array("in the inode".utf8), bigger = Array(String(repeating: "i", count: 100).utf8)
+        _ = FileManager.default.createFile(atPath: tree + "/tiny", contents: Data(tiny))
+        _ = FileManager.default.createFile(atPath: tree + "/small dir/bigger", contents: Data(bigger))
+        let image = dir.file("ext4.img")
+        _ = FileManager.default.createFile(atPath: image, contents: nil)
+        try FileHandle(forWritingTo: URL(fileURLWithPath: image)).truncate(atOffset: 8 << 20)
+        try Tool.run(["mke2fs", "-q", "-F", "-t", "ext4", "-I", "256", "-O", "inline_data", "-d", tree, image])
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
+        guard case .opened(let reader)? = Self.open(bytes) else { Issue.record("not opened"); return }
+        func content(_ node: UInt64) throws -> [UInt8] {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = try buffer.withUnsafeMutableBytes { try reader.read(node, at: 0, into: $0) }
+            return Array(buffer.prefix(n))
+        }
+        let root = try reader.entries(of: reader.rootNode)
+        #expect(try content(try #require(root.first { $0.name == "tiny" }).node) == tiny)
+        let sub = try #require(root.first { $0.name == "small dir" })
+        let inner = try reader.entries(of: sub.node)
+        #expect(inner.map(\.name) == ["bigger"])
+        #expect(try content(inner[0].node) == bigger)
+        #expect(reader.storedOffset(of: inner[0].node, at: 0) == nil)
+    }
 }

@@ -25,6 +25,7 @@ struct VolumesTests {
             printf 'odd\\n' > odd-mode && chmod 4751 odd-mode
             mkdir sticky && chmod 1733 sticky
             printf 'owned\\n' > owned && chown 1234:5678 owned
+            printf 'nfc\\n' > "$(printf 'caf\\303\\251')" && printf 'nfd\\n' > "$(printf 'cafe\\314\\201')"
             chown -h 4321:8765 a/abs-link
             setfattr -n user.color -v blue 'a/name with spaces.txt'
             setfattr -n user.binary -v 0x00ff10 owned

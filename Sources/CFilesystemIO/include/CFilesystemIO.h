@@ -62,6 +62,7 @@ int asr_ext2_runs(asr_ext2_volume *volume, unsigned ino, unsigned long long limi
                   int (*run)(void *context, unsigned long long logical, unsigned long long physical,
                              unsigned long long count, int zero), void *context);
 /// An inline-data inode's bytes: their count, -2 when the inode has no inline data, -1 on error.
+/// With a NULL buffer, only the count.
 long long asr_ext2_inline_data(asr_ext2_volume *volume, unsigned ino, void *buffer, unsigned long long capacity);
 /// A fast symlink's target: its length, -2 when the target is in a data block, -1 on error.
 long long asr_ext2_fast_symlink(asr_ext2_volume *volume, unsigned ino, char *buffer, unsigned long long capacity);
