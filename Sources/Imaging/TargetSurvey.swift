@@ -65,14 +65,16 @@ package struct TargetSurvey {
             Thread {
                 var buffer = [UInt8](repeating: 0, count: 1 << 20)
                 while !Interruption.requested {
-                    let index: Int? = state.update { s in
+                    // The next piece, and whether its range is still in question (another
+                    // piece of a long zero range may have settled it already).
+                    let taken: (Int, Bool)? = state.update { s in
                         guard s.next < list.count else { return nil }
                         s.next += 1
-                        return s.next - 1
+                        return (s.next - 1, s.held[list[s.next - 1].range])
                     }
-                    guard let index else { break }
+                    guard let (index, open) = taken else { break }
                     let piece = list[index]
-                    let holds = Self.holds(piece, file, size: size, isFile: isFile, buffer: &buffer)
+                    let holds = open && Self.holds(piece, file, size: size, isFile: isFile, buffer: &buffer)
                     let done = state.update { s in
                         if !holds { s.held[piece.range] = false }
                         s.done += piece.length
