@@ -6,6 +6,7 @@
 #  2. `find . -type f | wc -l`: the tree's metadata alone.
 # The byte and file counts must agree across the three. Run it when nothing else runs (no
 # test suite): the times are wall-clock. Every mount made here is unmounted on exit.
+# Goals: tar at least 0.7x the kernel's speed and 5x fuse2fs's; asr mount peaks under 256 MiB.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -31,6 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$ASR" mount "$dmg" "$A" >&2
+mounter=$(pgrep -n -f -- " mount .*$A\$") || { echo "volumes: no asr mount process for $A" >&2; exit 1; }
 mount -o ro,loop "$CORPUS" "$K"
 fuse2fs -o ro,fakeroot "$CORPUS" "$F" >/dev/null 2>&1
 volume=$(echo "$A"/volumes/0-*)
@@ -87,3 +89,9 @@ read -r asr_best _ _ _ < <(summarize "$WORK/vol-asr-tar.log")
 read -r f2_best _ _ _ < <(summarize "$WORK/vol-fuse2fs-tar.log")
 read -r k_best _ _ _ < <(summarize "$WORK/vol-kernel-tar.log")
 echo "tar through volumes/: $(ratio "$f2_best" "$asr_best")x fuse2fs's speed, $(ratio "$k_best" "$asr_best")x the kernel's (best runs)"
+verdict "tar at least 0.7x the kernel's speed" "$k_best / $asr_best >= 0.7"
+verdict "tar at least 5x fuse2fs's speed" "$f2_best / $asr_best >= 5"
+# VmHWM: the mount process's peak resident memory over every run above.
+peak_kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$mounter/status")
+echo "asr mount's peak resident memory: $(awk -v k="$peak_kib" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
+verdict "the mount process peaks under 256 MiB" "$peak_kib < 262144"

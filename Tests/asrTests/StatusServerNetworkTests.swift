@@ -146,6 +146,17 @@ import Testing
         try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config ?? f.config] + extra, log: log)
     }
 
+    /// The small fixture served with its status page up, and one client host "c1", for `body`.
+    func withStatusServer(_ body: (MulticastNetworkTests.Fixture, Testbed, Process, String) throws -> Void) throws {
+        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let bed = try Testbed(hosts: ["server", "c1"])
+        defer { bed.teardown() }
+        let serverLog = f.dir.file("server.log")
+        let server = try startServer(bed, f, log: serverLog)
+        #expect(net.eventually(seconds: 30) { net.log(serverLog).contains("status page on") })
+        try body(f, bed, server, serverLog)
+    }
+
     /// Two clients, one losing 5% of the data, and a third that hears none of it, watched by a
     /// real browser: both rows appear and fill, the lossy one asks for repairs, both end done,
     /// and the deaf one shows that it was dropped and why. The last screenshot becomes
@@ -299,37 +310,33 @@ import Testing
     /// counter went down between them.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func metricsPassPromtoolAndCountersOnlyRise() throws {
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
-        let bed = try Testbed(hosts: ["server", "c1"])
-        defer { bed.teardown() }
-        let serverLog = f.dir.file("server.log")
-        let server = try startServer(bed, f, log: serverLog)
-        #expect(net.eventually(seconds: 30) { net.log(serverLog).contains("status page on") })
-        let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"))
-        #expect(net.eventually(seconds: 30) { net.log(serverLog).contains("sending what") })
-        usleep(1_000_000)
-        let first = try scrape(bed, f.dir, "first")
-        #expect(net.wait(c1, seconds: 120), "\(net.log(f.dir.file("c1.log")))")
-        #expect(net.eventually(seconds: 10) { net.log(serverLog).contains("finished") })
-        usleep(1_500_000)  // past the snapshot's age and a throughput sample
-        let second = try scrape(bed, f.dir, "second")
-        server.terminate()
-        #expect(net.wait(server, seconds: 10))
+        try withStatusServer { f, bed, server, serverLog in
+            let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"))
+            #expect(net.eventually(seconds: 30) { net.log(serverLog).contains("sending what") })
+            usleep(1_000_000)
+            let first = try scrape(bed, f.dir, "first")
+            #expect(net.wait(c1, seconds: 120), "\(net.log(f.dir.file("c1.log")))")
+            #expect(net.eventually(seconds: 10) { net.log(serverLog).contains("finished") })
+            usleep(1_500_000)  // past the snapshot's age and a throughput sample
+            let second = try scrape(bed, f.dir, "second")
+            server.terminate()
+            #expect(net.wait(server, seconds: 10))
 
-        for (name, text) in [("first", first), ("second", second)] {
-            let check = try Run.process("/bin/bash", ["-c", "/usr/bin/promtool check metrics < '\(f.dir.file(name))'"])
-            #expect(check.status == 0, "\(name): \(check.stdout) \(check.stderr)\n\(text)")
+            for (name, text) in [("first", first), ("second", second)] {
+                let check = try Run.process("/bin/bash", ["-c", "/usr/bin/promtool check metrics < '\(f.dir.file(name))'"])
+                #expect(check.status == 0, "\(name): \(check.stdout) \(check.stderr)\n\(text)")
+            }
+            let before = Self.counters(first), after = Self.counters(second)
+            #expect(before.count >= 6, "\(first)")
+            for (series, value) in before {
+                #expect((after[series] ?? -1) >= value, "\(series): \(value) then \(after[series].map { "\($0)" } ?? "gone")")
+            }
+            let c1Labels = "address=\"\(bed.address("c1"))\""
+            let values = SeriesValues(second)
+            #expect(values.first("asr_client_progress_ratio", with: c1Labels) == 1, "\(second)")
+            #expect(values.first("asr_server_clients", with: "state=\"done\"") == 1)
+            #expect((values.first("asr_server_sent_bytes_total") ?? 0) >= Double(MulticastNetworkTests.ServerLog(net.log(serverLog)).stored ?? .max))
         }
-        let before = Self.counters(first), after = Self.counters(second)
-        #expect(before.count >= 6, "\(first)")
-        for (series, value) in before {
-            #expect((after[series] ?? -1) >= value, "\(series): \(value) then \(after[series].map { "\($0)" } ?? "gone")")
-        }
-        let c1Labels = "address=\"\(bed.address("c1"))\""
-        let values = SeriesValues(second)
-        #expect(values.first("asr_client_progress_ratio", with: c1Labels) == 1, "\(second)")
-        #expect(values.first("asr_server_clients", with: "state=\"done\"") == 1)
-        #expect((values.first("asr_server_sent_bytes_total") ?? 0) >= Double(MulticastNetworkTests.ServerLog(net.log(serverLog)).stored ?? .max))
     }
 
     func scrape(_ bed: Testbed, _ dir: TemporaryDirectory, _ name: String) throws -> String {
@@ -366,30 +373,26 @@ import Testing
     /// all get answers; the client finishes byte-identical.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func refusalsAnd200Pollers() throws {
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
-        let bed = try Testbed(hosts: ["server", "c1"])
-        defer { bed.teardown() }
-        let serverLog = f.dir.file("server.log")
-        let server = try startServer(bed, f, log: serverLog)
-        #expect(net.eventually(seconds: 30) { net.log(serverLog).contains("status page on") })
-        let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 120)
-        let refusals = try probe(bed, "server", ["refusals", "127.0.0.1", "8080"], dir: f.dir)
-        func status(_ key: String) -> Int { (refusals[key] as? [String: Any])?["status"] as? Int ?? -1 }
-        func head(_ key: String) -> String { (refusals[key] as? [String: Any])?["head"] as? String ?? "" }
-        #expect(status("post") == 405 && head("post").contains("Allow: GET, HEAD"), "\(refusals)")
-        #expect(status("delete") == 405)
-        #expect(status("missing") == 404)
-        #expect(status("bigHeader") == 431 && status("longURL") == 431, "\(refusals)")
-        #expect(status("bigBody") == 413, "\(refusals)")
-        #expect(status("garbage") == 400, "\(refusals)")
-        let pollers = try probe(bed, "server", ["pollers", "127.0.0.1", "8080", "200", "10"], dir: f.dir, timeout: 300)
-        #expect(pollers["ok"] as? Int == 2000 && pollers["failed"] as? Int == 0, "\(pollers)")
-        #expect(net.wait(c1, seconds: 180), "\(net.log(f.dir.file("c1.log")))")
-        #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
-        // Still answering after all that.
-        #expect(try self.status(bed, dir: f.dir)["clients"] != nil)
-        server.terminate()
-        #expect(net.wait(server, seconds: 10))
+        try withStatusServer { f, bed, server, serverLog in
+            let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 120)
+            let refusals = try probe(bed, "server", ["refusals", "127.0.0.1", "8080"], dir: f.dir)
+            func status(_ key: String) -> Int { (refusals[key] as? [String: Any])?["status"] as? Int ?? -1 }
+            func head(_ key: String) -> String { (refusals[key] as? [String: Any])?["head"] as? String ?? "" }
+            #expect(status("post") == 405 && head("post").contains("Allow: GET, HEAD"), "\(refusals)")
+            #expect(status("delete") == 405)
+            #expect(status("missing") == 404)
+            #expect(status("bigHeader") == 431 && status("longURL") == 431, "\(refusals)")
+            #expect(status("bigBody") == 413, "\(refusals)")
+            #expect(status("garbage") == 400, "\(refusals)")
+            let pollers = try probe(bed, "server", ["pollers", "127.0.0.1", "8080", "200", "10"], dir: f.dir, timeout: 300)
+            #expect(pollers["ok"] as? Int == 2000 && pollers["failed"] as? Int == 0, "\(pollers)")
+            #expect(net.wait(c1, seconds: 180), "\(net.log(f.dir.file("c1.log")))")
+            #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
+            // Still answering after all that.
+            #expect(try self.status(bed, dir: f.dir)["clients"] != nil)
+            server.terminate()
+            #expect(net.wait(server, seconds: 10))
+        }
     }
 
     /// A bare port listens on 127.0.0.1: another host cannot reach it, the server's own host
