@@ -90,3 +90,39 @@ header() {
 }
 # usage: verdict DESCRIPTION CONDITION_AS_AWK_EXPRESSION
 verdict() { awk "BEGIN { exit !($2) }" && echo "PASS  $1" || echo "FAIL  $1"; }
+
+# A multicast lab: LAB_HOSTS (server, c1, ...) each in a network namespace of its own on one
+# bridge without IGMP snooping, host i at NET.(i/200).(i%200+1)/16 with the multicast route on
+# eth0. `on HOST CMD...` runs a command in one. On exit everything running there is killed and
+# the namespaces deleted, after the script's own `lab_cleanup`, if it has one.
+# usage: lab_up PREFIX NET HOST...   (NET as "10.78")
+lab_up() {
+	LAB=$1
+	local net=$2 i=0 host ns
+	shift 2
+	trap lab_down EXIT
+	ip netns add "$LAB-net"
+	ip -n "$LAB-net" link add br0 type bridge mcast_snooping 0
+	ip -n "$LAB-net" link set br0 up
+	for host in "$@"; do
+		ns=$LAB-$host
+		ip netns add "$ns"
+		ip link add "$LAB$i" type veth peer name eth0 netns "$ns"
+		ip link set "$LAB$i" netns "$LAB-net"
+		ip -n "$LAB-net" link set "$LAB$i" master br0 up
+		ip -n "$ns" addr add "$net.$((i / 200)).$((i % 200 + 1))/16" dev eth0
+		ip -n "$ns" link set eth0 up
+		ip -n "$ns" link set lo up
+		ip -n "$ns" route add 224.0.0.0/4 dev eth0
+		i=$((i + 1))
+	done
+}
+lab_down() {
+	local ns
+	for ns in $(ip netns list | awk -v p="$LAB-" 'index($1, p) == 1 { print $1 }'); do
+		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+		ip netns del "$ns" 2>/dev/null || true
+	done
+	if declare -F lab_cleanup >/dev/null; then lab_cleanup; fi
+}
+on() { local h=$1; shift; ip netns exec "$LAB-$h" "$@"; }

@@ -51,34 +51,9 @@ for format in $FORMATS; do asr_image "$CORPUS" "$format" "$WORK/mc-$format.dmg";
 fresh "$WORK/corpus.gz" "$CORPUS" || { echo "gzip -6 of the corpus" >&2; gzip -6 -c "$CORPUS" >"$WORK/corpus.gz"; }
 fresh "$WORK/corpus.zst" "$CORPUS" || { echo "zstd -19 of the corpus" >&2; zstd -19 -T0 -q -c "$CORPUS" >"$WORK/corpus.zst"; }
 
-P=asrbench$$
 nhosts=$((SCALE_CLIENTS > 3 ? SCALE_CLIENTS : 3))
-teardown() {
-	local ns
-	for ns in $(ip netns list | awk -v p="$P-" 'index($1, p) == 1 { print $1 }'); do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-		ip netns del "$ns" 2>/dev/null || true
-	done
-	rm -f "$WORK"/mc-c*.raw "$WORK"/mc-local.raw
-}
-trap teardown EXIT
-ip netns add "$P-net"
-ip -n "$P-net" link add br0 type bridge mcast_snooping 0
-ip -n "$P-net" link set br0 up
-for ((i = 0; i <= nhosts; i++)); do
-	host=server
-	((i > 0)) && host=c$i
-	ns=$P-$host
-	ip netns add "$ns"
-	ip link add "$P$i" type veth peer name eth0 netns "$ns"
-	ip link set "$P$i" netns "$P-net"
-	ip -n "$P-net" link set "$P$i" master br0 up
-	ip -n "$ns" addr add "10.78.$((i / 200)).$((i % 200 + 1))/16" dev eth0
-	ip -n "$ns" link set eth0 up
-	ip -n "$ns" link set lo up
-	ip -n "$ns" route add 224.0.0.0/4 dev eth0
-done
-on() { local h=$1; shift; ip netns exec "$P-$h" "$@"; }
+lab_cleanup() { rm -f "$WORK"/mc-c*.raw "$WORK"/mc-local.raw; }
+lab_up "asrbench$$" 10.78 server $(seq -f 'c%g' 1 "$nhosts")
 loss() {  # loss HOST PERCENT (0 removes it)
 	on "$1" nft delete table inet asrloss 2>/dev/null || true
 	[ "$2" = 0 ] && return
@@ -87,7 +62,7 @@ loss() {  # loss HOST PERCENT (0 removes it)
 	on "$1" nft add rule inet asrloss input meta l4proto udp numgen random mod 100 '<' "$2" drop
 }
 now() { date +%s.%N; }
-stop_namespace() { ip netns pids "$P-$1" | xargs -r kill -TERM 2>/dev/null || true; }
+stop_namespace() { ip netns pids "$LAB-$1" | xargs -r kill -TERM 2>/dev/null || true; }
 
 # Starts CLIENTS client commands (the function named by $1 gets the host and its target file),
 # the last one DELAY seconds late when LATE is 1. Waits for all, checks every target against

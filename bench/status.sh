@@ -55,33 +55,8 @@ for t in ts: t.join()
 print(counts[0], counts[1])
 PY
 
-P=asrstat$$
-teardown() {
-	local ns
-	for ns in $(ip netns list | awk -v p="$P-" 'index($1, p) == 1 { print $1 }'); do
-		ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-		ip netns del "$ns" 2>/dev/null || true
-	done
-	rm -f "$WORK"/st-c*.raw
-}
-trap teardown EXIT
-ip netns add "$P-net"
-ip -n "$P-net" link add br0 type bridge mcast_snooping 0
-ip -n "$P-net" link set br0 up
-i=0
-for host in server c1 c2; do
-	ns=$P-$host
-	ip netns add "$ns"
-	ip link add "$P$i" type veth peer name eth0 netns "$ns"
-	ip link set "$P$i" netns "$P-net"
-	ip -n "$P-net" link set "$P$i" master br0 up
-	ip -n "$ns" addr add "10.79.0.$((i + 1))/16" dev eth0
-	ip -n "$ns" link set eth0 up
-	ip -n "$ns" link set lo up
-	ip -n "$ns" route add 224.0.0.0/4 dev eth0
-	i=$((i + 1))
-done
-on() { local h=$1; shift; ip netns exec "$P-$h" "$@"; }
+lab_cleanup() { rm -f "$WORK"/st-c*.raw; }
+lab_up "asrstat$$" 10.79 server c1 c2
 now() { date +%s.%N; }
 
 # session RATE MODE: prints "wall_s server_cpu_s requests_ok requests_failed".
@@ -99,7 +74,7 @@ session() {
 	sync
 	settle
 	# `ip netns exec` execs the server: $! is its pid, for its CPU time and its SIGTERM.
-	ip netns exec "$P-server" "$ASR" server --source "$image" --config "$cfg" --status 8080 2>"$WORK/st-server.log" &
+	ip netns exec "$LAB-server" "$ASR" server --source "$image" --config "$cfg" --status 8080 2>"$WORK/st-server.log" &
 	server=$!
 	for ((i = 0; i < 600; i++)); do grep -q 'waiting for clients' "$WORK/st-server.log" && break; sleep 0.1; done
 	grep -q 'waiting for clients' "$WORK/st-server.log" || { cat "$WORK/st-server.log" >&2; exit 1; }
