@@ -51,9 +51,9 @@ public struct ImageCreator {
         return try write(source, to: output)
     }
 
-    /// Chunk sizes we write: whole sectors from hdiutil's 1 MiB up to the largest chunk our
-    /// reader accepts.
-    public static let chunkSizes: ClosedRange<UInt64> = (1 << 20)...UDIFImage.maxChunkBytes
+    /// Chunk sizes we write: whole sectors from 64 KiB (small chunks let an incremental restore
+    /// fetch less of a scattered update) up to the largest chunk our reader accepts.
+    public static let chunkSizes: ClosedRange<UInt64> = (64 << 10)...UDIFImage.maxChunkBytes
 
     /// A `--zlib-level` value: 1...12, libdeflate's range.
     public static func parseZlibLevel(_ text: String) throws(ImagingError) -> Int32 {

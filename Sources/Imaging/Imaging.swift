@@ -14,7 +14,7 @@ public enum ImagingError: UserFacingError {
     case invalidSize(String, tooLarge: Bool)
     /// A `--format` value that is not one of `allowed`.
     case unknownFormat(String, allowed: [String])
-    /// A `--chunk-size` outside 1M...64M or not whole sectors.
+    /// A `--chunk-size` outside 64K...64M or not whole sectors.
     case invalidChunkSize(String)
     case invalidZlibLevel(String)
     /// A source that cannot be read as a disk, and why.
@@ -76,7 +76,7 @@ public enum ImagingError: UserFacingError {
             "unknown format \"\(displayable(text))\": use \(allowed.dropLast().joined(separator: ", ")) or \(allowed.last ?? "")"
         case .invalidZlibLevel(let text): "zlib level \"\(displayable(text))\" is not 1 to 12"
         case .invalidChunkSize(let text):
-            "invalid chunk size \"\(displayable(text))\": use a multiple of 512 bytes from 1M to 64M"
+            "invalid chunk size \"\(displayable(text))\": use a multiple of 512 bytes from 64K to 64M"
         case .unusableSource(let path, let why), .unusableOutput(let path, let why): "\(path) \(why)"
         case .unusableTarget(let path, let problem):
             switch problem {

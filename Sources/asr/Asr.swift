@@ -100,7 +100,7 @@ struct Create: ParsableCommand {
     @Option(help: "Folder tree to build a filesystem image from.") var srcfolder: String?
     @Option(help: "The image to write.") var output: String
     @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest) or UDRO (uncompressed).") var format = "UDZO"
-    @Option(help: "Bytes per chunk, a multiple of 512 from 1M (what hdiutil writes) to 64M; larger is denser.")
+    @Option(help: "Bytes per chunk, a multiple of 512 from 64K to 64M (hdiutil writes 1M); larger is denser, smaller re-images faster with --incremental.")
     var chunkSize = "1M"
     @Option(help: "UDZO: zlib level, 1 (fastest) to 12 (densest; hdiutil's zlib-level goes to 9).") var zlibLevel = "6"
     @Option(help: "Filesystem for --srcfolder: ext4 or fat32.") var fs: FolderFilesystem = .ext4
@@ -172,7 +172,7 @@ struct Convert: ParsableCommand {
 
     @Option(help: "UDIF image, raw image or block device.") var source: String
     @Option(help: "UDZO (zlib), UDBZ (bzip2), ULMO (XZ, densest), UDRO (uncompressed) or RAW.") var format: String
-    @Option(help: "Bytes per chunk of a UDIF output, a multiple of 512 from 1M (what hdiutil writes) to 64M.")
+    @Option(help: "Bytes per chunk of a UDIF output, a multiple of 512 from 64K to 64M (hdiutil writes 1M).")
     var chunkSize = "1M"
     @Option(help: "UDZO: zlib level, 1 (fastest) to 12 (densest).") var zlibLevel = "6"
     @Option(help: "The file (or device, for RAW) to write.") var output: String
