@@ -243,4 +243,105 @@ import UDIF
         }
         #expect(opened > 0 && refused > 0, "opened \(opened), refused \(refused)")
     }
+
+    // MARK: Compression
+
+    /// The fixture has no compressed file, so two are made in it: the file-system tree's one
+    /// leaf (the root) is rebuilt with a_file marked UF_COMPRESSED and given a decmpfs header
+    /// with its zlib data inline (type 3), and another_file given one pointing at a zlib
+    /// resource fork (type 4) in a com.apple.ResourceFork kept in a data stream of its own
+    /// (an extent in a free block). Both read back as their text; the headers are hidden from
+    /// the attributes, as macOS hides them.
+    @Test func compressedFilesReadThroughDecmpfs() throws {
+        var bytes = try Self.fixture()
+        let reader = try Self.reader(bytes)
+        let tree = try Self.walk(reader)
+        let inline = try #require(tree["a_directory/a_file"]).node, forked = try #require(tree["a_directory/another_file"]).node
+        let text = Array(String(repeating: "APFS keeps this file compressed. ", count: 400).utf8)
+        let other = Array(String(repeating: "In a resource fork, in 64 KiB blocks. ", count: 2000).utf8)
+        func zlib(_ b: [UInt8]) throws -> [UInt8] { try #require(b.withUnsafeBytes { Codec.compressZlib($0, level: 9) }) }
+        func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+        func header(_ type: Int, _ size: Int) -> [UInt8] { Array("fpmc".utf8) + le32(type) + le32(size) + le32(0) }
+        // A resource fork holding one 'cmpf' resource: 0x100 of header, then the block table.
+        let blocks = stride(from: 0, to: other.count, by: 65536).map { Array(other[$0..<min($0 + 65536, other.count)]) }
+        let stored = try blocks.map(zlib)
+        var fork = [0, 0, 0, 16] + [UInt8](repeating: 0, count: 12)
+        fork += le32(0) + le32(blocks.count)
+        var offset = 4 + 8 * blocks.count
+        for s in stored { fork += le32(offset) + le32(s.count); offset += s.count }
+        fork += stored.flatMap { $0 }
+
+        let root = try #require(Self.objects(bytes, type: 2).first { bytes[$0 + 28] == 0xE && bytes[$0 + 16] == 3 })
+        var records = Self.leafRecords(bytes, at: root)
+        for (k, r) in records.enumerated() where r.key.prefix(8).elementsEqual(Self.le64(inline | 3 << 60)) || r.key.prefix(8).elementsEqual(Self.le64(forked | 3 << 60)) {
+            records[k].value[68] |= 0x20  // UF_COMPRESSED
+        }
+        func xattr(_ node: UInt64, _ name: String, _ data: [UInt8]) -> (key: [UInt8], value: [UInt8]) {
+            let n = Array(name.utf8) + [0]
+            return (Self.le64(node | 4 << 60) + [UInt8(n.count), 0] + n, [2, 0, UInt8(data.count & 0xFF), UInt8(data.count >> 8)] + data)
+        }
+        // The fork in a free block, as data stream 5000: the xattr's j_xattr_dstream_t and one extent.
+        let block = try #require(stride(from: 4096 * 200, to: bytes.count, by: 4096).first { bytes[$0..<($0 + 4096)].allSatisfy { $0 == 0 } })
+        #expect(fork.count <= 4096)
+        bytes.replaceSubrange(block..<(block + fork.count), with: fork)
+        let stream: UInt64 = 5000
+        var forkRecord = xattr(forked, "com.apple.ResourceFork", Self.le64(stream) + Self.le64(UInt64(fork.count)) + Self.le64(4096) + [UInt8](repeating: 0, count: 24))
+        forkRecord.value[0] = 1  // XATTR_DATA_STREAM
+        records += [xattr(inline, "com.apple.decmpfs", header(3, text.count) + (try zlib(text))),
+                    xattr(forked, "com.apple.decmpfs", header(4, other.count)), forkRecord,
+                    (Self.le64(stream | 8 << 60) + Self.le64(0), Self.le64(4096) + Self.le64(UInt64(block / 4096)) + Self.le64(0))]
+        records.sort { a, b in
+            let (ka, kb) = (a.key.prefix(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, b.key.prefix(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            let (ta, tb) = ((ka & 0x0FFF_FFFF_FFFF_FFFF, ka >> 60), (kb & 0x0FFF_FFFF_FFFF_FFFF, kb >> 60))
+            return ta != tb ? ta < tb : a.key.lexicographicallyPrecedes(b.key)
+        }
+        try Self.writeLeaf(&bytes, at: root, records)
+        APFSChecksum.reseal(&bytes)
+
+        let compressed = try Self.reader(bytes)
+        for (node, want) in [(inline, text), (forked, other)] {
+            let a = try compressed.attributes(of: node)
+            #expect(a.size == UInt64(want.count))
+            #expect(try Self.content(compressed, node, size: a.size) == want)
+            // A read from the middle, across a 64 KiB block for the forked one.
+            var piece = [UInt8](repeating: 0, count: 1000)
+            let at = min(65000, want.count - 1000)
+            let n = try piece.withUnsafeMutableBytes { try compressed.read(node, at: UInt64(at), into: $0) }
+            #expect(n == 1000 && piece == Array(want[at..<(at + 1000)]))
+            #expect(compressed.storedOffset(of: node, at: 0) == nil)
+            #expect(try !compressed.extendedAttributeNames(of: node).contains { $0.contains("decmpfs") || $0.contains("ResourceFork") })
+        }
+        #expect(try compressed.extendedAttributeNames(of: inline) == ["user.myxattr"])
+    }
+
+    static func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
+
+    /// A variable-size leaf's records (kvloc_t table of contents).
+    static func leafRecords(_ b: [UInt8], at: Int) -> [(key: [UInt8], value: [UInt8])] {
+        let tocOffset = le16(b, at + 40), tocLength = le16(b, at + 42)
+        let keyStart = at + 56 + tocOffset + tocLength, valueEnd = at + 4096 - (b[at + 32] & 1 != 0 ? 40 : 0)
+        return (0..<le16(b, at + 36)).map { i in
+            let e = at + 56 + tocOffset + 8 * i
+            let k = keyStart + le16(b, e), v = valueEnd - le16(b, e + 4)
+            return (Array(b[k..<(k + le16(b, e + 2))]), Array(b[v..<(v + le16(b, e + 6))]))
+        }
+    }
+
+    /// Lays the records out again: keys after the table of contents, values back from the end.
+    static func writeLeaf(_ b: inout [UInt8], at: Int, _ records: [(key: [UInt8], value: [UInt8])]) throws {
+        let tocLength = le16(b, at + 42)
+        guard 8 * records.count <= tocLength else { throw TestFailure("\(records.count) records do not fit the table") }
+        let keyStart = at + 56 + tocLength, valueEnd = at + 4096 - 40
+        var keyAt = 0, valueAt = 0
+        for (i, r) in records.enumerated() {
+            let e = at + 56 + 8 * i
+            valueAt += r.value.count
+            guard keyStart + keyAt + r.key.count <= valueEnd - valueAt else { throw TestFailure("the records do not fit the node") }
+            for (o, v) in [(0, keyAt), (2, r.key.count), (4, valueAt), (6, r.value.count)] { b[e + o] = UInt8(v & 0xFF); b[e + o + 1] = UInt8(v >> 8) }
+            b.replaceSubrange((keyStart + keyAt)..<(keyStart + keyAt + r.key.count), with: r.key)
+            b.replaceSubrange((valueEnd - valueAt)..<(valueEnd - valueAt + r.value.count), with: r.value)
+            keyAt += r.key.count
+        }
+        b[at + 36] = UInt8(records.count & 0xFF); b[at + 37] = UInt8(records.count >> 8)
+    }
 }
