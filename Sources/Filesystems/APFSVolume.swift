@@ -26,6 +26,8 @@ final class APFSVolume: VolumeReader, Sendable {
     }
 
     static let maxCached = 1 << 16
+    /// Node numbers volumes/ can carry (it keeps 40 bits for them); real volumes count up from 16.
+    static let maxNode: UInt64 = 1 << 40
     static let maxListing = 1 << 22
     static let maxExtents = 1 << 20
     static let maxAttributeBytes: UInt64 = 16 << 20
@@ -44,6 +46,8 @@ final class APFSVolume: VolumeReader, Sendable {
         label = String(decoding: nameBytes, as: UTF8.self)
         guard sb.le64(264) & 1 != 0 else { throw .damaged("it is encrypted") }
         let incompatible = sb.le64(56)
+        // A sealed (signed system) volume keeps file extents in a tree of its own, not read here.
+        guard incompatible & 0x20 == 0 else { throw .damaged("it is a sealed system volume, which is not read") }
         // Case- or normalization-insensitive volumes key names with a hash.
         hashedNames = incompatible & 0x9 != 0
         blocks = container.blocks
@@ -193,7 +197,7 @@ final class APFSVolume: VolumeReader, Sendable {
             guard let bytes = name(key), v.count >= 18 else { throw .damaged("directory \(directory) has a record that cannot be read") }
             let name = String(decoding: bytes, as: UTF8.self)
             let id = v.le64(0)
-            guard !bytes.contains(UInt8(ascii: "/")), name != ".", name != "..", id != directory, id != rootNode, id >= 2, id < 1 << 60 else { return }
+            guard !bytes.contains(UInt8(ascii: "/")), name != ".", name != "..", id != directory, id != rootNode, id >= 2, id < Self.maxNode else { return }
             entries.append(NodeEntry(name: name, node: id, kind: Self.kind(ofDirectoryType: v.le16(16))))
         }
         let listed = entries

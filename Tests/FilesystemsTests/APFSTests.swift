@@ -314,6 +314,35 @@ import UDIF
         #expect(try compressed.extendedAttributeNames(of: inline) == ["user.myxattr"])
     }
 
+    /// A case-sensitive volume keys directory records by name alone (j_drec_key_t: u16 length,
+    /// name), not by a hash: the fixture's records rewritten so, its case-insensitive flag
+    /// cleared, read as the same tree.
+    @Test func caseSensitiveVolumesKeyNamesWithoutAHash() throws {
+        var bytes = try Self.fixture()
+        let plain = try Self.walk(try Self.reader(bytes))
+        let root = try #require(Self.objects(bytes, type: 2).first { bytes[$0 + 28] == 0xE && bytes[$0 + 16] == 3 })
+        var records = Self.leafRecords(bytes, at: root)
+        var rewritten = 0
+        for k in records.indices where records[k].key[7] >> 4 == 9 {
+            let key = records[k].key
+            let length = Int(key[8]) | Int(key[9] & 0x3) << 8
+            records[k].key = Array(key[0..<8]) + [UInt8(length & 0xFF), UInt8(length >> 8)] + Array(key[12...])
+            rewritten += 1
+        }
+        #expect(rewritten >= 9)
+        records.sort { a, b in
+            let (ka, kb) = (a.key.prefix(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }, b.key.prefix(8).reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            let (ta, tb) = ((ka & 0x0FFF_FFFF_FFFF_FFFF, ka >> 60), (kb & 0x0FFF_FFFF_FFFF_FFFF, kb >> 60))
+            return ta != tb ? ta < tb : a.key.lexicographicallyPrecedes(b.key)
+        }
+        try Self.writeLeaf(&bytes, at: root, records)
+        for at in Self.objects(bytes, type: 0xD) { bytes[at + 56] &= ~0x9 }
+        APFSChecksum.reseal(&bytes)
+        let tree = try Self.walk(try Self.reader(bytes))
+        #expect(Set(tree.keys) == Set(plain.keys) && tree.count == 10)
+        #expect(tree.mapValues(\.attributes) == plain.mapValues(\.attributes))
+    }
+
     static func le64(_ v: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
 
     /// A variable-size leaf's records (kvloc_t table of contents).
