@@ -47,7 +47,7 @@ struct APFSContainer: Sendable {
         var candidates: [[UInt8]] = []
         let descBlocks = first.le32(104)
         let descBase = first.le64(112)
-        if descBlocks & 0x8000_0000 == 0, descBlocks <= Self.maxDescriptorBlocks, descBase > 0 {
+        if descBlocks & 0x8000_0000 == 0, descBlocks <= Self.maxDescriptorBlocks, descBase > 0, descBase < partition.length / blockSize {
             for i in 0..<descBlocks {
                 guard let at = (descBase + i).times(blockSize), at <= partition.length, blockSize <= partition.length - at,
                       let b = try? Self.bytes(partition, at: at, count: Int(blockSize)) else { break }
@@ -304,8 +304,9 @@ struct APFSBlocks: Sendable {
 
     /// Plain bytes (file data), checked against the container's end.
     func read(into buffer: UnsafeMutableRawBufferPointer, block: UInt64, offset: UInt64) throws(VolumeError) {
-        guard block < blockCount, let start = block.times(blockSize), start <= blockCount * blockSize - offset,
-              UInt64(buffer.count) <= blockCount * blockSize - start - offset else {
+        let total = blockCount * blockSize  // checked against the partition at open
+        guard block < blockCount, let start = block.times(blockSize), offset <= total - start,
+              UInt64(buffer.count) <= total - start - offset else {
             throw .damaged("an extent at block \(block) runs past the container")
         }
         do throws(FilesystemError) {

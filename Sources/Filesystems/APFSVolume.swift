@@ -259,6 +259,7 @@ final class APFSVolume: VolumeReader, Sendable {
         guard let value = try attribute(node, named: "com.apple.fs.symlink") else { throw .damaged("symbolic link \(node) has no target") }
         var target = value
         while target.last == 0 { target.removeLast() }
+        guard target.count <= 1 << 16 else { throw .damaged("symbolic link \(node) is \(target.count) bytes long") }
         return target
     }
 
