@@ -244,6 +244,30 @@ import UDIF
         #expect(opened > 0 && refused > 0, "opened \(opened), refused \(refused)")
     }
 
+    /// The container superblock's fs_oid array with the volume in slots 1 and 3 and an ID
+    /// the object map lacks in slot 2: three volumes in slot order, the middle one refused
+    /// with one line, the others read.
+    @Test func volumesAreInSlotOrderAndOneBadSlotLeavesTheOthers() throws {
+        var bytes = try Self.fixture()
+        for at in Self.objects(bytes, type: 1) {
+            let oid = Array(bytes[(at + 184)..<(at + 192)])
+            bytes[at + 180] = 3  // nx_max_file_systems: this small container allows one
+            bytes.replaceSubrange((at + 192)..<(at + 200), with: Self.le64(9999))
+            bytes.replaceSubrange((at + 200)..<(at + 208), with: oid)
+        }
+        APFSChecksum.reseal(&bytes)
+        let found = Self.volumes(bytes)
+        #expect(found.map(\.position) == [1, 2, 3])
+        guard found.count == 3 else { return }
+        guard case .failed(let filesystem, let reason) = found[1].opening else { Issue.record("slot 2 opened"); return }
+        #expect(filesystem == "APFS" && reason.contains("9999") && !reason.contains("\n"), "\(reason)")
+        for v in [found[0], found[2]] {
+            guard case .opened(let reader) = v.opening else { Issue.record("slot \(v.position ?? 0) not opened"); continue }
+            #expect(reader.label == "apfs_test")
+            #expect(try Self.walk(reader).count == 10)
+        }
+    }
+
     // MARK: Compression
 
     /// The fixture has no compressed file, so two are made in it: the file-system tree's one

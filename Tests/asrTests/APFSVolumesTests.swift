@@ -120,4 +120,28 @@ struct APFSVolumesTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: point + "/volumes").isEmpty)
         #expect(try sha256(file: point + "/disk.img") == sha256(file: raw))
     }
+
+    /// A container listing its volume in slots 1 and 3 and a missing one in slot 2: two
+    /// directories named by slot, one log line for the other.
+    @Test func volumesAreNamedByTheirSlot() throws {
+        let dir = TemporaryDirectory()
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: try Fixtures.filesystem("apfs.raw"))))
+        for at in stride(from: 0, to: bytes.count, by: 4096) where bytes[(at + 32)..<(at + 36)].elementsEqual("NXSB".utf8) {
+            let oid = Array(bytes[(at + 184)..<(at + 192)])
+            bytes[at + 180] = 3  // nx_max_file_systems: this small container allows one
+            bytes.replaceSubrange((at + 192)..<(at + 200), with: [0x0F, 0x27, 0, 0, 0, 0, 0, 0])  // 9999
+            bytes.replaceSubrange((at + 200)..<(at + 208), with: oid)
+        }
+        APFSChecksum.reseal(&bytes)
+        let raw = dir.file("three.raw")
+        try Data(bytes).write(to: URL(fileURLWithPath: raw))
+        let point = dir.file("mnt")
+        try FileManager.default.createDirectory(atPath: point, withIntermediateDirectories: true)
+        let out = try CLI.run(["mount", raw, point], timeout: 120)
+        defer { _ = try? CLI.run(["unmount", point]) }
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stderrLines.count == 1 && out.stderr.hasPrefix("asr mount: \(raw): partition 0 volume 2 (APFS) is not shown in volumes/: "), "\(out.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: point + "/volumes").sorted() == ["0.1-apfs_test", "0.3-apfs_test"])
+        #expect(try Run.shell("cat '\(point)/volumes/0.3-apfs_test/a_directory/another_file'") == (try Run.shell("cat '\(point)/volumes/0.1-apfs_test/a_link'")))
+    }
 }
