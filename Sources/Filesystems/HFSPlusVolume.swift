@@ -381,8 +381,7 @@ final class HFSPlusVolume: VolumeReader, Sendable {
         guard let attribute = try storedAttributes(of: r.id, named: "com.apple.decmpfs").first(where: { $0.0 == "com.apple.decmpfs" })?.1 else {
             return nil
         }
-        let map = try forkMap(r, type: 0xFF)
-        let d = try DecmpfsReader.header(attribute, forkSize: map.logicalSize, fork: resourceFork(map))
+        let d = try DecmpfsReader.header(attribute, forkSize: r.resourceFork.logicalSize, fork: resourceFork(r))
         caches.withLock { c in
             if c.compression.count >= Self.maxCached { c.compression.removeAll() }
             c.compression[r.id] = d
@@ -390,9 +389,12 @@ final class HFSPlusVolume: VolumeReader, Sendable {
         return d
     }
 
-    private func resourceFork(_ map: ForkMap) -> DecmpfsReader.Fork {
+    /// The resource fork's bytes, its extents mapped only when first read (inline-compressed
+    /// files never need them).
+    private func resourceFork(_ r: CatalogRecord) -> DecmpfsReader.Fork {
         let partition = partition
-        return { (offset, count) throws(VolumeError) in
+        return { [self] (offset, count) throws(VolumeError) in
+            let map = try forkMap(r, type: 0xFF)
             var bytes = [UInt8](repeating: 0, count: count)
             try map.read(partition, at: offset, into: &bytes)
             return bytes
@@ -400,8 +402,7 @@ final class HFSPlusVolume: VolumeReader, Sendable {
     }
 
     private func readCompressed(_ r: CatalogRecord, _ d: Decmpfs, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(VolumeError) -> Int {
-        let map = try forkMap(r, type: 0xFF)
-        return try compressed.read(d, file: UInt64(r.id), at: offset, into: buffer, forkSize: map.logicalSize, fork: resourceFork(map))
+        try compressed.read(d, file: UInt64(r.id), at: offset, into: buffer, forkSize: r.resourceFork.logicalSize, fork: resourceFork(r))
     }
 }
 
