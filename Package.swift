@@ -90,9 +90,11 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .testTarget(name: "FilesystemsTests", dependencies: ["Filesystems", "UDIF", "TestSupport", "SystemSupport"]),
+        .testTarget(name: "FilesystemsTests", dependencies: [
+            "Filesystems", "UDIF", "TestSupport", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
-            "UDIF", "ImageFS", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "ImageFS", "Filesystems", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]

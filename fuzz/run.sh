@@ -21,7 +21,7 @@ rm -rf fuzz/seeds fuzz/logs
 mkdir -p fuzz/seeds fuzz/logs fuzz/crashes
 # Leaks are not checked here either: Foundation's Process (the filesystem seeds are made by
 # mkfs tools) leaks a weak reference.
-ASAN_OPTIONS=detect_leaks=0 "$bin" --write-seeds fuzz/seeds "$fixtures"/*.dmg
+ASAN_OPTIONS=detect_leaks=0 "$bin" --write-seeds fuzz/seeds "$fixtures"/*.dmg $(ls "$fixtures"/../fs/*.raw 2>/dev/null)
 ls fuzz/crashes >fuzz/logs/crashes.before
 
 # -malloc_limit_mb: no single allocation may exceed what the formats allow us to make
@@ -30,7 +30,7 @@ run_one() {
     local t=$1
     # Whole small filesystems are seeds past libFuzzer's default 1 MiB input limit.
     local max_len=""
-    case $t in filesystem|hfsplus|ext|fat) max_len="-max_len=4500000" ;; esac
+    case $t in filesystem|hfsplus|ext|fat|apfs) max_len="-max_len=4500000" ;; esac
     mkdir -p "fuzz/corpus/$t"
     # SWIFT_BACKTRACE: Swift's crash reporter would fight ASan's over the signal. Leaks are
     # not checked: Foundation leaks on its error paths (CFError), which is not ours to fix.

@@ -1,3 +1,4 @@
+import SystemSupport
 import UDIF
 
 /// A file compressed by macOS (its com.apple.decmpfs attribute): a 16-byte header (magic
@@ -122,6 +123,72 @@ struct Decmpfs: Sendable {
             throw .damaged("a compressed block cannot be decoded: \(error)")
         }
         return out
+    }
+}
+
+/// A compressed file as a reader reads it, shared by the readers with decmpfs (HFS+ and APFS):
+/// the header and block table checked once, then reads served from 64 KiB blocks decoded once
+/// and kept in a small cache. The resource fork is reached through `fork(offset, count)`,
+/// every request checked against `forkSize` first.
+final class DecmpfsReader: Sendable {
+    private let blocks = Locked<[BlockKey: [UInt8]]>([:])
+    static let maxCachedBlocks = 64
+
+    struct BlockKey: Hashable { var file: UInt64; var index: Int }
+
+    typealias Fork = (UInt64, Int) throws(VolumeError) -> [UInt8]
+
+    static func checked(_ forkSize: UInt64, _ fork: @escaping Fork) -> Fork {
+        { (offset, count) throws(VolumeError) in
+            guard count >= 0, offset <= forkSize, UInt64(count) <= forkSize - offset else {
+                throw .damaged("a compressed file's block table points past its resource fork")
+            }
+            return try fork(offset, count)
+        }
+    }
+
+    /// The header of `attribute`, with its block table when the data is in the resource fork.
+    static func header(_ attribute: [UInt8], forkSize: UInt64, fork: @escaping Fork) throws(VolumeError) -> Decmpfs {
+        var d = try Decmpfs(attribute)
+        if d.storage == .resourceFork { try d.readTable(checked(forkSize, fork)) }
+        return d
+    }
+
+    /// Fills `buffer` from `offset` of file `file`'s decoded content; fewer bytes only at its end.
+    func read(_ d: Decmpfs, file: UInt64, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer,
+              forkSize: UInt64, fork: @escaping Fork) throws(VolumeError) -> Int {
+        guard offset < d.size, buffer.count > 0 else { return 0 }
+        let count = Int(min(UInt64(buffer.count), d.size - offset))
+        var done = 0
+        while done < count {
+            let at = offset + UInt64(done)
+            let index = Int(at / Decmpfs.blockSize)
+            let block = try decoded(d, file: file, index, forkSize: forkSize, fork: fork)
+            let within = Int(at % Decmpfs.blockSize)
+            guard within < block.count else { throw .damaged("compressed file \(file)'s block \(index) is short") }
+            let n = min(count - done, block.count - within)
+            block.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<(within + n)])) }
+            done += n
+        }
+        return count
+    }
+
+    private func decoded(_ d: Decmpfs, file: UInt64, _ index: Int, forkSize: UInt64, fork: @escaping Fork) throws(VolumeError) -> [UInt8] {
+        let key = BlockKey(file: file, index: index)
+        if let hit = blocks.withLock({ $0[key] }) { return hit }
+        let block: [UInt8]
+        if d.storage == .attribute {
+            let whole = try d.decodeInline()
+            let start = index * Int(Decmpfs.blockSize)
+            block = Array(whole[min(start, whole.count)..<min(start + Int(Decmpfs.blockSize), whole.count)])
+        } else {
+            block = try d.decodeBlock(index, Self.checked(forkSize, fork))
+        }
+        blocks.withLock { c in
+            if c.count >= Self.maxCachedBlocks { c.removeAll() }
+            c[key] = block
+        }
+        return block
     }
 }
 

@@ -21,6 +21,7 @@ final class HFSPlusVolume: VolumeReader, Sendable {
     let fileLinks: UInt32?
     let directoryLinks: UInt32?
     private let caches = Locked(Caches())
+    private let compressed = DecmpfsReader()
 
     struct Caches {
         var listings: [UInt32: [Child]] = [:]
@@ -30,7 +31,6 @@ final class HFSPlusVolume: VolumeReader, Sendable {
         var records: [UInt32: Child] = [:]
         var forks: [UInt64: ForkMap] = [:]
         var compression: [UInt32: Decmpfs] = [:]
-        var blocks: [UInt64: [UInt8]] = [:]
     }
 
     /// A catalog record found in its parent's listing.
@@ -381,18 +381,7 @@ final class HFSPlusVolume: VolumeReader, Sendable {
         guard let attribute = try storedAttributes(of: r.id, named: "com.apple.decmpfs").first(where: { $0.0 == "com.apple.decmpfs" })?.1 else {
             return nil
         }
-        var d = try Decmpfs(attribute)
-        if d.storage == .resourceFork {
-            let map = try forkMap(r, type: 0xFF)
-            try d.readTable { (offset, count) throws(VolumeError) in
-                guard offset <= map.logicalSize, UInt64(count) <= map.logicalSize - offset else {
-                    throw .damaged("compressed file \(r.id)'s block table points past its resource fork")
-                }
-                var bytes = [UInt8](repeating: 0, count: count)
-                try map.read(partition, at: offset, into: &bytes)
-                return bytes
-            }
-        }
+        let d = try DecmpfsReader.header(attribute, forkSize: r.resourceFork.logicalSize, fork: resourceFork(r))
         caches.withLock { c in
             if c.compression.count >= Self.maxCached { c.compression.removeAll() }
             c.compression[r.id] = d
@@ -400,47 +389,20 @@ final class HFSPlusVolume: VolumeReader, Sendable {
         return d
     }
 
-    private func readCompressed(_ r: CatalogRecord, _ d: Decmpfs, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(VolumeError) -> Int {
-        guard offset < d.size, buffer.count > 0 else { return 0 }
-        let count = Int(min(UInt64(buffer.count), d.size - offset))
-        var done = 0
-        while done < count {
-            let at = offset + UInt64(done)
-            let index = Int(at / Decmpfs.blockSize)
-            let block = try decodedBlock(r, d, index)
-            let within = Int(at % Decmpfs.blockSize)
-            guard within < block.count else { throw .damaged("compressed file \(r.id)'s block \(index) is short") }
-            let n = min(count - done, block.count - within)
-            block.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + n)]).copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[within..<(within + n)])) }
-            done += n
+    /// The resource fork's bytes, its extents mapped only when first read (inline-compressed
+    /// files never need them).
+    private func resourceFork(_ r: CatalogRecord) -> DecmpfsReader.Fork {
+        let partition = partition
+        return { [self] (offset, count) throws(VolumeError) in
+            let map = try forkMap(r, type: 0xFF)
+            var bytes = [UInt8](repeating: 0, count: count)
+            try map.read(partition, at: offset, into: &bytes)
+            return bytes
         }
-        return count
     }
 
-    private func decodedBlock(_ r: CatalogRecord, _ d: Decmpfs, _ index: Int) throws(VolumeError) -> [UInt8] {
-        let key = UInt64(r.id) << 32 | UInt64(index)
-        if let hit = caches.withLock({ $0.blocks[key] }) { return hit }
-        let block: [UInt8]
-        if d.storage == .attribute {
-            let whole = try d.decodeInline()
-            let start = index * Int(Decmpfs.blockSize)
-            block = Array(whole[min(start, whole.count)..<min(start + Int(Decmpfs.blockSize), whole.count)])
-        } else {
-            let map = try forkMap(r, type: 0xFF)
-            block = try d.decodeBlock(index) { (offset, count) throws(VolumeError) in
-                guard offset <= map.logicalSize, UInt64(count) <= map.logicalSize - offset else {
-                    throw .damaged("compressed file \(r.id)'s block points past its resource fork")
-                }
-                var bytes = [UInt8](repeating: 0, count: count)
-                try map.read(partition, at: offset, into: &bytes)
-                return bytes
-            }
-        }
-        caches.withLock { c in
-            if c.blocks.count >= 64 { c.blocks.removeAll() }
-            c.blocks[key] = block
-        }
-        return block
+    private func readCompressed(_ r: CatalogRecord, _ d: Decmpfs, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(VolumeError) -> Int {
+        try compressed.read(d, file: UInt64(r.id), at: offset, into: buffer, forkSize: r.resourceFork.logicalSize, fork: resourceFork(r))
     }
 }
 

@@ -115,13 +115,34 @@ public enum VolumeOpening: Sendable {
     case failed(filesystem: String, reason: String)
 }
 
-/// Opens the trees of the filesystems we can read: ext2/3/4 (libext2fs), HFS+/HFSX and FAT.
+/// One volume of a partition: the partition's only one, or one of an APFS container's.
+public struct ContainedVolume: Sendable {
+    /// The volume's place in its container (APFS: its slot in nx_fs_oid, from 1); nil for a
+    /// partition holding one filesystem, or a container that could not be read at all.
+    public var position: Int?
+    public var opening: VolumeOpening
+}
+
+/// Opens the trees of the filesystems we can read: ext2/3/4 (libext2fs), HFS+/HFSX, FAT and
+/// APFS (each unencrypted volume of a container).
 public enum Volumes {
     /// The filesystem in the `length` bytes at `offset` of `source`, opened and checked; nil
-    /// when it is none we read.
+    /// when it is none we read. An APFS container gives its first volume.
     public static func open(_ source: any ByteSource, offset: UInt64, length: UInt64) -> VolumeOpening? {
-        guard length > 0, offset <= source.byteCount, length <= source.byteCount - offset else { return nil }
+        openAll(source, offset: offset, length: length).first?.opening
+    }
+
+    /// Every volume of the partition: one for most filesystems, one per volume of an APFS
+    /// container (encrypted or damaged ones as `.failed`); empty when it is none we read.
+    public static func openAll(_ source: any ByteSource, offset: UInt64, length: UInt64) -> [ContainedVolume] {
+        guard length > 0, offset <= source.byteCount, length <= source.byteCount - offset else { return [] }
         let partition = Partition(source: source, offset: offset, length: length)
+        if partition.matches("NXSB", at: 32) { return APFSVolumes.open(partition) }
+        return openOne(partition).map { [ContainedVolume(position: nil, opening: $0)] } ?? []
+    }
+
+    static func openOne(_ partition: Partition) -> VolumeOpening? {
+        let length = partition.length
         if let sb = try? partition.bytes(at: Ext2.superblockOffset, count: 1024), length >= 2048,
            sb.le16(56) == 0xEF53, sb.le32(24) <= 6, sb.le32(96) & Ext2.incompatJournalDevice == 0 {
             let name = Ext2.name(sb)
@@ -153,5 +174,26 @@ public enum Volumes {
             }
         }
         return nil
+    }
+}
+
+/// The volumes of an APFS container, in nx_fs_oid order.
+enum APFSVolumes {
+    static func open(_ partition: Partition) -> [ContainedVolume] {
+        let container: APFSContainer
+        do throws(VolumeError) {
+            container = try APFSContainer(partition)
+        } catch {
+            return [ContainedVolume(position: nil, opening: .failed(filesystem: "APFS", reason: error.description))]
+        }
+        return container.volumeSlots.map { slot in
+            do throws(VolumeError) {
+                let address = try container.omap.address(of: slot.oid, xid: container.xid)
+                let sb = try container.blocks.object(at: address, type: APFSContainer.ObjectType.fs, oid: slot.oid)
+                return ContainedVolume(position: slot.position, opening: .opened(try APFSVolume(container, superblock: sb)))
+            } catch {
+                return ContainedVolume(position: slot.position, opening: .failed(filesystem: "APFS", reason: error.description))
+            }
+        }
     }
 }

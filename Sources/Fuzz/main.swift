@@ -3,7 +3,8 @@
 // every target) it runs the same harness under the seeded mutation loop instead.
 //
 //   Fuzz --list                        the harness names
-//   Fuzz --write-seeds DIR IMAGE...    seed corpora DIR/<harness>/ and dictionaries DIR/<harness>.dict
+//   Fuzz --write-seeds DIR FILE...     seed corpora DIR/<harness>/ and dictionaries DIR/<harness>.dict
+//                                      (FILE: a .dmg, or a raw filesystem such as apfs.raw)
 //   ASR_FUZZ_TARGET=NAME Fuzz [libFuzzer flags] CORPUS_DIR...
 
 import CFuzzer
@@ -25,7 +26,8 @@ func writeSeeds(to dir: String, images: [String]) {
         guard let data = FileManager.default.contents(atPath: path) else { fail("cannot read \(path)") }
         return [UInt8](data)
     }
-    let seeds = Seeds(images: bytes)
+    let raw = images.indices.filter { !images[$0].hasSuffix(".dmg") }
+    let seeds = Seeds(images: bytes.indices.filter { !raw.contains($0) }.map { bytes[$0] }, filesystems: raw.map { bytes[$0] })
     for target in FuzzTarget.allCases {
         let corpus = dir + "/" + target.rawValue
         try? FileManager.default.createDirectory(atPath: corpus, withIntermediateDirectories: true)

@@ -36,6 +36,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
     case ext
     /// A FAT12/16/32 partition's tree, as volumes/ shows it (our directory and chain reader).
     case fat
+    /// An APFS container's volumes' trees, as volumes/ shows them (our object maps, B-trees
+    /// and file-system records).
+    case apfs
 
     public var description: String { rawValue }
 
@@ -59,6 +62,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable, CustomStringConvertible 
         case .hfsplus: try VolumeHarness.walk(input, filesystems: ["HFS+", "HFSX"])
         case .ext: try VolumeHarness.walk(input, filesystems: ["ext2", "ext3", "ext4"])
         case .fat: try VolumeHarness.walk(input, filesystems: ["FAT", "FAT12", "FAT16", "FAT32"])
+        case .apfs: try VolumeHarness.apfs(input)
         }
     }
 }

@@ -9,9 +9,14 @@ import UDIF
 /// beside scan data in one image, multicast messages, block maps.
 public struct Seeds: Sendable {
     public let images: [[UInt8]]
+    /// Raw filesystems (the fs fixtures: apfs.raw), for the harnesses of their kind.
+    public let filesystems: [[UInt8]]
 
     /// `images`: whole UDIF files (the fixtures). Seeds from them come first, then ours.
-    public init(images: [[UInt8]]) { self.images = images + [Self.handMadeImage()] }
+    public init(images: [[UInt8]], filesystems: [[UInt8]] = []) {
+        self.images = images + [Self.handMadeImage()]
+        self.filesystems = filesystems
+    }
 
     public func inputs(for target: FuzzTarget) -> [[UInt8]] {
         switch target {
@@ -31,6 +36,7 @@ public struct Seeds: Sendable {
         case .filesystem: FilesystemSeeds.all(images: images)
         case .hfsplus: images.compactMap(FilesystemSeeds.hfsPartition)
         case .ext: FilesystemSeeds.extTrees
+        case .apfs: filesystems.filter { $0.count > 4096 && $0[32..<36].elementsEqual("NXSB".utf8) }
         case .fat: FilesystemSeeds.made.filter { $0.count > 512 && $0[510] == 0x55 && $0[511] == 0xAA && $0[3..<11].elementsEqual("mkfs.fat".utf8) }
         }
     }
@@ -269,6 +275,9 @@ extension FuzzTarget {
         case .fat:
             // Long-name entries (attribute 0x0F), the end-of-chain and free-entry markers, "." entries.
             return ["\u{0F}\0", "\u{FF}\u{FF}\u{FF}\u{0F}", "\u{F8}\u{FF}", "\u{E5}", ".          ", "..         ", "\u{41}", "\u{10}"]
+        case .apfs:
+            return ["NXSB", "APSB", "com.apple.fs.symlink", "com.apple.decmpfs", "com.apple.ResourceFork", "fpmc",
+                    "\u{02}\0\0\u{40}", "\u{03}\0\0\u{40}", "\u{02}\0\0\0", "\u{03}\0\0\0", "\u{0B}\0\0\0", "\u{0E}\0\0\0"]
         case .ext:
             return ["\u{53}\u{EF}", "\u{0A}\u{F3}", "user.", "security.", "system.data", "\0\0\u{02}\u{EA}"]
         case .bmap:

@@ -2,16 +2,30 @@ import Filesystems
 import Foundation
 import UDIF
 
-/// A filesystem's tree as `asr mount` shows it under volumes/: `Volumes.open`, then every
-/// directory listed, every node's attributes, file contents, link targets and extended
+/// A filesystem's tree as `asr mount` shows it under volumes/: `Volumes.openAll` (every volume
+/// of an APFS container), then every directory listed, every node's attributes, file contents, link targets and extended
 /// attributes read, within a budget. What must hold: a refusal is one line; reads fill no
 /// more than asked, and fewer only at a file's end; a walk ends.
 enum VolumeHarness {
     /// Nodes visited per input, so one input stays fast whatever its tree.
     static let budget = 400
 
+    /// An APFS container with its objects' checksums resealed first, so mutants reach the
+    /// parsers behind them (the checks themselves are tested on damaged containers in
+    /// FilesystemsTests' APFSTests).
+    static func apfs(_ input: [UInt8]) throws {
+        var sealed = input
+        APFSChecksum.reseal(&sealed)
+        try walk(sealed, filesystems: ["APFS"])
+    }
+
     static func walk(_ input: [UInt8], filesystems: Set<String>) throws {
-        guard let opening = Volumes.open(MemoryBytes(input), offset: 0, length: UInt64(input.count)) else { return }
+        let found = Volumes.openAll(MemoryBytes(input), offset: 0, length: UInt64(input.count))
+        try check(found.count <= 100, "\(found.count) volumes in one partition")
+        for v in found { try walk(v.opening, filesystems: filesystems) }
+    }
+
+    static func walk(_ opening: VolumeOpening, filesystems: Set<String>) throws {
         let reader: any VolumeReader
         switch opening {
         case .failed(let name, let reason):

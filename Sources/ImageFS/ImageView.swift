@@ -13,7 +13,8 @@ import UDIF
 ///     blockmap.json            the same ranges, and the image's chunks, as JSON
 ///     checksums.sha256         `sha256sum -c` lines for disk.img and each partition
 ///     info.plist               what `asr info --plist` prints
-///     volumes/<n>-<name>/      each filesystem we read (ext2/3/4, HFS+), its files as they are
+///     volumes/<n>-<name>/      each filesystem we read (ext2/3/4, HFS+/HFSX, FAT), its files as they are
+///     volumes/<n>.<k>-<name>/  each unencrypted volume of an APFS container (k: its slot, from 1)
 ///
 /// Digests are computed in one pass over the disk: at open time for a UDIF image (which also
 /// checks every CRC-32, as hdiutil does before attaching), on first use otherwise.
@@ -123,17 +124,21 @@ public final class ImageView: FileSystem, Sendable {
         var offset: UInt64
     }
 
-    /// Every partition's filesystem we can read; one that cannot be read gets a log line.
+    /// Every partition's filesystem we can read, as `<partition>-<label>`, or each volume of an
+    /// APFS container as `<partition>.<k>-<name>` (k its slot in the container, from 1); one
+    /// that cannot be read gets a log line and no directory.
     static func openVolumes(_ source: ImageSource, regions: [PartitionFile], log: (String) -> Void) -> [MountedVolume] {
         var found: [MountedVolume] = []
         for r in regions {
-            switch Volumes.open(source.bytes, offset: r.offset, length: r.length) {
-            case .opened(let reader):
-                found.append(MountedVolume(name: "\(r.index)-\(volumeLabel(reader))", reader: reader, offset: r.offset))
-            case .failed(let filesystem, let reason):
-                log("asr mount: \(source.path): partition \(r.index) (\(filesystem)) is not shown in volumes/: \(reason)")
-            case nil:
-                continue
+            for v in Volumes.openAll(source.bytes, offset: r.offset, length: r.length) {
+                let place = v.position.map { "\(r.index).\($0)" } ?? "\(r.index)"
+                switch v.opening {
+                case .opened(let reader):
+                    found.append(MountedVolume(name: "\(place)-\(volumeLabel(reader))", reader: reader, offset: r.offset))
+                case .failed(let filesystem, let reason):
+                    let what = v.position.map { "partition \(r.index) volume \($0)" } ?? "partition \(r.index)"
+                    log("asr mount: \(source.path): \(what) (\(filesystem)) is not shown in volumes/: \(reason)")
+                }
             }
         }
         return found

@@ -10,6 +10,16 @@ public enum Fixtures {
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("shared")
     public static let directory = shared.appendingPathComponent("fixtures/udif")
+    /// Raw filesystems (apfs.raw), with a README naming their contents.
+    public static let filesystems = shared.appendingPathComponent("fixtures/fs")
+
+    /// A raw filesystem fixture's path; a missing one is a failure (never a skip), as CI
+    /// always has ../shared.
+    public static func filesystem(_ name: String) throws -> String {
+        let path = filesystems.appendingPathComponent(name).path
+        guard FileManager.default.fileExists(atPath: path) else { throw TestFailure("fixture \(path) is missing (../shared/fixtures/fs)") }
+        return path
+    }
     /// The independent UDIF checker.
     public static let checker = shared.appendingPathComponent("tools/udif_check.py").path
 
