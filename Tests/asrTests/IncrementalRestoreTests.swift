@@ -17,7 +17,8 @@ struct IncrementalRestoreTests {
         let v1: String, v2: String, image1: String, image2: String
         let size: UInt64 = 128 << 20
 
-        init() throws {
+        /// `chunkSize`: the images' `--chunk-size`.
+        init(chunkSize: String = "1M") throws {
             v1 = dir.file("v1.raw")
             v2 = dir.file("v2.raw")
             image1 = dir.file("v1.dmg")
@@ -42,7 +43,7 @@ struct IncrementalRestoreTests {
                 umount '\(mnt)'
                 """)
             for (raw, image) in [(v1, image1), (v2, image2)] {
-                for args in [["create", "--source", raw, "--output", image, "--all-blocks"], ["imagescan", "--source", image]] {
+                for args in [["create", "--source", raw, "--output", image, "--all-blocks", "--chunk-size", chunkSize], ["imagescan", "--source", image]] {
                     let out = try CLI.run(args)
                     guard out.status == 0 else { throw TestFailure("asr \(args[0]) failed: \(out.stderr)") }
                 }
@@ -220,10 +221,11 @@ struct IncrementalRestoreTests {
     }
 
     /// A room of machines holding last week's image: each client reads its target before it
-    /// reports, so the server sends only the chunks that changed.
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
-    func multicastSendsOnlyTheChunksThatDiffer() throws {
-        let f = try Versions()
+    /// reports, so the server sends only the chunks that changed; with hdiutil's 1 MiB chunks
+    /// and the smallest we write.
+    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"), arguments: ["1M", "64K"])
+    func multicastSendsOnlyTheChunksThatDiffer(chunkSize: String) throws {
+        let f = try Versions(chunkSize: chunkSize)
         let net = MulticastNetworkTests()
         let config = f.dir.file("cfg.plist")
         MulticastNetworkTests.writeConfig(config, rate: 20_000_000, group: "239.77.0.1")
