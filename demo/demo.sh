@@ -94,7 +94,7 @@ else
 	echo "(not root: skipping the loop mount; comparing the image with 7-Zip instead)"
 fi
 
-step "asr mount: the image as files (raw disk, partitions, block map, checksums, info)"
+step "asr mount: the image as files (raw disk, partitions, block map, checksums, info, volumes)"
 if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
 	view=$work/view
 	mkdir -p "$view"
@@ -106,6 +106,9 @@ if [ "$(id -u)" = 0 ] && [ -e /dev/fuse ]; then
 	grep -E 'ImageSize|MappedBlocksCount|<Range' "$view/blockmap.bmap" | head -5
 	echo "-- info.plist says:"
 	grep -A1 -E '<key>(format|scanned|checksumsVerified)</key>' "$view/info.plist" | grep -v '^--'
+	echo "-- volumes/: the files inside, read by asr itself (no kernel driver, no loop device):"
+	ls "$view/volumes"
+	diff -r --no-dereference "$src" "$view"/volumes/*/ --exclude=lost+found && echo "identical: every file matches"
 	"$ASR" unmount "$view"; view=""
 	echo "-- asr-mount-fs: the ext4 filesystem inside, loop-mounted read-only through the mount"
 	mnt=$work/fs
