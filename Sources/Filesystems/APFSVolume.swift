@@ -95,17 +95,7 @@ final class APFSVolume: VolumeReader, Sendable {
         var allocated: UInt64 = 0
         var device: UInt32 = 0
 
-        var kind: NodeKind {
-            switch UInt32(mode) & 0o170000 {
-            case 0o040000: .directory
-            case 0o120000: .symbolicLink
-            case 0o010000: .fifo
-            case 0o140000: .socket
-            case 0o020000: .characterDevice
-            case 0o060000: .blockDevice
-            default: .file
-            }
-        }
+        var kind: NodeKind { NodeKind(mode: UInt32(mode)) ?? .file }
 
         /// UF_COMPRESSED: the content is in com.apple.decmpfs (and maybe the resource fork).
         var isCompressed: Bool { bsdFlags & 0x20 != 0 }

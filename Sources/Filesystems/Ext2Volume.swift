@@ -96,19 +96,6 @@ final class Ext2Volume: VolumeReader, @unchecked Sendable {  // owns the C volum
         return UInt32(node)
     }
 
-    static func kind(mode: UInt32) -> NodeKind? {
-        switch mode & 0o170000 {
-        case 0o100000: .file
-        case 0o040000: .directory
-        case 0o120000: .symbolicLink
-        case 0o010000: .fifo
-        case 0o140000: .socket
-        case 0o020000: .characterDevice
-        case 0o060000: .blockDevice
-        default: nil
-        }
-    }
-
     static func kind(direntType: Int32) -> NodeKind? {
         switch direntType {
         case 1: .file
@@ -128,7 +115,7 @@ final class Ext2Volume: VolumeReader, @unchecked Sendable {  // owns the C volum
             if let cached = s.attributes[node] { return cached }
             var raw = asr_ext2_inode()
             guard asr_ext2_stat(s.volume, ino, &raw) == 0 else { throw failure() }
-            guard let kind = Self.kind(mode: raw.mode), raw.links > 0 || node == rootNode else {
+            guard let kind = NodeKind(mode: raw.mode), raw.links > 0 || node == rootNode else {
                 throw .damaged("inode \(node) is not in use or has no file type")
             }
             var a = NodeAttributes(

@@ -454,14 +454,9 @@ struct CatalogRecord: Sendable {
 
     var kind: NodeKind {
         if isFolder { return .directory }
-        switch UInt32(mode) & 0o170000 {
-        case 0o120000: return .symbolicLink
-        case 0o010000: return .fifo
-        case 0o140000: return .socket
-        case 0o020000: return .characterDevice
-        case 0o060000: return .blockDevice
-        default: return .file
-        }
+        // A file record is never a directory, whatever its mode says.
+        guard let kind = NodeKind(mode: UInt32(mode)), kind != .directory else { return .file }
+        return kind
     }
 
     /// The BSD mode's permission bits; macOS's defaults when the record has none.

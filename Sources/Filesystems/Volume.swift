@@ -27,6 +27,20 @@ public protocol VolumeReader: AnyObject, Sendable {
 
 public enum NodeKind: Sendable, Equatable {
     case file, directory, symbolicLink, fifo, socket, characterDevice, blockDevice
+
+    /// The kind a POSIX mode's S_IFMT bits name; nil when they name none.
+    public init?(mode: UInt32) {
+        switch mode & 0o170000 {
+        case 0o100000: self = .file
+        case 0o040000: self = .directory
+        case 0o120000: self = .symbolicLink
+        case 0o010000: self = .fifo
+        case 0o140000: self = .socket
+        case 0o020000: self = .characterDevice
+        case 0o060000: self = .blockDevice
+        default: return nil
+        }
+    }
 }
 
 public struct Timestamp: Sendable, Equatable {

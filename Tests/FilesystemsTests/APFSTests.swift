@@ -54,12 +54,7 @@ import UDIF
     /// 7-Zip's `7zz l -slt -sns`: items by path (alternate streams as "path:stream").
     static func sevenZipListing(_ path: String) throws -> [String: [String: String]] {
         var items: [String: [String: String]] = [:]
-        for block in try Tool.run(["7zz", "l", "-slt", "-sns", path]).components(separatedBy: "\n\n") {
-            var fields: [String: String] = [:]
-            for line in block.split(separator: "\n") {
-                guard let eq = line.range(of: " = ") else { continue }
-                fields[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...])
-            }
+        for fields in SevenZipListing.items(try Tool.run(["7zz", "l", "-slt", "-sns", path])) {
             guard let p = fields["Path"], fields["Alternate Stream"] != nil else { continue }
             items[p] = fields
         }

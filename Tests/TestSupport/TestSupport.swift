@@ -110,3 +110,18 @@ package struct HFSCatalogLayout {
 
     package func node(_ n: Int) -> Int { start + n * nodeSize }
 }
+
+/// 7-Zip's `7zz l -slt` output: one block per item (the archive's own header first), each
+/// "Key = value" line a field.
+public enum SevenZipListing {
+    public static func items(_ text: String) -> [[String: String]] {
+        text.components(separatedBy: "\n\n").map { block in
+            var fields: [String: String] = [:]
+            for line in block.split(separator: "\n") {
+                guard let eq = line.range(of: " = ") else { continue }
+                fields[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...])
+            }
+            return fields
+        }
+    }
+}

@@ -13,12 +13,7 @@ struct APFSVolumesTests {
     /// 7-Zip's items by path ("path:stream" for alternate streams), fields by name.
     static func sevenZip(_ image: String) throws -> [String: [String: String]] {
         var items: [String: [String: String]] = [:]
-        for block in try Run.shell("7zz l -slt -sns '\(image)'").components(separatedBy: "\n\n") {
-            var fields: [String: String] = [:]
-            for line in block.split(separator: "\n") {
-                guard let eq = line.range(of: " = ") else { continue }
-                fields[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...])
-            }
+        for fields in SevenZipListing.items(try Run.shell("7zz l -slt -sns '\(image)'")) {
             guard let p = fields["Path"], fields["Alternate Stream"] != nil else { continue }
             items[p] = fields
         }

@@ -101,13 +101,7 @@ struct VolumesTests {
             try Run.shell("7zz x -y -o'\(extracted)' '\(image)' >/dev/null")
             // A name ending in "\r" would join its line to the next (Swift's "\r\n" is one Character).
             let listing = try Run.shell("7zz l -slt -sns '\(image)'").replacingOccurrences(of: "\r", with: "\\r")
-            // Blocks after the archive's own header, one per item, "Key = value" lines.
-            for block in listing.components(separatedBy: "\n\n") {
-                var fields: [String: String] = [:]
-                for line in block.split(separator: "\n") {
-                    guard let eq = line.range(of: " = ") else { continue }
-                    fields[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...])
-                }
+            for fields in SevenZipListing.items(listing) {
                 guard let path = fields["Path"], path.hasPrefix(volume + "/") else { continue }
                 let inside = String(path.dropFirst(volume.count + 1))
                 if fields["Alternate Stream"] == "+" {
@@ -311,11 +305,7 @@ struct VolumesTests {
         // 7-Zip's listing, "path|type|size|mtime" a line; ours the same from find.
         var seven: [String] = []
         // 7-Zip prints 8.3 names in the OEM code page, which is not UTF-8: those lines go.
-        for block in try Run.shell("7zz l -slt '\(image)' | grep -av '^Short Name = '").components(separatedBy: "\n\n") {
-            var f: [String: String] = [:]
-            for line in block.split(separator: "\n") {
-                if let eq = line.range(of: " = ") { f[String(line[..<eq.lowerBound])] = String(line[eq.upperBound...]) }
-            }
+        for f in SevenZipListing.items(try Run.shell("7zz l -slt '\(image)' | grep -av '^Short Name = '")) {
             guard let path = f["Path"], let modified = f["Modified"], f["Folder"] != nil else { continue }
             let folder = f["Folder"] == "+"
             seven.append("\(path)|\(folder ? "d" : "f")|\(folder ? "-" : f["Size"] ?? "?")|\(modified.prefix(19))")
