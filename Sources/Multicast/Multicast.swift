@@ -51,9 +51,9 @@ public enum MulticastError: UserFacingError, Equatable {
     case notWelcomed(host: String)
     case noManifest(host: String)
     case malformedWelcome(host: String)
-    case malformedManifest
+    /// The manifest breaks the chunk-table rule: why.
+    case malformedManifest(String)
     case manifestNotOfIdentity(host: String)
-    case manifestShort
     case differentImage(host: String)
     case droppedByServer(reason: String)
     case noData(seconds: Int)
@@ -143,9 +143,8 @@ public enum MulticastError: UserFacingError, Equatable {
         case .notWelcomed(let host): "\(displayable(host)) did not welcome us"
         case .noManifest(let host): "\(displayable(host)) sent no manifest"
         case .malformedWelcome(let host): "\(displayable(host)) sent a malformed welcome"
-        case .malformedManifest: "the server's manifest is malformed"
+        case .malformedManifest(let why): "the server's manifest is refused: \(why)"
         case .manifestNotOfIdentity(let host): "the manifest from \(host) does not match the image identity it announced"
-        case .manifestShort: "the server's manifest does not cover the disk"
         case .differentImage(let host): "the server at \(displayable(host)) now serves a different image"
         case .droppedByServer(let reason): "the server dropped this client: \(displayable(reason))"
         case .noData(let seconds): "no data from the server for \(seconds) s"

@@ -186,7 +186,7 @@ public final class MulticastServer: Sendable {
                         diskBytes: feed.diskBytes, group: ipv4(config.multicastAddress).map { withUnsafeBytes(of: $0.s_addr) { Array($0) } } ?? [],
                         dataPort: config.port, dataRate: config.effectiveRate, dataSource: dataSource)))
                     try connection.send(.manifest(feed.manifest))
-                    try connection.send(.signature(layout: feed.layout, signed: feed.signature?.serialized() ?? []))
+                    try connection.send(.signature(signed: feed.signature?.serialized() ?? []))
                     if id == nil {
                         let now = ContinuousClock.now
                         id = state.update { s in
