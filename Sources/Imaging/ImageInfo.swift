@@ -89,13 +89,19 @@ public struct ImageInfo: Codable, Sendable {
         guard let image = source.udif else {
             let plans = try PartitionMap.regions(of: source.bytes)
             let size = source.bytes.byteCount
+            let digests = RawChunkDigests.sidecar(for: path, blockMap: nil)
+            let table = digests.flatMap { try? RawChunkDigests.load($0, diskBytes: size, sourcePath: path) }
+            let signature = digests.flatMap { try? FileIO.readSmallFile(RawChunkDigests.signaturePath(forDigests: $0), limit: 4096) }
+                .flatMap { try? ImageSignature(parsing: $0) }
             return ImageInfo(
                 path: path, format: "RAW", sourceKind: source.kind.rawValue, fileSize: size, diskBytes: size,
                 sectorCount: size / sectorSize, storedBytes: size, chunkSize: nil, codecs: [],
                 regions: plans.enumerated().map { i, p in
                     RegionInfo(id: String(i), name: p.name, firstSector: p.firstSector, sectorCount: p.sectorCount)
                 },
-                checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil, ordered: true)
+                checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil || table != nil,
+                identity: table.map { hex($0.identity) }, scanVersion: table.map { _ in ScanData.currentVersion },
+                signature: signature.map { hex($0.signature) }, signer: signature.map { Ed25519PEM.fingerprint($0.publicKey) }, ordered: true)
         }
         var uses: [ChunkType: CodecUse] = [:]
         var largest: UInt64 = 0
