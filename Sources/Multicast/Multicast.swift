@@ -46,6 +46,8 @@ public enum MulticastError: UserFacingError, Equatable {
     case malformedMessage(type: UInt8)
     case unknownMessage(type: UInt8)
     case frameSize(peer: String, length: Int)
+    /// Larger than the server takes of that message type (a REPORT naming more than the image has).
+    case frameTooLarge(peer: String, type: UInt8, length: Int, limit: Int)
     case stalledMidMessage(peer: String)
     case noAnswer(host: String, port: UInt16)
     case notWelcomed(host: String)
@@ -138,6 +140,7 @@ public enum MulticastError: UserFacingError, Equatable {
         case .malformedMessage(let type): "malformed control message (type \(type))"
         case .unknownMessage(let type): "unknown control message type \(type)"
         case .frameSize(let peer, let length): "\(peer) sent a frame of \(length) bytes"
+        case .frameTooLarge(let peer, let type, let length, let limit): "\(peer) sent a message of type \(type) and \(length) bytes (at most \(limit))"
         case .stalledMidMessage(let peer): "\(peer) stalled mid-message"
         case .noAnswer(let host, let port): "no answer from \(displayable(host)):\(port)"
         case .notWelcomed(let host): "\(displayable(host)) did not welcome us"
