@@ -16,11 +16,14 @@ public struct ImageVerifier {
 
     public init(reporter: Reporter) { self.reporter = reporter }
 
-    public func verify(_ path: String) throws {
+    /// Returns the bytes of free space, which hold no data and were not verified.
+    @discardableResult
+    public func verify(_ path: String) throws -> UInt64 {
         try verify(ImageSource.open(path))
     }
 
-    public func verify(_ source: ImageSource) throws {
+    @discardableResult
+    public func verify(_ source: ImageSource) throws -> UInt64 {
         let plan = try VerificationPlan(for: source, blockMap: blockMapPath)
         try plan.check(pin: pin, trusted: trusted, source: source.path)
         reporter.begin("\tVerifying  ", key: "verify")
@@ -33,6 +36,7 @@ public struct ImageVerifier {
             try verifier.verify(source.bytes, plan.ranges, mismatch: { plan.mismatch($0, .scan) })
         }
         reporter.end()
+        return plan.table?.records.reduce(0) { $0 + ($1.kind == .free ? $1.length : 0) } ?? 0
     }
 
     /// A UDIF image checks every chunk it decodes against its table (`requireDigests`), so
