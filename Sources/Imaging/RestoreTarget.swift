@@ -141,7 +141,7 @@ public struct RestoreTarget: Sendable {
             // Bytes that failed the read-back (a source checked only afterwards, by a block
             // map's ranges) do not stay on the target either.
             if case ImagingError.mismatch(let m) = error, m.afterWriting {
-                try? zero(file, offset: m.firstByte, length: m.lastByte - m.firstByte + 1)
+                try? file.writeZeros(at: m.firstByte, count: m.lastByte - m.firstByte + 1)
             }
             wipe(file, diskBytes: diskBytes)
             throw ImagingError.targetErased(path: path, cause: error)

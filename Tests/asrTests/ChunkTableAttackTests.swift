@@ -109,6 +109,25 @@ import UDIF
         #expect(written.count <= 2 << 20 + 100 || written[2 << 20 + 100] != UInt8(ascii: "X"), "the changed byte never reached the target")
     }
 
+    /// With only a bmaptool block map (no chunk digests), a raw source is checked by the
+    /// read-back: the restore fails, and the range that failed is zeroed with the target's
+    /// ends, so the changed bytes do not stay on it. A pin refuses such a source outright.
+    @Test func blockMapOnlySourcesAreWipedWhereTheReadBackFails() throws {
+        let f = try Fixture()
+        #expect(try CLI.run(["imagescan", "--source", f.raw]).status == 0)
+        try FileManager.default.removeItem(atPath: f.raw + ".asrc")
+        let at = 2 << 20 + 100
+        try Run.shell("printf 'X' | dd of='\(f.raw)' bs=1 seek=\(at) conv=notrunc status=none")
+        let out = try CLI.run(["restore", "--source", f.raw, "--file", f.dir.file("bad.raw"), "--erase", "--noprompt"])
+        #expect(out.status == 1 && out.stderr.contains("verification failed") && out.stderr.contains("erased"), "\(out.stderr)")
+        let written = try Data(contentsOf: URL(fileURLWithPath: f.dir.file("bad.raw")))
+        #expect(written.count > at && written[at] == 0, "the failed range is zeroed")
+        #expect(written.prefix(1 << 20).allSatisfy { $0 == 0 }, "the first MiB is wiped")
+        let pinned = try CLI.run(["restore", "--source", f.raw, "--file", f.dir.file("pinned.raw"), "--erase", "--noprompt",
+                                  "--image-sha256", String(repeating: "ab", count: 32)])
+        SignatureTests().expectRefused(pinned, f, "pinned.raw", saying: "has only a bmaptool block map")
+    }
+
     /// A relay between client and server that forwards everything but rewrites MANIFEST:
     /// `zero` gives a data chunk a stored length of 0 (what an earlier client wrote as zeros
     /// and "verified"); `zeros` makes it a consistent zero chunk (codec, digest of zeros) and
