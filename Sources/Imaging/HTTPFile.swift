@@ -64,10 +64,17 @@ public final class HTTPFile: RandomAccessFile, Sendable {
     }
 
     /// Fills `buffer` from `offset`; returns the resource's total size from Content-Range.
+    /// A server that says it is busy (429, 503) is answering: its refusals do not use up the
+    /// attempts, only up to `busyPatience` of waiting, with a jittered backoff of at most 4 s
+    /// (without jitter, every waiting request comes back at once and is refused again).
     private func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> UInt64? {
         var delay = 0.2
         var lastError = ""
-        for attempt in 1...Self.attempts {
+        var failures = 0
+        var busyWaited = 0.0
+        var tries = 0
+        while true {
+            tries += 1
             gate.wait(until: { $0.inFlight < $0.limit }) { $0.inFlight += 1 }
             let outcome = Result { try fetchOnce(into: buffer, at: offset) }
             gate.update { g in
@@ -75,16 +82,20 @@ public final class HTTPFile: RandomAccessFile, Sendable {
             }
             switch try outcome.get() {
             case .success(let total): return total
-            case .transient(let why, _):
+            case .transient(let why, let busy):
                 lastError = why
-                if attempt < Self.attempts {
-                    Thread.sleep(forTimeInterval: delay)
-                    delay *= 2
+                if busy { busyWaited += delay } else { failures += 1 }
+                guard failures < Self.attempts, busyWaited <= Self.busyPatience else {
+                    throw ImagingError.http(url: path, .gaveUp(attempts: tries, last: lastError))
                 }
+                Thread.sleep(forTimeInterval: delay * Double.random(in: 0.5...1.5))
+                delay = min(delay * 2, 4)
             }
         }
-        throw ImagingError.http(url: path, .gaveUp(attempts: Self.attempts, last: lastError))
     }
+
+    /// How long one read waits for a busy server before it gives up.
+    static let busyPatience = 120.0
 
     /// `busy`: the server said so (429, 503).
     private enum Attempt { case success(UInt64?), transient(String, busy: Bool) }

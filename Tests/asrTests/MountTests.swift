@@ -276,9 +276,15 @@ struct MountTests {
         let fs = dir.file("fs")
         try FileManager.default.createDirectory(atPath: fs, withIntermediateDirectories: true)
         let helper = repositoryRoot + "/mount-helpers/asr-mount-fs"
-        let before = try Run.shell("losetup -a | wc -l")
         let out = try Run.process("/usr/bin/env", ["ASR=\(CLI.binary)", helper, image, fs], timeout: 120)
         #expect(out.status == 0, "\(out.stderr)")
+        // This mount's own loop device and what it reads: other tests attach and detach loop
+        // devices meanwhile, so counting all of them says nothing about this one.
+        let loop = try Run.shell("findmnt -n -o SOURCE '\(fs)'").trimmingCharacters(in: .whitespacesAndNewlines)
+        // Its backing file by device and inode: the image mount is detached, so its path is not
+        // told in full.
+        let backing = try Run.shell("losetup '\(loop)'").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(loop.hasPrefix("/dev/loop") && backing.hasSuffix("/disk.img)"), "\(loop) \(backing)")
         // The helper's image mount is at a mktemp directory named asr-mount-fs.XXXXXX.
         let pid = MountRecord.running(mountPointContaining: "/asr-mount-fs.").first
         do {
@@ -289,7 +295,9 @@ struct MountTests {
         // Unmounting the filesystem releases the loop device and the image mount behind it.
         if let pid { waitForExit(pid) }
         #expect(pid.map { !isRunning($0) } ?? false, "the image mount's process has ended")
-        #expect(try Run.shell("losetup -a | wc -l") == before)
+        // Detached, or attached since by someone else to another file.
+        let now = (try? Run.shell("losetup '\(loop)' 2>/dev/null"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        #expect(now != backing, "\(loop) still reads \(now)")
         #expect(!Mounted.isMounted(fs))
     }
 
