@@ -74,6 +74,8 @@ let package = Package(
             "UDIF", "Imaging", "Multicast", "Filesystems", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
+        // Chunk decoding speed for bench/lzfse.sh: timings stay out of the tests.
+        .executableTarget(name: "DecodeBench", dependencies: ["UDIF"]),
         .target(name: "TestSupport", dependencies: ["SystemSupport", "UDIF"], path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["SystemSupport", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",

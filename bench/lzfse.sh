@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LZFSE (ULFO) chunk decoding against zlib (UDZO), in MB/s of decoded output:
-#  1. in-process, a release build of the UDIF tests decoding chunks over and over: the
+#  1. in-process, a release build of DecodeBench decoding chunks over and over: the
 #     fixtures' chunks (hdiutil images, mostly empty HFS+, so mostly runs of zeros) and
 #     1 MiB chunks of the bench corpus compressed both ways (real files; needs the pip
 #     `lzfse` module to make the LZFSE chunks);
@@ -10,7 +10,6 @@ set -euo pipefail
 
 SECONDS_PER=${SECONDS_PER:-5}  # timed seconds per codec and chunk set
 N=${N:-50}                     # asr convert runs per fixture
-TESTS=${TESTS:-$ROOT/.build-lzfse-rel}
 FIXTURES=$(dirname "$ROOT")/shared/fixtures/udif
 need /usr/bin/time:time mke2fs:e2fsprogs
 need_asr
@@ -34,12 +33,10 @@ PY
 	mv "$chunks.lzfse.partial" "$chunks.lzfse" && mv "$chunks.zlib.partial" "$chunks.zlib"
 fi
 
-(cd "$ROOT" && swift build -c release --scratch-path "$TESTS" --build-tests -Xswiftc -enable-testing >&2)
+(cd "$ROOT" && swift build -c release --product DecodeBench >&2)
 settle
 echo "## LZFSE decode: MB/s of decoded output, ${SECONDS_PER}s per codec and set, one thread"
-(cd "$ROOT" && ASR_LZFSE_BENCH_SECONDS=$SECONDS_PER ASR_LZFSE_BENCH_CHUNKS=$chunks \
-	swift test -c release --scratch-path "$TESTS" --skip-build --filter LZFSETests.decodeThroughput 2>&1) |
-	grep -E 'MB/s' | sed 's/^/- /'
+"$ROOT/.build/release/DecodeBench" "$FIXTURES" "$SECONDS_PER" "$chunks" | sed 's/^/- /'
 
 echo
 echo "## asr convert --format RAW, each fixture $N times (process start included)"

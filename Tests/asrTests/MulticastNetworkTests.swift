@@ -202,7 +202,12 @@ final class Testbed {
         usleep(300_000)
         let early = try ["c1", "c2"].map { try restore(bed, $0, from: "server", into: f.dir.file("\($0).raw"), log: f.dir.file("\($0).log")) }
         #expect(eventually { log(f.dir.file("server.log")).contains("sending what") }, "\(log(f.dir.file("server.log")))")
-        usleep(1_200_000)  // well into the first pass
+        // Well into the first pass: c1 has marked at least 15 of its 50 sections.
+        let intoThePass = eventually(seconds: 60) {
+            let line = log(f.dir.file("c1.log")).components(separatedBy: "\tPass 1  ").dropFirst().first ?? ""
+            return line.prefix { $0 == "." || $0 == "x" }.count >= 15
+        }
+        try #require(intoThePass, "c1 never got a third into the first pass: \(log(f.dir.file("c1.log")))")
         let late = try restore(bed, "late", from: "server", into: f.dir.file("late.raw"), log: f.dir.file("late.log"))
         for (c, h) in zip(early + [late], ["c1", "c2", "late"]) {
             #expect(wait(c), "\(h): \(log(f.dir.file("\(h).log")))")
