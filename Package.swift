@@ -96,7 +96,7 @@ let package = Package(
             "Filesystems", "UDIF", "TestSupport", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
-            "UDIF", "ImageFS", "Filesystems", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "UDIF", "ImageFS", "Filesystems", "TestSupport", "Multicast", "StatusServer", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]

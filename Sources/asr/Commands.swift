@@ -213,16 +213,21 @@ struct Server: ParsableCommand {
                                valueName: "[address:]port")) var status: String?
 
     func run() throws {
-        let cfg = try ServerConfig.load(config)
+        var cfg = try ServerConfig.load(config)
         let statusAddress = try status.map { text throws(MulticastError) in
             guard let address = StatusAddress(parsing: text) else { throw .badStatusAddress(text) }
             return address
         } ?? cfg.statusAddress
+        // Each listener's connections within its own share of the descriptors.
+        let (budget, note) = try DescriptorBudget.forServer(control: cfg.maxConnections,
+                                                            status: statusAddress == nil ? 0 : StatusServer.maxConnections)
+        cfg.maxConnections = budget.control
         let feed = try ImageFeed(source: ImageSource.open(source))
         let log: @Sendable (String) -> Void = { line in FileHandle.standardError.write(Data("asr server: \(line)\n".utf8)) }
+        if let note { log(note) }
         let server = try MulticastServer(feed: feed, path: source, config: cfg, interfaceName: interface, log: log)
         // Bound before the stream starts: a taken port is an error now, not a page that never comes.
-        let statusServer = try statusAddress.map { try StatusServer(address: $0, source: server.board) }
+        let statusServer = try statusAddress.map { try StatusServer(address: $0, source: server.board, maxConnections: budget.status) }
         defer { statusServer?.stop() }
         if let statusServer { log("status page on \(statusServer.url) (also status.json and metrics)") }
         let image = URL(fileURLWithPath: source).lastPathComponent

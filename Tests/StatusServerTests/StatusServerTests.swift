@@ -96,6 +96,77 @@ enum Sample {
         #expect(c.isActive, "keep-alive")
     }
 
+    /// A socket whose peer does not read: writes (and their promises) stay here until
+    /// `release`, and reads asked of the socket are counted.
+    final class HeldWrites: ChannelOutboundHandler {
+        typealias OutboundIn = IOData
+        var held: [(NIOAny, EventLoopPromise<Void>?)] = []
+        var reads = 0
+        var context: ChannelHandlerContext?
+
+        func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) { held.append((data, promise)) }
+        func flush(context: ChannelHandlerContext) {}
+        func read(context: ChannelHandlerContext) {
+            reads += 1
+            context.read()
+        }
+
+        /// The peer reads everything written so far.
+        func release() {
+            let out = held
+            held = []
+            for (data, promise) in out { context?.write(data, promise: promise) }
+            context?.flush()
+        }
+    }
+
+    func statuses(_ text: String) -> [String] {
+        text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { "HTTP/1.1 " + $0.prefix(while: { !$0.isNewline }) }
+    }
+
+    /// While a response is unflushed nothing more is read or answered; once it is, the next
+    /// waiting request is answered, and reading resumes only when none waits.
+    @Test func nothingIsReadWhileAnAnswerIsUnflushed() throws {
+        let c = try channel()
+        let socket = HeldWrites()
+        try c.pipeline.syncOperations.addHandler(socket, position: .first)
+        #expect(send(c, String(repeating: "GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n", count: 3)) == nil)
+        c.read()
+        #expect(socket.reads == 0, "held back: an answer is on its way")
+        var answered = 0
+        for _ in 0..<3 {
+            #expect(!socket.held.isEmpty, "one answer at a time")
+            socket.release()
+            answered += statuses(try output(c)).count
+            if answered < 3 { #expect(socket.reads == 0) }
+        }
+        #expect(answered == 3)
+        #expect(socket.reads == 1, "the held read goes through once all is flushed")
+        #expect(c.isActive)
+    }
+
+    /// A client pipelining far past `maxPipelined` without reading: the first
+    /// `maxPipelined` are answered, the last with Connection: close, the rest dropped, and
+    /// the connection closes.
+    @Test func pipeliningPastTheCapIsAnsweredUpToItThenCloses() throws {
+        let c = try channel()
+        let socket = HeldWrites()
+        try c.pipeline.syncOperations.addHandler(socket, position: .first)
+        _ = send(c, String(repeating: "GET / HTTP/1.1\r\nHost: x\r\n\r\n", count: StatusRoutes.maxPipelined * 50))
+        var text = ""
+        for _ in 0..<(StatusRoutes.maxPipelined * 50) where c.isActive {
+            socket.release()
+            text += try output(c)
+        }
+        let answers = statuses(text)
+        #expect(answers.count == StatusRoutes.maxPipelined, "\(answers)")
+        #expect(answers.allSatisfy { $0 == "HTTP/1.1 200 OK" })
+        #expect(text.components(separatedBy: "Connection: close").count == 2, "only the last says close")
+        #expect(!c.isActive)
+        #expect(socket.reads == 0)
+    }
+
     @Test func aHeadPastTheLimitIs431AndTheConnectionCloses() throws {
         let c = try channel()
         _ = send(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Padding: \(String(repeating: "a", count: StatusRoutes.maxHead))\r\n\r\n")

@@ -1,4 +1,6 @@
 import Foundation
+import Multicast
+import StatusServer
 import TestSupport
 import Testing
 
@@ -34,6 +36,18 @@ import Testing
         #expect(verify.status == 0 && verify.stderr.isEmpty, "\(verify.stdout) \(verify.stderr)")
         try Run.shell("make -s -C '\(Self.repo)' uninstall PREFIX='\(prefix)' CONFDIR='\(conf)'")
         #expect(!FileManager.default.fileExists(atPath: unit))
+    }
+
+    /// The unit's LimitNOFILE holds the control port's default `Max Connections`, the status
+    /// server's connections and the spare descriptors, so neither listener is cut down.
+    @Test func theDescriptorLimitHoldsBothListeners() throws {
+        let text = try String(contentsOfFile: Self.repo + "/mount-helpers/asr-server@.service", encoding: .utf8)
+        let limit = try #require(text.split(separator: "\n").first { $0.hasPrefix("LimitNOFILE=") }.flatMap { Int($0.dropFirst("LimitNOFILE=".count)) },
+                                 "the unit sets LimitNOFILE")
+        let control = ServerConfig(dataRate: 1, multicastAddress: "239.0.0.1").maxConnections
+        #expect(limit >= control + StatusServer.maxConnections + DescriptorBudget.reserve)
+        #expect(try DescriptorBudget.share(limit: limit, control: control, status: StatusServer.maxConnections)
+                == DescriptorBudget(limit: limit, control: control, status: StatusServer.maxConnections))
     }
 
     /// The unit's ExecStart, its `%i` and environment file expanded as systemd expands them
