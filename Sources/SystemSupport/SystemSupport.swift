@@ -18,33 +18,31 @@ import Glibc
 public protocol UserFacingError: Error, CustomStringConvertible, Sendable {}
 
 /// Text from a file, an image or the network as a terminal or a log may show it: the one
-/// escaping rule for all of them. Controls (C0, DEL, C1), bidirectional overrides, isolates and
-/// marks, and line or paragraph separators become visible escapes (`\x1b`, `\u{9B}`,
-/// `\u{202E}`), and a backslash becomes `\\`, so the result is unambiguous and can neither
-/// move the cursor, break the line, nor reorder what follows it; nothing is dropped. Cut to
-/// `limit` characters (a 64 KiB name must not flood a log). JSON output keeps the exact
-/// string instead (`terminalSafeJSON`).
+/// escaping rule for all of them. Text is shown as it is, or, when it holds anything a
+/// terminal acts on or that reorders the text around it (C0 and C1 controls, DEL, bidi
+/// embeddings, overrides, isolates and marks, line and paragraph separators), quoted with
+/// those as visible escapes (`\x1b`, `\u{9B}`, `\u{202E}`) and `\` and `"` escaped. Nothing
+/// is dropped, and a quoted form cannot be mistaken for plain text (which is quoted too when
+/// it begins with a quote). Cut to `limit` characters (a 64 KiB name must not flood a log).
+/// JSON output keeps the exact string instead (`terminalSafeJSON`).
 public func displayable(_ text: String, limit: Int = 256) -> String {
-    var out = ""
-    var count = 0
-    for scalar in text.unicodeScalars {
-        if count == limit {
-            out += "...(\(text.unicodeScalars.count - limit) more)"
-            break
-        }
-        count += 1
-        let v = scalar.value
-        switch v {
+    let scalars = text.unicodeScalars
+    let cut = scalars.count > limit ? String(scalars.prefix(limit)) + "...(\(scalars.count - limit) more)" : text
+    guard cut.unicodeScalars.contains(where: needsEscape) || cut.hasPrefix("\"") else { return cut }
+    var out = "\""
+    for scalar in cut.unicodeScalars {
+        switch scalar.value {
         case 0x5C: out += "\\\\"
+        case 0x22: out += "\\\""
         case 0x09: out += "\\t"
         case 0x0A: out += "\\n"
         case 0x0D: out += "\\r"
-        case 0x00..<0x20, 0x7F: out += "\\x" + hexDigits(v, width: 2)
-        case _ where needsEscape(scalar): out += "\\u{" + hexDigits(v, width: 1) + "}"
+        case 0x00..<0x20, 0x7F: out += "\\x" + hexDigits(scalar.value, width: 2)
+        case _ where needsEscape(scalar): out += "\\u{" + hexDigits(scalar.value, width: 1) + "}"
         default: out.unicodeScalars.append(scalar)
         }
     }
-    return out
+    return out + "\""
 }
 
 /// JSON text (from JSONEncoder) made safe for a terminal without changing what it decodes to:

@@ -9,7 +9,7 @@ import UDIF
 @Suite struct EscapingTests {
     /// ESC starting a colour sequence, a C1 CSI (U+009B) and a right-to-left override.
     static let hostile = "evil\u{1B}[31m\u{9B}2J\u{202E}gpj.exe"
-    static let shown = "evil\\x1b[31m\\u{9B}2J\\u{202E}gpj.exe"
+    static let shown = #""evil\x1b[31m\u{9B}2J\u{202E}gpj.exe""#
 
     /// True when `text` holds nothing a terminal acts on or reorders by.
     static func isInert(_ text: String) -> Bool {
