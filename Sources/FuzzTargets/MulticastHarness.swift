@@ -69,7 +69,7 @@ enum MulticastHarness {
             case .welcome(let w):
                 diskBytes = w.diskBytes
             case .manifest(let entries):
-                guard let disk = diskBytes, (try? ManifestEntry.check(entries, diskBytes: disk)) != nil else { continue }
+                guard let disk = diskBytes, (try? ManifestEntry.table(of: entries, diskBytes: disk)) != nil else { continue }
                 manifest = entries
                 carousel = Carousel(manifest: entries)
             case .report(let report):

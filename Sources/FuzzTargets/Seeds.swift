@@ -218,7 +218,7 @@ public struct Seeds: Sendable {
                           packets: 1234)),
             .report(.init(received: 6, writeRate: 0, missing: [], packets: 5000, verifying: true, verified: 3 << 20, verifyTotal: 6 << 20)),
             .done(failure: nil), .done(failure: "the target does not match the image at bytes 0-1048575"),
-            .signature(layout: [UInt8](repeating: 7, count: 32), signed: [UInt8](repeating: 8, count: 104)),
+            .signature(signed: [UInt8](repeating: 8, count: 104)),
             .fragmentDigestsWanted(chunk: 3), .fragmentDigests(chunk: 3, digests: [UInt8](repeating: 9, count: 32)),
             .report(.init(received: 0, writeRate: 0, missing: [], surveying: true)),
         ]

@@ -33,6 +33,9 @@ public struct ImageConverter {
         creator.overwrite = overwrite
         try creator.checkOutput(output, source: path, allowStreams: target == .raw)
         let source = try ImageSource.open(path)
+        // A scanned source is decoded through its chunk table: a chunk that fails its digest
+        // stops the conversion rather than going into the output.
+        if source.udif != nil { try TrustedKeys().check(source, pin: nil) }
         if let format = target.imageFormat {
             creator.format = format
             creator.chunkSize = chunkSize

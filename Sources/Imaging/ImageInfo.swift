@@ -55,10 +55,11 @@ public struct ImageInfo: Codable, Sendable {
     public var dataForkChecksum: String?
     public var checksumsVerified: Bool
     public var scanned: Bool
-    /// The image's identity (hex; `ImageIdentity`), from its scan.
+    /// The image's identity (hex; `ChunkTable`), from its scan and chunk table; nil when
+    /// unscanned or when the two break the chunk-table rule.
     public var identity: String?
-    /// Where it stores its chunks (hex; `StoredLayout`), which a signature covers too.
-    public var layout: String?
+    /// The scan's version (`ScanData`): pins and signatures hold only for the current one.
+    public var scanVersion: Int?
     /// Whether the scan holds Apple's linear whole-disk digests (`nsiz`).
     public var appleDigests: Bool?
     /// The image's Ed25519 signature over its identity (hex), and its key's fingerprint.
@@ -88,13 +89,19 @@ public struct ImageInfo: Codable, Sendable {
         guard let image = source.udif else {
             let plans = try PartitionMap.regions(of: source.bytes)
             let size = source.bytes.byteCount
+            let digests = RawChunkDigests.sidecar(for: path, blockMap: nil)
+            let table = digests.flatMap { try? RawChunkDigests.load($0, diskBytes: size, sourcePath: path) }
+            let signature = digests.flatMap { try? FileIO.readSmallFile(RawChunkDigests.signaturePath(forDigests: $0), limit: 4096) }
+                .flatMap { try? ImageSignature(parsing: $0) }
             return ImageInfo(
                 path: path, format: "RAW", sourceKind: source.kind.rawValue, fileSize: size, diskBytes: size,
                 sectorCount: size / sectorSize, storedBytes: size, chunkSize: nil, codecs: [],
                 regions: plans.enumerated().map { i, p in
                     RegionInfo(id: String(i), name: p.name, firstSector: p.firstSector, sectorCount: p.sectorCount)
                 },
-                checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil, ordered: true)
+                checksumsVerified: false, scanned: BlockMap.sidecar(for: path) != nil || table != nil,
+                identity: table.map { hex($0.identity) }, scanVersion: table.map { _ in ScanData.currentVersion },
+                signature: signature.map { hex($0.signature) }, signer: signature.map { Ed25519PEM.fingerprint($0.publicKey) }, ordered: true)
         }
         var uses: [ChunkType: CodecUse] = [:]
         var largest: UInt64 = 0
@@ -130,7 +137,7 @@ public struct ImageInfo: Codable, Sendable {
             masterChecksumValid: masterValid,
             dataForkChecksum: t.dataForkChecksum.type == UDIFChecksum.typeNone ? nil : t.dataForkChecksum.description,
             checksumsVerified: computed != nil, scanned: scan != nil || image.resourceFork.resources["nsiz"] != nil,
-            identity: scan.map { hex($0.identity(of: image)) }, layout: hex(StoredLayout.digest(of: image)),
+            identity: scan.flatMap { try? hex($0.table(of: image).identity) }, scanVersion: scan?.version,
             appleDigests: scan.map { _ in image.resourceFork.resources["nsiz"] != nil },
             signature: signature.map { hex($0.signature) }, signer: signature.map { Ed25519PEM.fingerprint($0.publicKey) }, ordered: image.isOrdered,
             usage: usage, usageRecorded: usage == nil ? nil : recorded)
@@ -220,7 +227,9 @@ public struct ImageInfo: Codable, Sendable {
         }
         s += "Scanned: \(scanned ? "yes" : "no")" + (appleDigests == false ? " (without Apple's whole-disk digests)" : "") + "\n"
         if let identity { s += "Identity: \(identity)\n" }
-        if let layout, signature != nil { s += "Stored layout: \(layout)\n" }
+        if let scanVersion, scanVersion != ScanData.currentVersion {
+            s += "Scan version: \(scanVersion) (an earlier asr's: pins and signatures need a rescan)\n"
+        }
         if let signature, let signer { s += "Signature: \(signature) (Ed25519 key \(signer))\n" }
         s += "Ordered: \(ordered ? "yes" : "no")\n"
         return s

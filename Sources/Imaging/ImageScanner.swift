@@ -39,33 +39,44 @@ public struct ImageScanner {
                (try? BlockMap.load(map))?.imageSize == source.bytes.byteCount {
                 return .alreadyScanned
             }
-            let mapPath = try writeBlockMap(source)
+            let (mapPath, table) = try writeBlockMap(source)
+            let digestsPath = RawChunkDigests.path(forMap: mapPath)
+            try Self.writeSmallFile(digestsPath, RawChunkDigests.serialized(table))
+            let signaturePath = RawChunkDigests.signaturePath(forDigests: digestsPath)
             if let signingKey {
-                let signature = try signingKey.sign(try BlockMap.load(mapPath).identity, layout: StoredLayout.none)
-                let out = try TemporaryOutput(finalPath: BlockMap.signaturePath(forMap: mapPath))
-                defer { out.discard() }
-                try out.file.write(signature.serialized(), at: 0)
-                try out.commit()
+                try Self.writeSmallFile(signaturePath, try signingKey.sign(table.identity).serialized())
+            } else if FileManager.default.fileExists(atPath: signaturePath) {
+                // A signature over what the image held before would now be refused: drop it.
+                try FileManager.default.removeItem(atPath: signaturePath)
             }
             return .wroteBlockMap(mapPath)
         }
-        // A scan without Apple's digests is done again when they are asked for.
-        if let stored = try? ScanData.stored(in: image), image.isOrdered || !reorder, stored.diskSHA256 != nil || !appleDigests {
+        // A scan without Apple's digests, or by an earlier asr, is done again.
+        if let stored = try? ScanData.stored(in: image), stored.version == ScanData.currentVersion,
+           image.isOrdered || !reorder, stored.diskSHA256 != nil || !appleDigests {
             guard let signingKey else { return .alreadyScanned }
-            // Rewritten as it is (reorder: false): the stored layout stays.
-            let signature = try signingKey.sign(stored.identity(of: image), layout: StoredLayout.digest(of: image))
-            if (try? ImageSignature.stored(in: image)) == signature { return .alreadyScanned }
+            // Rewritten as it is (reorder: false): each chunk's stored offset moves by the same
+            // amount, and the signature covers the new ones.
+            if let old = try? ImageSignature.stored(in: image), let table = try? stored.table(of: image),
+               old == (try signingKey.sign(table.identity)) {
+                return .alreadyScanned
+            }
             let rewriter = try ImageRewriter(image, replacing: path, reorder: false)
-            try reporter.step("Writing signature") { try rewriter.finish(replacingResources: signature.resources()) }
+            try reporter.step("Writing signature") {
+                try rewriter.finish(replacingResources: [:], signed: { offsets in
+                    try signingKey.sign(stored.table(of: image, storedOffsets: offsets).identity).resources()
+                })
+            }
             return .scanned
         }
         let rewriter = try ImageRewriter(image, replacing: path, reorder: reorder)
         let (scan, sha1) = try computeScan(image, copyingInto: reorder ? rewriter : nil, appleDigests: appleDigests)
         let resources = scan.resources(diskSHA1: sha1, masterCRC: image.trailer.masterChecksum.crc32Value ?? 0)
-        let identity = scan.identity(of: image)
+        var dropped = resources
+        if signingKey == nil { dropped[ImageSignature.resourceKey] = [] }  // a new scan outdates any signature
         try reporter.step("Writing scan data") {
-            try rewriter.finish(replacingResources: resources, signed: signingKey.map { key in
-                { layout in try key.sign(identity, layout: layout).resources() }
+            try rewriter.finish(replacingResources: dropped, signed: signingKey.map { key in
+                { offsets in try key.sign(scan.table(of: image, storedOffsets: offsets).identity).resources() }
             })
         }
         return .scanned
@@ -94,7 +105,7 @@ public struct ImageScanner {
             let c = image.chunks[i]
             // Free space is not hashed: verify and restore skip ignore chunks by their type,
             // so the entry holds zeros in place of a digest.
-            if c.type == .ignore { return ChunkDigest(sha256: ScanData.unhashed, crc: nil, bytes: nil) }
+            if c.type == .ignore { return ChunkDigest(sha256: ChunkTable.noDigest, crc: nil, bytes: nil) }
             if c.type == .zeroFill {
                 return ChunkDigest(sha256: ZeroDigests.shared.sha256(of: c.length),
                                    crc: image.regionCRC(of: i, decoded: nil), bytes: nil)
@@ -132,89 +143,83 @@ public struct ImageScanner {
 
     // MARK: raw images and devices
 
-    private struct PieceRuns: Sendable {
+    private struct CellDigest: Sendable {
         var runs: [(first: UInt64, last: UInt64)]
         var bytes: [UInt8]
-        var offset: UInt64
+        var sha256: [UInt8]
     }
 
-    func writeBlockMap(_ source: ImageSource) throws -> String {
+    /// Writes a raw source's bmaptool block map (4 KiB blocks that are not all zeros, with
+    /// each run's SHA-256) and returns it with the source's chunk table (`RawChunkDigests`),
+    /// both from one read of every 1 MiB cell that holds data; a cell that is all hole is
+    /// zeros without a read.
+    func writeBlockMap(_ source: ImageSource) throws -> (String, ChunkTable) {
         let output = blockMapPath ?? (source.kind == .blockDevice
             ? FileManager.default.currentDirectoryPath + "/" + (source.path as NSString).lastPathComponent + ".bmap"
             : source.path + ".bmap")
         let disk = source.bytes
         let block: UInt64 = 4096
-        let pieceSize: UInt64 = 1 << 20
-        var pieces: [(offset: UInt64, length: UInt64)] = []
-        for extent in try source.dataExtents() {
-            var at = extent.offset
-            while at < extent.offset + extent.length {
-                let end = min((at / pieceSize + 1) * pieceSize, extent.offset + extent.length)
-                pieces.append((at, end - at))
-                at = end
-            }
+        let cells = RawChunkDigests.grid(disk.byteCount)
+        var holdsData = [Bool](repeating: false, count: cells.count)
+        for extent in try source.dataExtents() where extent.length > 0 {
+            let first = Int(extent.offset / RawChunkDigests.chunkBytes), last = Int((extent.offset + extent.length - 1) / RawChunkDigests.chunkBytes)
+            for c in first...min(last, cells.count - 1) { holdsData[c] = true }
         }
         var ranges: [BlockMap.Range] = []
+        var digests: [[UInt8]] = []
+        digests.reserveCapacity(cells.count)
         var open: (first: UInt64, last: UInt64, hasher: SHA256)?
-        let pieceList = pieces
+        let cellList = cells, dataCells = holdsData
         reporter.begin("Block checksum: ", key: "imagescan")
         defer { reporter.abandon() }
-        try orderedParallelMap(count: pieceList.count) { p -> PieceRuns in
-            let piece = pieceList[p]
-            let bytes = try disk.read(at: piece.offset, count: Int(piece.length))
+        try orderedParallelMap(count: cellList.count) { p -> CellDigest in
+            let cell = cellList[p]
+            guard dataCells[p] else { return CellDigest(runs: [], bytes: [], sha256: ZeroDigests.shared.sha256(of: cell.length)) }
+            let bytes = try disk.read(at: cell.offset, count: Int(cell.length))
             var runs: [(UInt64, UInt64)] = []
             bytes.withUnsafeBytes { buf in
                 var at = 0
                 while at < buf.count {
                     let n = min(Int(block), buf.count - at)
                     if !isAllZero(UnsafeRawBufferPointer(rebasing: buf[at..<(at + n)])) {
-                        let number = (piece.offset + UInt64(at)) / block
+                        let number = (cell.offset + UInt64(at)) / block
                         if let last = runs.last, last.1 + 1 == number { runs[runs.count - 1].1 = number } else { runs.append((number, number)) }
                     }
                     at += n
                 }
             }
-            return PieceRuns(runs: runs, bytes: runs.isEmpty ? [] : bytes, offset: piece.offset)
-        } consume: { p, piece in
-            for run in piece.runs {
-                let start = Int(run.first * block - piece.offset)
-                let end = min(Int((run.last + 1) * block - piece.offset), piece.bytes.count)
+            return CellDigest(runs: runs, bytes: runs.isEmpty ? [] : bytes, sha256: Array(SHA256.hash(data: bytes)))
+        } consume: { p, cell in
+            digests.append(cell.sha256)
+            for run in cell.runs {
+                let start = Int(run.first * block - cellList[p].offset)
+                let end = min(Int((run.last + 1) * block - cellList[p].offset), cell.bytes.count)
                 if var current = open, current.last + 1 == run.first {
-                    current.hasher.update(data: piece.bytes[start..<end])
+                    current.hasher.update(data: cell.bytes[start..<end])
                     current.last = run.last
                     open = current
                 } else {
                     if let done = open { ranges.append(BlockMap.Range(first: done.first, last: done.last, sha256: Array(done.hasher.finalize()))) }
                     var hasher = SHA256()
-                    hasher.update(data: piece.bytes[start..<end])
+                    hasher.update(data: cell.bytes[start..<end])
                     open = (run.first, run.last, hasher)
                 }
             }
-            reporter.update(pieceList[p].offset + pieceList[p].length, of: disk.byteCount)
+            reporter.update(cellList[p].offset + cellList[p].length, of: disk.byteCount)
         }
         if let done = open { ranges.append(BlockMap.Range(first: done.first, last: done.last, sha256: Array(done.hasher.finalize()))) }
         reporter.end()
         let map = BlockMap(imageSize: disk.byteCount, blockSize: block, ranges: ranges)
-        let out = try TemporaryOutput(finalPath: output)
-        defer { out.discard() }
-        try out.file.write(Array(map.xml().utf8), at: 0)
-        try out.commit()
-        return output
+        try Self.writeSmallFile(output, Array(map.xml().utf8))
+        return (output, try RawChunkDigests.table(diskBytes: disk.byteCount, digests: digests))
     }
-}
 
-/// SHA-256 of runs of zeros, remembered by length: images have many equal zero chunks.
-final class ZeroDigests: Sendable {
-    static let shared = ZeroDigests()
-    private let known = Locked<[UInt64: [UInt8]]>([:])
-
-    func sha256(of length: UInt64) -> [UInt8] {
-        if let d = known.withLock({ $0[length] }) { return d }
-        var h = SHA256()
-        hashZeros(&h, count: length)
-        let digest = Array(h.finalize())
-        known.withLock { $0[length] = digest }
-        return digest
+    /// Writes `bytes` to `path` through a temporary file renamed into place.
+    static func writeSmallFile(_ path: String, _ bytes: [UInt8]) throws {
+        let out = try TemporaryOutput(finalPath: path)
+        defer { out.discard() }
+        try out.file.write(bytes, at: 0)
+        try out.commit()
     }
 }
 

@@ -34,6 +34,10 @@ public enum ImagingError: UserFacingError {
     case badSignature(path: String)
     case badPin(String)
     case notThePinnedImage(path: String, found: String)
+    /// A pin or key was asked for, but the scan predates identities that cover stored ranges.
+    case olderScan(path: String)
+    /// A pin or key was asked for, but a raw source has only a bmaptool block map.
+    case noChunkDigests(path: String)
     case cancelled(target: String)
     /// Bytes that differ from what the scan, block map or source says they hold.
     case mismatch(Mismatch)
@@ -107,7 +111,12 @@ public enum ImagingError: UserFacingError {
         case .untrustedSigner(let path, let fingerprint): "\(path) is signed by key \(fingerprint), which is not trusted here"
         case .badSignature(let path): "\(path): its signature does not match its contents; the image was changed after it was signed"
         case .badPin(let text): "\"\(displayable(text))\" is not an image identity: give the 64 hex digits asr info prints as Identity"
-        case .notThePinnedImage(let path, let found): "\(path) is not the pinned image: its identity is \(found)"
+        case .notThePinnedImage(let path, let found):
+            "\(path) is not the pinned image: its identity is \(found) (identities changed in scan version 3: take pins from asr info again)"
+        case .olderScan(let path):
+            "\(path) was scanned by an earlier asr, whose identity did not cover how chunks are stored; rescan and re-sign it: asr imagescan --source \(path) --sign KEY.pem"
+        case .noChunkDigests(let path):
+            "\(path) has only a bmaptool block map, which names no identity; run asr imagescan --source \(path) to record its chunk digests"
         case .cancelled(let target): "restore cancelled; \(target) was not changed"
         case .mismatch(let mismatch): mismatch.description
         case .damagedSource(let mismatch): "source \(mismatch): the image is damaged"

@@ -175,6 +175,11 @@ public struct RestoreTarget: Sendable {
             }
         } catch {
             _ = try? trailing?.stop()
+            // Bytes that failed the read-back (a source checked only afterwards, by a block
+            // map's ranges) do not stay on the target either.
+            if case ImagingError.mismatch(let m) = error, m.afterWriting {
+                try? file.writeZeros(at: m.firstByte, count: m.lastByte - m.firstByte + 1)
+            }
             wipe(file, diskBytes: diskBytes)
             throw ImagingError.targetErased(path: path, cause: error)
         }

@@ -38,6 +38,8 @@ public struct Restorer {
         /// UDIF chunks whose stored bytes lie back to back, fetched with one read (one HTTP
         /// range request) by an incremental restore from a remote source.
         case chunks(Range<Int>)
+        /// A raw source's chunk (`RawChunkDigests`), checked before it is written.
+        case rawChunk(Int)
         /// Raw bytes: offset, length, and the index of the block map's range they belong to.
         case copy(UInt64, UInt64, range: Int?)
         case zero(UInt64, UInt64, range: Int?)
@@ -73,8 +75,8 @@ public struct Restorer {
         try plan?.check(pin: pin, trusted: trusted, source: sourcePath)
         var units = try reporter.step("Validating sizes") { () throws -> [Unit] in
             try target.checkFits(diskBytes)
-            let units = workUnits(source, blockMap: plan?.blockMap)
-            if !incremental { try checkSpace(for: units, source: source, target: target) }
+            let units = workUnits(source, plan: plan)
+            if !incremental { try checkSpace(for: units, source: source, target: target, plan: plan) }
             return units
         }
         var comparison: TargetComparison?
@@ -83,29 +85,31 @@ public struct Restorer {
             // What the target holds is left out of the work altogether: held units would fill
             // the pipeline's window and leave fewer fetches in flight.
             units.removeAll { Self.isHeld($0, found) }
-            try checkSpace(for: units, source: source, target: target)
+            try checkSpace(for: units, source: source, target: target, plan: plan)
             if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image) }
             let counts = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
             reporter.info(counts.restorePlan)
             comparison = counts
         }
 
-        let checked = verify ? plan : nil
-        let check = checked.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) }
+        // Chunks are checked against the table before they are written whether or not the
+        // target is read back afterwards (building the plan made a UDIF source check itself).
+        let check = verify ? plan.map { plan in (ranges: plan.ranges, mismatch: { @Sendable in plan.mismatch($0, .source) }) } : nil
         try target.restore(diskBytes: diskBytes, verifying: check, reporter: reporter) { file, verifier in
-            try write(units, from: source, scan: checked?.scan, to: file, target: target, verifier: verifier)
+            try write(units, from: source, plan: plan, to: file, target: target, verifier: verifier)
         }
         return comparison
     }
 
     /// Refuses a file target whose filesystem cannot take the data the restore writes (zero
     /// runs become holes; chunks the target holds are not written).
-    private func checkSpace(for units: [Unit], source: ImageSource, target: RestoreTarget) throws {
+    private func checkSpace(for units: [Unit], source: ImageSource, target: RestoreTarget, plan: VerificationPlan?) throws {
         let needed = units.reduce(UInt64(0)) { sum, unit in
             switch unit {
             case .chunk(let i): source.udif!.chunks[i].type.hasStoredData ? sum + source.udif!.chunks[i].length : sum
             case .chunks(let r): r.reduce(sum) { $0 + source.udif!.chunks[$1].length }
             case .copy(_, let n, _): sum + n
+            case .rawChunk(let i): plan.flatMap { $0.table }.map { $0.records[i].kind == .data ? sum + $0.records[i].length : sum } ?? sum
             case .zero: sum
             }
         }
@@ -116,7 +120,7 @@ public struct Restorer {
 
     private static func isHeld(_ unit: Unit, _ held: [Bool]) -> Bool {
         switch unit {
-        case .chunk(let i): return held[i]
+        case .chunk(let i), .rawChunk(let i): return held[i]
         case .copy(_, _, let r?), .zero(_, _, let r?): return held[r]
         case .chunks, .copy, .zero: return false
         }
@@ -157,8 +161,12 @@ public struct Restorer {
     }
 
     /// The restore as work units in disk order.
-    private func workUnits(_ source: ImageSource, blockMap: BlockMap?) -> [Unit] {
+    private func workUnits(_ source: ImageSource, plan: VerificationPlan?) -> [Unit] {
         if let image = source.udif { return image.chunks.indices.map { .chunk($0) } }
+        if let table = plan?.table {
+            return table.records.indices.map { table.records[$0].kind == .data ? .rawChunk($0) : .zero(table.records[$0].diskOffset, table.records[$0].length, range: $0) }
+        }
+        let blockMap = plan?.blockMap
         let size = source.bytes.byteCount
         var units: [Unit] = []
         func copy(_ offset: UInt64, _ length: UInt64, range: Int?) {
@@ -179,7 +187,7 @@ public struct Restorer {
         return units
     }
 
-    private func write(_ units: [Unit], from source: ImageSource, scan: ScanData?, to file: FileIO, target: RestoreTarget,
+    private func write(_ units: [Unit], from source: ImageSource, plan: VerificationPlan?, to file: FileIO, target: RestoreTarget,
                        verifier: TrailingVerifier?) throws {
         let total = source.bytes.byteCount
         var writeback = WritebackTrigger(file: file)
@@ -205,20 +213,21 @@ public struct Restorer {
         let window = remote ? workers + 2 : nil
         reporter.begin("\tRestoring  ", key: "restore")
         defer { reporter.abandon() }
-        @Sendable func checked(_ i: Int, _ decoded: DecodedChunk) throws -> DecodedChunk {
-            if let scan, Array(SHA256.hash(data: decoded.bytes)) != scan.chunks[i].sha256 {
-                throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
-            }
-            return decoded
+        let table = plan?.table
+        // A chunk that fails its digest (`UDIFImage.requireDigests` checks every decode).
+        @Sendable func damaged(_ error: UDIFError) -> any Error {
+            if case .inChunk(let i, _, _, _, .digestMismatch) = error { return ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan)) }
+            return error
         }
         try orderedParallelMap(count: units.count, workers: workers, window: window, ownThreads: remote) { u -> Produced in
+          do {
             switch units[u] {
             case .zero: return .zero
             case .chunk(let i):
                 let c = image!.chunks[i]
                 if c.type == .ignore { return .free }  // nothing read: over HTTP, nothing fetched
-                if c.type == .zeroFill { return .zero }
-                return .decoded(try checked(i, image!.decodedChunk(i)))
+                if c.type == .zeroFill { return .zero }  // its digest was checked to be that of zeros
+                return .decoded(try image!.decodedChunk(i))
             case .chunks(let run):
                 let chunks = image!.chunks
                 let start = chunks[run.lowerBound].fileOffset
@@ -230,13 +239,20 @@ public struct Restorer {
                         let decoded = DecodedChunk(count: Int(chunks[i].length))
                         try image!.decode(i, from: UnsafeRawBufferPointer(rebasing: stored[at..<(at + Int(chunks[i].storedLength))]),
                                           into: decoded.storage)
-                        return try checked(i, decoded)
+                        return decoded
                     })
                 }
+            case .rawChunk(let i):
+                let r = table!.records[i]
+                let chunk = DecodedChunk(count: Int(r.length))
+                try bytes.read(into: chunk.storage, at: r.diskOffset)
+                guard table!.matches(i, chunk.bytes) else { throw ImagingError.damagedSource(plan!.mismatch(i, .scan)) }
+                return .decoded(chunk)
             case .copy(let offset, let length, _):
                 let data = try bytes.read(at: offset, count: Int(length))
                 return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
             }
+          } catch let error as UDIFError { throw damaged(error) }
         } consume: { u, produced in
             let (offset, length): (UInt64, UInt64) = switch units[u] {
             case .chunk(let i): (image!.chunks[i].diskOffset, image!.chunks[i].length)
@@ -244,6 +260,7 @@ public struct Restorer {
                 (image!.chunks[r.lowerBound].diskOffset,
                  image!.chunks[r.upperBound - 1].diskOffset + image!.chunks[r.upperBound - 1].length - image!.chunks[r.lowerBound].diskOffset)
             case .copy(let o, let n, _), .zero(let o, let n, _): (o, n)
+            case .rawChunk(let i): (table!.records[i].diskOffset, table!.records[i].length)
             }
             func put(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
                 try flushZeros()

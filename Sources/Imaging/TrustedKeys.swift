@@ -61,23 +61,29 @@ public struct TrustedKeys: Sendable {
 
     public var isEmpty: Bool { keys.isEmpty }
 
-    /// Throws unless the image at `path` (a scanned UDIF image, or a raw one with its block
-    /// map) has the pinned identity and is signed by a trusted key; nothing to check when
-    /// neither is asked for.
-    public func check(imageAt path: String, pin: IdentityPin?, blockMap: String? = nil) throws {
-        guard !keys.isEmpty || pin != nil else { return }
-        try VerificationPlan(for: ImageSource.open(path), blockMap: blockMap).check(pin: pin, trusted: self, source: path)
+    /// Throws unless `source` (a scanned UDIF image, or a raw one with its chunk digests) has
+    /// the pinned identity and is signed by a trusted key (nothing to ask when neither is
+    /// given). A scanned UDIF source checks every chunk it decodes against its scan from then
+    /// on, asked or not; its table is returned.
+    @discardableResult
+    public func check(_ source: ImageSource, pin: IdentityPin?, blockMap: String? = nil) throws -> ChunkTable? {
+        guard let plan = try VerificationPlan(ifScanned: source, blockMap: blockMap) else {
+            if !keys.isEmpty || pin != nil { throw ImagingError.notScanned(path: source.path, restoring: false) }
+            return nil
+        }
+        try plan.check(pin: pin, trusted: self, source: source.path)
+        return plan.table
     }
 
-    /// Throws unless `signature` is a trusted key's over `identity` and `layout` (nothing to
-    /// check when no key is trusted).
-    public func check(identity: [UInt8], layout: [UInt8], signature: ImageSignature?, source: String) throws(ImagingError) {
+    /// Throws unless `signature` is a trusted key's over `identity` (nothing to check when no
+    /// key is trusted).
+    public func check(identity: [UInt8], signature: ImageSignature?, source: String) throws(ImagingError) {
         guard !keys.isEmpty else { return }
         guard let signature else { throw .unsigned(path: source) }
         guard keys.contains(signature.publicKey) else {
             throw .untrustedSigner(path: source, fingerprint: Ed25519PEM.fingerprint(signature.publicKey))
         }
-        guard signature.isValid(for: identity, layout: layout) else { throw .badSignature(path: source) }
+        guard signature.isValid(for: identity) else { throw .badSignature(path: source) }
     }
 }
 
@@ -95,21 +101,8 @@ public struct SigningKey: Sendable {
         raw = Array(key.rawRepresentation)
     }
 
-    public func sign(_ identity: [UInt8], layout: [UInt8]) throws -> ImageSignature {
-        try ImageSignature(signing: identity, layout: layout, with: Curve25519.Signing.PrivateKey(rawRepresentation: raw))
-    }
-}
-
-extension BlockMap {
-    /// A raw image's identity from its block map: its ranges in disk order, each mapped one
-    /// with its SHA-256 and each unmapped one (which must read as zeros) marked as kind 1.
-    public var identity: [UInt8] {
-        ImageIdentity.digest(diskBytes: imageSize, chunks: expectations.map { ($0.offset, $0.length, $0.sha256) })
-    }
-
-    /// Where a block map's detached signature lives: X.sig for X.bmap.
-    public static func signaturePath(forMap path: String) -> String {
-        (path.hasSuffix(".bmap") ? String(path.dropLast(5)) : path) + ".sig"
+    public func sign(_ identity: [UInt8]) throws -> ImageSignature {
+        try ImageSignature(signing: identity, with: Curve25519.Signing.PrivateKey(rawRepresentation: raw))
     }
 }
 

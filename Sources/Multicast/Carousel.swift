@@ -26,12 +26,108 @@ package struct Carousel: Sendable {
         /// Where the cursor was when it first reported: what the cursor sent from there on and
         /// it lacks whole was lost (a small chunk fits in one GSO burst), not a head.
         var joined: (pass: UInt32, cursor: Int) = (0, 0)
+        /// Fragments it asked for in its first report and the fewest since, and repairs sent
+        /// for it (fragments): it is owed repairs for what it stopped asking for, never for
+        /// what it says it has.
+        var first = 0
+        var fewest = 0
+        var spent = 0
+        var credit: Int { Carousel.repairFloor + (first - fewest) / Carousel.repairShare - spent }
     }
+
+    /// A report as the server takes it: what the client lacks, checked against the manifest.
+    /// Built by `Shape` outside the server's lock; applied under it by `update(_:with:)`.
+    package struct NeedSet: Sendable {
+        var whole: Bits
+        var partial: [Int: [UInt16]]
+        package let position: (pass: UInt32, chunk: UInt32)?
+        package let quiet: Bool
+        /// Chunks it asks for (whole or in part) and fragments in all: what the server can see
+        /// of its progress.
+        package let chunks: Int
+        package let fragments: Int
+    }
+
+    /// A report naming more than the image has: a protocol error.
+    package struct OversizedReport: Error, Sendable, CustomStringConvertible {
+        package let description: String
+    }
+
+    /// The manifest as reports are judged against it: immutable, so need sets are built
+    /// outside the server's lock, each at a cost bounded by the image.
+    package struct Shape: Sendable {
+        let fragmentCounts: [Int]
+        let hasData: Bits
+        package var chunkCount: Int { fragmentCounts.count }
+        /// Fragments of every chunk that travels.
+        package let totalFragments: Int
+        /// The largest REPORT frame (type byte and payload) a client of this image can need to
+        /// send: each chunk in at most one range and one partial entry, each fragment listed
+        /// at most once. A larger one is refused before its bytes are read.
+        package let maxReportBytes: Int
+
+        package init(manifest: [ManifestEntry]) {
+            let n = manifest.count
+            fragmentCounts = manifest.map { $0.storedLength > 0 ? $0.fragmentCount : 0 }
+            var data = Bits(count: n)
+            for c in manifest.indices where manifest[c].storedLength > 0 { data.insert(c) }
+            hasData = data
+            totalFragments = fragmentCounts.reduce(0, +)
+            let partial = min(n, ControlMessage.Report.maxPartialChunks)
+            let listed = min(totalFragments, partial * (fragmentCounts.max() ?? 0))
+            maxReportBytes = 1 + 53 + 8 * min(n, ControlMessage.Report.maxRanges) + 6 * partial + 2 * listed
+        }
+
+        /// What `report` says its client lacks. Chunks past the end or without data and
+        /// fragments past a chunk's last are ignored and overlapping ranges count once, but a
+        /// report with more ranges, partial chunks or fragments than the image has is refused.
+        package func need(from report: ControlMessage.Report) throws(OversizedReport) -> NeedSet {
+            let n = chunkCount
+            guard report.missing.count <= n, report.fragments.count <= n else {
+                throw OversizedReport(description: "a REPORT of \(report.missing.count) ranges and \(report.fragments.count) partial chunks for an image of \(n) chunks")
+            }
+            let listed = report.fragments.reduce(0) { $0 + $1.missing.count }
+            guard listed <= totalFragments else {
+                throw OversizedReport(description: "a REPORT listing \(listed) fragments for an image of \(totalFragments)")
+            }
+            var whole = Bits(count: n)
+            var covered = 0  // chunks below this came from an earlier range
+            for (first, count) in report.missing.sorted(by: { $0.0 < $1.0 }) {
+                let start = max(Int(first), covered)
+                let end = min(Int(first) + Int(count), n)
+                guard start < end else { continue }
+                whole.insert(start..<end)
+                covered = end
+            }
+            whole.formIntersection(hasData)
+            var lacking: [Int: Set<UInt16>] = [:]
+            for (chunk, missing) in report.fragments {
+                let c = Int(chunk)
+                guard c < n, !whole.contains(c) else { continue }
+                let valid = missing.filter { Int($0) < fragmentCounts[c] }
+                if !valid.isEmpty { lacking[c, default: []].formUnion(valid) }
+            }
+            var fragments = lacking.values.reduce(0) { $0 + $1.count }
+            var at = 0
+            while let c = whole.first(from: at, below: n) {
+                fragments += fragmentCounts[c]
+                at = c + 1
+            }
+            return NeedSet(whole: whole, partial: lacking.mapValues { $0.sorted() }, position: report.position, quiet: report.quiet,
+                           chunks: whole.population + lacking.count, fragments: fragments)
+        }
+    }
+
+    /// Repairs a client may ask for before it has shown progress, in fragments (about 90 KB):
+    /// enough for a few lost bursts. Beyond that, one fragment of repair is earned by each
+    /// four it stops asking for; what it is not owed waits for the cursor.
+    static let repairFloor = 64
+    static let repairShare = 4
 
     /// Manifest indices of the chunks that travel (zero chunks do not).
     package let sendable: [Int]
-    private let fragmentCounts: [Int]
-    private let hasData: Bits
+    package let shape: Shape
+    private var fragmentCounts: [Int] { shape.fragmentCounts }
     package var chunkCount: Int { fragmentCounts.count }
     package private(set) var pass: UInt32 = 0
     /// The next chunk the cursor looks at.
@@ -46,10 +142,10 @@ package struct Carousel: Sendable {
     /// The pass in which the cursor last sent each chunk (`never` if it has not).
     private var sentPass: [UInt32]
     private static let never = UInt32.max
-    /// Fragment repairs to send before the cursor moves on, and for chunks repaired since the
-    /// cursor last sent them, the last chunk the cursor had sent then: a client that has seen
-    /// nothing after that may not have the repair yet.
-    private var repairs: Set<Int> = []
+    /// Repairs to send before the cursor moves on, each for the clients that earned it, and
+    /// for chunks repaired since the cursor last sent them, the last chunk the cursor had sent
+    /// then: a client that has seen nothing after that may not have the repair yet.
+    private var repairs: [Int: Set<ClientID>] = [:]
     private var repairedAt: [Int: (pass: UInt32, chunk: Int)] = [:]
     /// The chunk last handed out: the server is sending it until it asks for the next one.
     private var inFlight: Int?
@@ -57,10 +153,7 @@ package struct Carousel: Sendable {
     package init(manifest: [ManifestEntry]) {
         let n = manifest.count
         sendable = manifest.indices.filter { manifest[$0].storedLength > 0 }
-        fragmentCounts = manifest.map(\.fragmentCount)
-        var data = Bits(count: n)
-        for c in sendable { data.insert(c) }
-        hasData = data
+        shape = Shape(manifest: manifest)
         wholeCount = Array(repeating: 0, count: n)
         partCount = Array(repeating: 0, count: n)
         wanted = Bits(count: n)
@@ -77,43 +170,44 @@ package struct Carousel: Sendable {
         return need.whole.contains(chunk) || need.partial[chunk] != nil
     }
 
-    /// A client's report replaces what it lacked before. Trusted no further than the
-    /// manifest: chunks past its end or without data and fragments past a chunk's last are
-    /// ignored, overlapping ranges count once; the work is linear in the manifest and the
-    /// report whatever the report claims.
-    package mutating func update(_ id: ClientID, with report: ControlMessage.Report) {
-        let n = chunkCount
-        var whole = Bits(count: n)
-        var covered = 0  // chunks below this came from an earlier range
-        for (first, count) in report.missing.sorted(by: { $0.0 < $1.0 }) {
-            let start = max(Int(first), covered)
-            let end = min(Int(first) + Int(count), n)
-            guard start < end else { continue }
-            whole.insert(start..<end)
-            covered = end
-        }
-        whole.formIntersection(hasData)
-        var lacking: [Int: Set<UInt16>] = [:]
-        for (chunk, missing) in report.fragments {
-            let c = Int(chunk)
-            guard c < n, !whole.contains(c) else { continue }
-            let valid = missing.filter { Int($0) < fragmentCounts[c] }
-            if !valid.isEmpty { lacking[c, default: []].formUnion(valid) }
-        }
-        let partial = lacking.mapValues { $0.sorted() }
-        var need = Need(whole: whole, partial: partial)
+    /// A client's report replaces what it lacked before (see `Shape.need`); false if it was
+    /// refused as larger than the image allows. For tests: the server builds the need set
+    /// outside its lock and calls `update(_:with:)` with it.
+    @discardableResult
+    package mutating func update(_ id: ClientID, with report: ControlMessage.Report) -> Bool {
+        guard let need = try? shape.need(from: report) else { return false }
+        update(id, with: need)
+        return true
+    }
+
+    /// A client's need set replaces what it lacked before. The work under the server's lock
+    /// is linear in the manifest's bitset words and the chunks the client has in part.
+    package mutating func update(_ id: ClientID, with set: NeedSet) {
+        var need = Need(whole: set.whole, partial: set.partial)
         // Pass and chunk numbers come from unauthenticated packets: a position past the stream
         // (a forged one) is taken no further than where the stream is.
-        need.position = report.position.map { p in
+        need.position = set.position.map { p in
             p.pass > pass || (p.pass == pass && Int(p.chunk) >= cursor) ? (pass, cursor - 1) : (p.pass, Int(p.chunk))
         }
-        need.quiet = report.quiet
-        need.joined = needs[id]?.joined ?? (pass, cursor)
-        replace(id, with: need)
+        need.quiet = set.quiet
+        let old = needs[id]
+        need.joined = old?.joined ?? (pass, cursor)
+        // Repairs are earned by progress the server can see: fragments it stopped asking for.
+        need.first = old?.first ?? set.fragments
+        need.fewest = min(old?.fewest ?? .max, set.fragments)
+        need.spent = old?.spent ?? 0
+        var credit = need.credit
+        func repair(_ c: Int, costing cost: Int) {
+            guard cost <= credit else { return }  // the cursor brings it
+            credit -= cost
+            need.spent += cost
+            repairs[c, default: []].insert(id)
+        }
         // What it lost of chunks the cursor has gone past is repaired now, not a round later:
         // lacking fragments, and whole chunks sent since it joined.
-        for c in partial.keys where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
-            repairs.insert(c)
+        for (c, lacking) in set.partial.sorted(by: { $0.key < $1.key })
+        where behindCursor(c) && !pending(need, c) && !repairPending(need, c) {
+            repair(c, costing: lacking.count)
         }
         // A client that has heard no packet of the session (no position) gets no repairs: none
         // would reach it, and quiet at every report, it would have every chunk behind the
@@ -121,10 +215,11 @@ package struct Carousel: Sendable {
         let sinceJoining = need.position == nil ? 0..<0
             : need.joined.pass == pass ? need.joined.cursor..<max(cursor, need.joined.cursor) : 0..<chunkCount
         var at = sinceJoining.lowerBound
-        while let c = whole.first(from: at, below: sinceJoining.upperBound) {
-            if lost(need, c) && behindCursor(c) && !pending(need, c) && !repairPending(need, c) { repairs.insert(c) }
+        while credit > 0, let c = need.whole.first(from: at, below: sinceJoining.upperBound) {
+            if lost(need, c) && behindCursor(c) && !pending(need, c) && !repairPending(need, c) { repair(c, costing: fragmentCounts[c]) }
             at = c + 1
         }
+        replace(id, with: need)
     }
 
     /// The cursor sent `c` after the client joined, and the client lacks it.
@@ -143,10 +238,10 @@ package struct Carousel: Sendable {
     /// client lacks anything that is not already on its way to it.
     package mutating func next() -> Next? {
         inFlight = nil
-        while let c = repairs.min() {
-            repairs.remove(c)
+        while let c = repairs.keys.min() {
+            let clients = repairs.removeValue(forKey: c) ?? []
             let fragments: [UInt16]?
-            switch plan(c, repair: true) {
+            switch plan(c, repair: clients) {
             case .nothing: continue
             case .all: fragments = nil
             case .fragments(let some): fragments = some
@@ -178,7 +273,7 @@ package struct Carousel: Sendable {
     private func firstEligible(from start: Int, to end: Int) -> (Int, [UInt16]?)? {
         var at = start
         while let c = wanted.first(from: at, below: end) {
-            switch plan(c, repair: false) {
+            switch plan(c, repair: nil) {
             case .all: return (c, nil)
             case .fragments(let fragments): return (c, fragments)
             case .nothing: at = c + 1
@@ -190,10 +285,12 @@ package struct Carousel: Sendable {
     private enum Plan { case nothing, all, fragments([UInt16]) }
 
     /// What to send of chunk `c` for the clients it is not already on its way to. A repair
-    /// sends only fragments; clients that lack the whole chunk get it when the cursor comes round.
-    private func plan(_ c: Int, repair: Bool) -> Plan {
+    /// (`repair`: the clients that earned it) serves them alone and sends only fragments unless
+    /// one of them lost the whole chunk; the others get it when the cursor comes round.
+    private func plan(_ c: Int, repair clients: Set<ClientID>?) -> Plan {
+        let repair = clients != nil
         var fragments = Set<UInt16>()
-        for need in needs.values where !pending(need, c) {
+        for (id, need) in needs where !pending(need, c) && clients?.contains(id) ?? true {
             if need.whole.contains(c) {
                 // A client that hears nothing gets no repairs (see `update`), whole or not.
                 if !repair || (lost(need, c) && need.position != nil) { return .all }
@@ -266,6 +363,9 @@ struct Bits: Sendable, Equatable {
         self.count = count
         words = Array(repeating: 0, count: (count + 63) / 64)
     }
+
+    /// How many members.
+    var population: Int { words.reduce(0) { $0 + $1.nonzeroBitCount } }
 
     func contains(_ i: Int) -> Bool { i >= 0 && i < count && words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
     mutating func insert(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }

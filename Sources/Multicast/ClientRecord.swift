@@ -52,14 +52,15 @@ package struct ClientRecord: Sendable {
         return verifyTotal == 0 ? 0 : min(1, Double(verified) / Double(verifyTotal))
     }
 
-    /// A report arrived at `t`, when the server had sent `packetsSent` packets; `progress` is
-    /// the share of the travelling chunks its `received` count stands for.
-    package mutating func report(_ r: ControlMessage.Report, packetsSent: UInt64, progress: Double, at t: Double) {
+    /// A report arrived at `t`, when the server had sent `packetsSent` packets; `chunks`: those
+    /// it holds as the server judges them (its own `received` count when not given);
+    /// `progress`: the share of the travelling chunks they stand for.
+    package mutating func report(_ r: ControlMessage.Report, chunks held: Int? = nil, packetsSent: UInt64, progress: Double, at t: Double) {
         guard !state.ended else { return }
         let phase: State = r.verifying ? .verifying : .restoring
         if phase != state { pace = nil }
         state = phase
-        chunks = Int(r.received)
+        chunks = held ?? Int(r.received)
         self.progress = progress
         if r.writeRate > 0 { writeRate = r.writeRate }  // its last word while writing stands
         packets = r.packets

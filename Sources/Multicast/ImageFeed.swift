@@ -5,15 +5,15 @@ import Imaging
 import UDIF
 
 /// What a server sends: the manifest of a scanned source and each chunk's stored bytes.
-/// A scanned UDIF image travels as its own compressed chunks; a raw image (with its .bmap)
-/// or a block device travels as 1 MiB raw chunks, hashed when the server starts.
+/// A scanned UDIF image travels as its own compressed chunks; a raw image (with its chunk
+/// digests, or its .bmap) or a block device travels as 1 MiB raw chunks. Either way the
+/// manifest is the source's `ChunkTable`, so its identity is the one a file restore of the
+/// same source checks, and every chunk was checked against it before anything is served.
 public struct ImageFeed: Sendable {
     package let manifest: [ManifestEntry]
-    /// The image's identity (`ImageIdentity`), which clients check the manifest against.
+    /// The image's identity (`ChunkTable`), which clients check the manifest against.
     public let identity: [UInt8]
-    /// Where the image stores its chunks (`StoredLayout`), and its signature over that and
-    /// `identity`, if it has one (a scanned, signed UDIF image).
-    public let layout: [UInt8]
+    /// The image's signature over `identity`, if it has one.
     public let signature: ImageSignature?
     public let diskBytes: UInt64
     /// hdiutil's name for a UDIF image's format (UDZO, ULMO, ...), RAW or DEVICE.
@@ -37,54 +37,66 @@ public struct ImageFeed: Sendable {
         diskBytes = source.bytes.byteCount
         if let image = source.udif {
             format = ImageInfo.formatName(Set(image.chunks.map(\.type)))
-            guard let scan = try ScanData.stored(in: image) else { throw MulticastError.sourceNotScanned(path: source.path) }
+            guard try ScanData.stored(in: image) != nil else { throw MulticastError.sourceNotScanned(path: source.path) }
             guard image.isOrdered else { throw MulticastError.sourceNotOrdered(path: source.path) }
             // Every chunk against the scan before anything is served: a damaged image would be
             // refused by every client, after each had spent the time to receive it.
+            let table = try TrustedKeys().check(source, pin: nil)!
             try ImageVerifier(reporter: Reporter(.quiet)).verify(source)
-            manifest = image.chunks.enumerated().map { i, c in
-                ManifestEntry(diskOffset: c.diskOffset, length: c.length,
-                              storedLength: c.type.hasStoredData ? UInt32(c.storedLength) : 0,
-                              codec: c.type.rawValue, sha256: scan.chunks[i].sha256)
-            }
-            identity = scan.identity(of: image)
-            layout = StoredLayout.digest(of: image)
+            manifest = table.records.map(ManifestEntry.init)
+            identity = table.identity
             signature = try ImageSignature.stored(in: image)
             stored = { try image.storedBytes(of: $0) }
             return
         }
-        // A raw image must be scanned (its .bmap) and match its scan; a device is read as is.
         format = source.kind == .blockDevice ? "DEVICE" : "RAW"
         let bytes = source.bytes
-        if source.kind == .raw {
-            guard let mapPath = BlockMap.sidecar(for: source.path) else { throw MulticastError.sourceNotScanned(path: source.path) }
-            let map = try BlockMap.load(mapPath)
-            guard map.imageSize == bytes.byteCount else { throw MulticastError.blockMapMismatch(map: mapPath, source: source.path) }
-            let expectations = map.expectations
-            try RangeVerifier(reporter: Reporter(.quiet)).verify(bytes, expectations) { i in
-                let r = expectations[i]
-                return Mismatch(firstByte: r.offset, lastByte: r.offset + r.length - 1, shouldBeZeros: r.sha256 == nil, reference: .blockMap)
+        // A raw image must be scanned and match its scan; a device is read as it is.
+        let recorded = try source.kind == .raw ? Self.recordedTable(source) : nil
+        // Read once, in 1 MiB chunks: each checked against the recorded digests, or hashed.
+        let cells = RawChunkDigests.grid(bytes.byteCount)
+        var digests: [[UInt8]] = []
+        try orderedParallelMap(count: cells.count) { i -> [UInt8] in
+            let cell = cells[i]
+            if let recorded, recorded.records[i].kind == .zeros, let file = (bytes as? RawSource)?.file as? FileIO,
+               file.isHole(offset: cell.offset, length: cell.length) {
+                return recorded.records[i].sha256
             }
+            return Array(SHA256.hash(data: try bytes.read(at: cell.offset, count: Int(cell.length))))
+        } consume: { i, digest in
+            if let recorded, recorded.records[i].sha256 != digest {
+                throw ImagingError.damagedSource(Mismatch(firstByte: cells[i].offset, lastByte: cells[i].offset + cells[i].length - 1,
+                                                          reference: .scan))
+            }
+            digests.append(digest)
         }
-        // Hashed once, in 1 MiB chunks; zero chunks do not travel.
-        let size = bytes.byteCount
-        let step: UInt64 = 1 << 20
-        let count = Int((size + step - 1) / step)
-        var entries: [ManifestEntry] = []
-        try orderedParallelMap(count: count) { i -> ([UInt8], Bool) in
-            let at = UInt64(i) * step
-            let data = try bytes.read(at: at, count: Int(min(step, size - at)))
-            return (data, data.withUnsafeBytes(isAllZero))
-        } consume: { i, result in
-            let (data, zero) = result
-            entries.append(ManifestEntry(diskOffset: UInt64(i) * step, length: UInt64(data.count),
-                                         storedLength: zero ? 0 : UInt32(data.count), codec: ChunkType.raw.rawValue,
-                                         sha256: Array(SHA256.hash(data: data))))
+        let table = try RawChunkDigests.table(diskBytes: bytes.byteCount, digests: digests)
+        manifest = table.records.map(ManifestEntry.init)
+        identity = table.identity
+        signature = try recorded == nil ? nil : Self.detachedSignature(source)
+        stored = { i in try bytes.read(at: cells[i].offset, count: Int(cells[i].length)) }
+    }
+
+    /// A raw image's recorded chunk digests; one with only a bmaptool map is checked against it.
+    private static func recordedTable(_ source: ImageSource) throws -> ChunkTable? {
+        if let path = RawChunkDigests.sidecar(for: source.path, blockMap: nil) {
+            return try RawChunkDigests.load(path, diskBytes: source.bytes.byteCount, sourcePath: source.path)
         }
-        manifest = entries
-        identity = ManifestEntry.identity(of: entries, diskBytes: size)
-        layout = StoredLayout.none
-        signature = nil
-        stored = { i in try bytes.read(at: UInt64(i) * step, count: Int(min(step, size - UInt64(i) * step))) }
+        guard let mapPath = BlockMap.sidecar(for: source.path) else { throw MulticastError.sourceNotScanned(path: source.path) }
+        let map = try BlockMap.load(mapPath)
+        guard map.imageSize == source.bytes.byteCount else { throw MulticastError.blockMapMismatch(map: mapPath, source: source.path) }
+        let expectations = map.expectations
+        try RangeVerifier(reporter: Reporter(.quiet)).verify(source.bytes, expectations) { i in
+            let r = expectations[i]
+            return Mismatch(firstByte: r.offset, lastByte: r.offset + r.length - 1, shouldBeZeros: r.sha256 == nil, reference: .blockMap)
+        }
+        return nil
+    }
+
+    private static func detachedSignature(_ source: ImageSource) throws -> ImageSignature? {
+        guard let path = RawChunkDigests.sidecar(for: source.path, blockMap: nil) else { return nil }
+        let sig = RawChunkDigests.signaturePath(forDigests: path)
+        guard let bytes = try? FileIO.readSmallFile(sig, limit: 4096) else { return nil }
+        return try ImageSignature(parsing: bytes)
     }
 }

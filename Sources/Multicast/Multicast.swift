@@ -46,14 +46,16 @@ public enum MulticastError: UserFacingError, Equatable {
     case malformedMessage(type: UInt8)
     case unknownMessage(type: UInt8)
     case frameSize(peer: String, length: Int)
+    /// Larger than the server takes of that message type (a REPORT naming more than the image has).
+    case frameTooLarge(peer: String, type: UInt8, length: Int, limit: Int)
     case stalledMidMessage(peer: String)
     case noAnswer(host: String, port: UInt16)
     case notWelcomed(host: String)
     case noManifest(host: String)
     case malformedWelcome(host: String)
-    case malformedManifest
+    /// The manifest breaks the chunk-table rule: why.
+    case malformedManifest(String)
     case manifestNotOfIdentity(host: String)
-    case manifestShort
     case differentImage(host: String)
     case droppedByServer(reason: String)
     case noData(seconds: Int)
@@ -138,14 +140,14 @@ public enum MulticastError: UserFacingError, Equatable {
         case .malformedMessage(let type): "malformed control message (type \(type))"
         case .unknownMessage(let type): "unknown control message type \(type)"
         case .frameSize(let peer, let length): "\(peer) sent a frame of \(length) bytes"
+        case .frameTooLarge(let peer, let type, let length, let limit): "\(peer) sent a message of type \(type) and \(length) bytes (at most \(limit))"
         case .stalledMidMessage(let peer): "\(peer) stalled mid-message"
         case .noAnswer(let host, let port): "no answer from \(displayable(host)):\(port)"
         case .notWelcomed(let host): "\(displayable(host)) did not welcome us"
         case .noManifest(let host): "\(displayable(host)) sent no manifest"
         case .malformedWelcome(let host): "\(displayable(host)) sent a malformed welcome"
-        case .malformedManifest: "the server's manifest is malformed"
+        case .malformedManifest(let why): "the server's manifest is refused: \(why)"
         case .manifestNotOfIdentity(let host): "the manifest from \(host) does not match the image identity it announced"
-        case .manifestShort: "the server's manifest does not cover the disk"
         case .differentImage(let host): "the server at \(displayable(host)) now serves a different image"
         case .droppedByServer(let reason): "the server dropped this client: \(displayable(reason))"
         case .noData(let seconds): "no data from the server for \(seconds) s"

@@ -119,18 +119,16 @@ public struct MulticastClient {
         var session = try reporter.step("Validating source") { try connect(candidates, pin: pin, url: url) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let identity = session.welcome.identity
-        try trusted.check(identity: identity, layout: session.layout, signature: session.signature, source: url)
+        try trusted.check(identity: identity, signature: session.signature, source: url)
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes
         try reporter.step("Validating sizes") { try target.checkFits(diskBytes) }
         let eraseFree = self.eraseFree
         // An incremental restore never empties the target: what it holds is what it reuses.
         target.keepsContents = incremental || (!eraseFree && manifest.contains { $0.isFree })
-        let ranges = manifest.map { e in
-            // A chunk that does not travel is zeros: this client writes it so.
-            ExpectedRange.chunk(offset: e.diskOffset, length: e.length, sha256: e.sha256, isFree: e.isFree, isZeros: e.storedLength == 0,
-                                eraseFree: eraseFree)
-        }
+        // A chunk that does not travel is zeros (its digest was checked to be theirs): this
+        // client writes it so.
+        let ranges = session.table.records.map { ExpectedRange(record: $0, eraseFree: eraseFree) }
         let mismatch: @Sendable (Int) -> Mismatch = {
             Mismatch(firstByte: ranges[$0].offset, lastByte: ranges[$0].offset + ranges[$0].length - 1, reference: .image)
         }
@@ -187,7 +185,9 @@ public struct MulticastClient {
         var connection: ControlConnection
         var welcome: ControlMessage.Welcome
         var manifest: [ManifestEntry]
-        var layout: [UInt8]
+        /// The manifest as a chunk table: its identity is WELCOME's, and every chunk is checked
+        /// against it before it is written.
+        var table: ChunkTable
         var signature: ImageSignature?
         /// Chunks the target held before anything was written (an incremental restore).
         var held: [Bool]?
@@ -217,17 +217,15 @@ public struct MulticastClient {
             try connection.send(.hello(version: ControlMessage.protocolVersion, client: name))
             guard case .welcome(let welcome)? = try connection.receive() else { throw .notWelcomed(host: host) }
             guard case .manifest(let manifest)? = try connection.receive() else { throw .noManifest(host: host) }
-            guard case .signature(let layout, let signed)? = try connection.receive() else { throw .noManifest(host: host) }
+            guard case .signature(let signed)? = try connection.receive() else { throw .noManifest(host: host) }
             guard welcome.identity.count == 32, welcome.group.count == 4, welcome.group[0] >= 224, welcome.group[0] <= 239 else {
                 throw .malformedWelcome(host: host)
             }
-            try ManifestEntry.check(manifest, diskBytes: welcome.diskBytes)
-            guard ManifestEntry.identity(of: manifest, diskBytes: welcome.diskBytes) == welcome.identity else {
-                throw .manifestNotOfIdentity(host: host)
-            }
+            let table = try ManifestEntry.table(of: manifest, diskBytes: welcome.diskBytes)
+            guard table.identity == welcome.identity else { throw .manifestNotOfIdentity(host: host) }
             connection.setReceiveTimeout(0.05)
             let signature = signed.isEmpty ? nil : try? ImageSignature(parsing: signed)
-            return Session(connection: connection, welcome: welcome, manifest: manifest, layout: layout, signature: signature,
+            return Session(connection: connection, welcome: welcome, manifest: manifest, table: table, signature: signature,
                            host: host, port: port, name: name)
         }
 
@@ -256,7 +254,7 @@ public struct MulticastClient {
         let socket = try DataReceiver(group: session.welcome.group, source: session.welcome.dataSource, port: session.welcome.dataPort,
                                       interfaceName: interfaceName,
                                       rate: session.welcome.dataRate)
-        let writers = ChunkWriters(file: file, workers: ProcessInfo.processInfo.activeProcessorCount, verifier: verifier)
+        let writers = ChunkWriters(file: file, table: session.table, workers: ProcessInfo.processInfo.activeProcessorCount, verifier: verifier)
         defer { writers.stop() }
         var progress = PassProgress(chunks: session.manifest.count, reporter: reporter)
         defer { progress.finish(assembler) }
@@ -461,12 +459,14 @@ package final class ChunkWriters: Sendable {
     private let queue = Monitor(Queue())
     private let outcome = Monitor(Outcome())
     private let file: FileIO
+    private let table: ChunkTable
     /// Reads each written chunk back while the rest arrive.
     private let verifier: TrailingVerifier?
     private let group = DispatchGroup()
 
-    package init(file: FileIO, workers: Int, verifier: TrailingVerifier? = nil) {
+    package init(file: FileIO, table: ChunkTable, workers: Int, verifier: TrailingVerifier? = nil) {
         self.file = file
+        self.table = table
         self.verifier = verifier
         // Threads of their own, not a global queue's: those run only about as many blocks at
         // once as there are cores, and other work in the process may hold them all.
@@ -533,7 +533,7 @@ package final class ChunkWriters: Sendable {
             }
             // A chunk that does not decode or match its SHA-256 is a bad copy (damage or
             // forgery): forget it and fetch it again.
-            guard let decoded = Self.decode(job.stored.bytes, job.entry, into: output), Self.matches(decoded, job.entry.sha256) else {
+            guard let decoded = Self.decode(job.stored.bytes, job.entry, into: output), table.matches(job.index, decoded) else {
                 outcome.update { $0.rejected.append(job.index) }
                 continue
             }
@@ -558,12 +558,6 @@ package final class ChunkWriters: Sendable {
         let out = UnsafeMutableRawBufferPointer(rebasing: output[0..<length])
         guard (try? Codec.decode(ChunkType(rawValue: entry.codec), stored, into: out)) != nil else { return nil }
         return UnsafeRawBufferPointer(out)
-    }
-
-    private static func matches(_ bytes: UnsafeRawBufferPointer, _ sha256: [UInt8]) -> Bool {
-        var hash = SHA256()
-        hash.update(bufferPointer: bytes)
-        return hash.finalize().withUnsafeBytes { $0.elementsEqual(sha256) }
     }
 }
 

@@ -19,6 +19,8 @@ public final class MulticastServer: Sendable {
     private let log: @Sendable (String) -> Void
     /// The send loop waits on it for a request; control threads change it.
     private let state: Monitor<SharedState>
+    /// The manifest as reports are judged against it: need sets are built outside `state`.
+    private let shape: Carousel.Shape
     /// The session as the status server shows it: counters and each client's latest state,
     /// apart from `state` so that watching never holds the stream up.
     public let board: SessionBoard
@@ -59,7 +61,9 @@ public final class MulticastServer: Sendable {
         board = SessionBoard(feed: feed, path: path, config: config, sessionID: sessionID)
         interface = try interfaceName.map(interfaceAddress) ?? in_addr(s_addr: INADDR_ANY)
         dataSource = DataSender.sourceAddress(group: config.multicastAddress, port: config.port, interface: interface)
-        state = Monitor(SharedState(carousel: Carousel(manifest: feed.manifest),
+        let carousel = Carousel(manifest: feed.manifest)
+        shape = carousel.shape
+        state = Monitor(SharedState(carousel: carousel,
                                     roster: ClientRoster(chunkCount: feed.manifest.count, rules: .init(loopSuspend: config.loopSuspend))))
     }
 
@@ -99,6 +103,9 @@ public final class MulticastServer: Sendable {
 
     /// Bytes of partly received control frames, all connections together.
     static let frameBudget = 16 << 20
+    /// The largest frame a client needs for anything but a REPORT: HELLO with the longest name.
+    static let otherFrameLimit = 1 + 8 + Int(UInt16.max)
+    static let reportType = ControlMessage.report(.init(received: 0, writeRate: 0, missing: [])).type
     /// How long a connection may stay open without saying HELLO.
     static let helloDeadline: Duration = .seconds(10)
     /// How long a send to a client may block: a client that does not read is given up on.
@@ -136,7 +143,12 @@ public final class MulticastServer: Sendable {
                 continue
             }
             setTimeout(fd, SO_SNDTIMEO, Self.sendTimeout)
-            let connection = ControlConnection(fd: fd, peer: peer, budget: budget)
+            // A REPORT can name no more than the image has: a larger one is refused before its
+            // bytes are read. Every other message a client sends holds at most one short string.
+            let reportLimit = shape.maxReportBytes
+            let connection = ControlConnection(fd: fd, peer: peer, budget: budget) { type in
+                type == Self.reportType ? reportLimit : Self.otherFrameLimit
+            }
             Thread { [self] in
                 serve(connection)
                 state.update { s in
@@ -168,6 +180,20 @@ public final class MulticastServer: Sendable {
                 if let client, !client.done { log("client \(client.name) (\(client.peer)) left before finishing") }
             }
         }
+        /// A protocol error from a client on the roster: off it, told why, and the reason logged.
+        func drop(_ reason: String) {
+            guard let id else { return }
+            let client = state.update { s in
+                s.connections[id] = nil
+                s.carousel.forget(id)
+                s.generation += 1
+                return s.roster.leave(id)
+            }
+            guard let client else { return }
+            board.dropped(id, reason: reason)
+            log("dropped client \(client.name) (\(client.peer)): \(reason)")
+            try? connection.send(.drop(reason: reason))
+        }
         do {
             while !Interruption.requested && !state.read({ $0.stopped }) {
                 guard let message = try connection.receive() else {
@@ -186,7 +212,7 @@ public final class MulticastServer: Sendable {
                         diskBytes: feed.diskBytes, group: ipv4(config.multicastAddress).map { withUnsafeBytes(of: $0.s_addr) { Array($0) } } ?? [],
                         dataPort: config.port, dataRate: config.effectiveRate, dataSource: dataSource)))
                     try connection.send(.manifest(feed.manifest))
-                    try connection.send(.signature(layout: feed.layout, signed: feed.signature?.serialized() ?? []))
+                    try connection.send(.signature(signed: feed.signature?.serialized() ?? []))
                     if id == nil {
                         let now = ContinuousClock.now
                         id = state.update { s in
@@ -201,15 +227,21 @@ public final class MulticastServer: Sendable {
                     }
                 case .report(let report):
                     guard let id else { continue }
+                    // Built here, outside the lock: the stream never waits on a client's report.
+                    let need: Carousel.NeedSet
+                    do { need = try shape.need(from: report) } catch {
+                        drop("protocol error: \(error)")
+                        return
+                    }
                     let now = ContinuousClock.now
                     let (accepted, sent) = state.update { s in
                         // A dropped or finished client's late report asks for nothing.
-                        let accepted = s.roster.report(report, from: id, at: now)
-                        if accepted { s.carousel.update(id, with: report) }
+                        let accepted = s.roster.report(report, lacking: need.chunks, from: id, at: now)
+                        if accepted { s.carousel.update(id, with: need) }
                         s.generation += 1
                         return (accepted, s.bytesSent)
                     }
-                    if accepted { board.reported(id, report) }
+                    if accepted { board.reported(id, report, lacking: need.chunks) }
                     // When its data was all in, apart from when its verify ended (its DONE).
                     if accepted, !hasEverything, report.missing.isEmpty, report.fragments.isEmpty {
                         hasEverything = true
@@ -245,6 +277,8 @@ public final class MulticastServer: Sendable {
                     return  // a client has no business sending anything else
                 }
             }
+        } catch MulticastError.frameTooLarge(_, let type, let length, let limit) where id != nil {
+            drop("protocol error: a message of type \(type) and \(length) bytes, more than the \(limit) this image allows")
         } catch {
             return
         }

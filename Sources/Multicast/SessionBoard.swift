@@ -97,12 +97,14 @@ public final class SessionBoard: Sendable {
         }
     }
 
-    package func reported(_ id: Int, _ report: ControlMessage.Report) {
+    /// `lacking`: the chunks its need set names, as the server judged it (its own `received`
+    /// count is only its word).
+    package func reported(_ id: Int, _ report: ControlMessage.Report, lacking: Int) {
         let t = seconds(), sent = packets.load(ordering: .relaxed)
         let travelling = chunkCount - travelless
-        let held = Int(report.received) - travelless
+        let held = travelling - lacking
         let progress = travelling == 0 ? 1 : max(0, min(1, Double(held) / Double(travelling)))
-        live.withLock { $0.clients[id]?.report(report, packetsSent: sent, progress: progress, at: t) }
+        live.withLock { $0.clients[id]?.report(report, chunks: chunkCount - lacking, packetsSent: sent, progress: progress, at: t) }
     }
 
     package func finished(_ id: Int, failure: String?) { end(id) { $0.finish(failure: failure, at: $1) } }

@@ -95,12 +95,16 @@ final class ControlConnection: Sendable {
     /// complete `frameDeadline` after its first byte (a client takes a large manifest as
     /// slowly as its link needs).
     private let budget: FrameBudget?
+    /// The server's: the largest frame it takes of each message type, checked on the type
+    /// byte before the rest is read.
+    private let limit: (@Sendable (UInt8) -> Int)?
     static let frameDeadline: TimeInterval = 10
 
-    init(fd: Int32, peer: String, budget: FrameBudget? = nil) {
+    init(fd: Int32, peer: String, budget: FrameBudget? = nil, limit: (@Sendable (UInt8) -> Int)? = nil) {
         self.fd = fd
         self.peer = peer
         self.budget = budget
+        self.limit = limit
         setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
     }
 
@@ -151,8 +155,15 @@ final class ControlConnection: Sendable {
         guard let header = try read(4) else { return nil }
         let length = Int(header[0]) << 24 | Int(header[1]) << 16 | Int(header[2]) << 8 | Int(header[3])
         guard length >= 1, length <= ControlMessage.maxFrame else { throw .frameSize(peer: peer, length: length) }
-        guard let body = try read(length, waitingForAll: true) else { throw .stalledMidMessage(peer: peer) }
-        return try ControlMessage.decode(body[...])
+        guard let limit else {
+            guard let body = try read(length, waitingForAll: true) else { throw .stalledMidMessage(peer: peer) }
+            return try ControlMessage.decode(body[...])
+        }
+        guard let type = try read(1, waitingForAll: true)?.first else { throw .stalledMidMessage(peer: peer) }
+        let most = limit(type)
+        guard length <= most else { throw .frameTooLarge(peer: peer, type: type, length: length, limit: most) }
+        guard let rest = length == 1 ? [] : try read(length - 1, waitingForAll: true) else { throw .stalledMidMessage(peer: peer) }
+        return try ControlMessage.decode(([type] + rest)[...])
     }
 
     /// The buffer grows with what arrives, never ahead of it: a frame's length is only the

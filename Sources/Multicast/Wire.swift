@@ -105,24 +105,47 @@ package struct DataPacketHeader: Sendable, Equatable {
 package struct ManifestEntry: Sendable, Equatable {
     package var diskOffset: UInt64
     package var length: UInt64
-    /// Bytes on the wire; 0 for chunks the client fills with zeros itself.
+    /// Bytes on the wire; 0 for chunks the client fills with zeros itself (and free space).
     package var storedLength: UInt32
-    /// UDIF chunk type of the stored bytes (raw, zlib, ...).
+    /// UDIF chunk type of the stored bytes (raw, zlib, ...); zero-fill or ignore without them.
     package var codec: UInt32
+    /// Where the source stores the chunk (`ChunkRecord.storedOffset`): part of the identity,
+    /// so the manifest names the same image a file restore of the source would.
+    package var storedOffset: UInt64
     /// SHA-256 of the decoded bytes: checked before a chunk is written.
     package var sha256: [UInt8]
 
-    package init(diskOffset: UInt64, length: UInt64, storedLength: UInt32, codec: UInt32, sha256: [UInt8]) {
+    package init(diskOffset: UInt64, length: UInt64, storedLength: UInt32, codec: UInt32, sha256: [UInt8], storedOffset: UInt64 = 0) {
         self.diskOffset = diskOffset
         self.length = length
         self.storedLength = storedLength
         self.codec = codec
+        self.storedOffset = storedOffset
         self.sha256 = sha256
     }
 
-    /// The image's identity as this manifest gives it (`ImageIdentity`).
-    package static func identity(of manifest: [ManifestEntry], diskBytes: UInt64) -> [UInt8] {
-        ImageIdentity.digest(diskBytes: diskBytes, chunks: manifest.map { ($0.diskOffset, $0.length, $0.isFree ? nil : $0.sha256) })
+    /// The entry that sends `record`.
+    package init(_ record: ChunkRecord) {
+        self.init(diskOffset: record.diskOffset, length: record.length, storedLength: UInt32(record.storedLength), codec: record.codec,
+                  sha256: record.sha256, storedOffset: record.storedOffset)
+    }
+
+    /// What this entry puts on a disk, by the one rule every source is held to.
+    package var record: ChunkRecord {
+        let kind: ChunkRecord.Kind = isFree ? .free : storedLength == 0 ? .zeros : .data
+        return ChunkRecord(diskOffset: diskOffset, length: length, kind: kind, codec: codec, storedOffset: storedOffset,
+                           storedLength: UInt64(storedLength), sha256: sha256)
+    }
+
+    /// A client's check of the server's manifest: it must be a valid `ChunkTable` (chunks tile
+    /// the disk; one sent without stored bytes carries the digest of its zeros), whose
+    /// identity the caller then compares with WELCOME's, a pin and a signature.
+    package static func table(of manifest: [ManifestEntry], diskBytes: UInt64) throws(MulticastError) -> ChunkTable {
+        do {
+            return try ChunkTable(diskBytes: diskBytes, records: manifest.map(\.record))
+        } catch {
+            throw .malformedManifest(error.description)
+        }
     }
 
     package var fragmentCount: Int { (Int(storedLength) + DataPacket.maxPayload - 1) / DataPacket.maxPayload }
@@ -130,23 +153,6 @@ package struct ManifestEntry: Sendable, Equatable {
     /// Free space (a UDIF ignore chunk): never sent, never verified; the client leaves it as
     /// it is unless told to erase it.
     package var isFree: Bool { codec == ChunkType.ignore.rawValue }
-
-    /// A client's check of the server's manifest: chunks must tile the disk exactly, or the
-    /// manifest cannot be trusted.
-    package static func check(_ manifest: [ManifestEntry], diskBytes: UInt64) throws(MulticastError) {
-        var at: UInt64 = 0
-        for e in manifest {
-            // Zero chunks may be long, so their sum may wrap: a wrapped sum is no tiling.
-            let (end, wrapped) = at.addingReportingOverflow(e.length)
-            guard e.diskOffset == at, !wrapped, e.length > 0, e.length <= UDIFImage.maxChunkBytes || e.storedLength == 0,
-                  !e.isFree || e.storedLength == 0,  // free space has nothing to send
-                  e.sha256.count == 32, UInt64(e.storedLength) <= UDIFImage.maxChunkBytes + (1 << 20) else {
-                throw .malformedManifest
-            }
-            at = end
-        }
-        guard at == diskBytes else { throw .manifestShort }
-    }
 }
 
 /// Messages on the TCP control connection, each framed as u32 length, u8 type, payload.
@@ -159,9 +165,9 @@ package enum ControlMessage: Sendable, Equatable {
     /// failed, and why (protocol 8).
     case done(failure: String?)
     case drop(reason: String)
-    /// The image's stored layout (`StoredLayout`, 32 bytes) and its signature
-    /// (`ImageSignature`, 104 bytes, or nothing when it has none); sent after MANIFEST.
-    case signature(layout: [UInt8], signed: [UInt8])
+    /// The image's signature over its identity (`ImageSignature`, 104 bytes, or nothing when
+    /// it has none); sent after MANIFEST.
+    case signature(signed: [UInt8])
     /// A client asks for a chunk's fragment digests: the chunk failed its SHA-256, so some
     /// fragment of it was forged or damaged.
     case fragmentDigestsWanted(chunk: UInt32)
@@ -174,11 +180,14 @@ package enum ControlMessage: Sendable, Equatable {
     /// names the image's identity. 5: SIGNATURE follows MANIFEST. 6: WELCOME names the data's
     /// source address. 7: SIGNATURE starts with the stored layout it signs; FRAGMENT DIGESTS.
     /// 8: REPORT carries the packets heard, the read-back's progress and whether the client is
-    /// still surveying its target; DONE says whether the restore succeeded (docs/PROTOCOL.md).
-    package static let protocolVersion: UInt16 = 8
+    /// still surveying its target; DONE says whether the restore succeeded. 9: manifest entries
+    /// carry their stored offset and follow the chunk-table rule (identity version 2);
+    /// SIGNATURE is the signature alone (docs/PROTOCOL.md).
+    package static let protocolVersion: UInt16 = 9
     package static let fragmentDigestBytes = 16
     package static let maxFrame = 64 << 20
-    package static let maxManifestEntries = (maxFrame - 8) / 56
+    package static let maxManifestEntries = (maxFrame - 8) / manifestEntryBytes
+    static let manifestEntryBytes = 64
 
     package struct Welcome: Sendable, Equatable {
         package var version: UInt16
@@ -296,6 +305,7 @@ package enum ControlMessage: Sendable, Equatable {
             for e in entries {
                 p.appendBE(e.diskOffset)
                 p.appendBE(e.length)
+                p.appendBE(e.storedOffset)
                 p.appendBE(e.storedLength)
                 p.appendBE(e.codec)
                 p += e.sha256
@@ -326,8 +336,7 @@ package enum ControlMessage: Sendable, Equatable {
             p.appendString(failure ?? "")
         case .drop(let reason):
             p.appendString(reason)
-        case .signature(let layout, let signed):
-            p += layout
+        case .signature(let signed):
             p += signed
         case .fragmentDigestsWanted(let chunk):
             p.appendBE(chunk)
@@ -357,12 +366,14 @@ package enum ControlMessage: Sendable, Equatable {
             message = .welcome(Welcome(version: version, sessionID: session, identity: Array(sha), diskBytes: disk,
                                        group: Array(group), dataPort: port, dataRate: rate, dataSource: Array(source)))
         case 3:
-            guard let count = r.u32(), Int(count) <= maxManifestEntries, r.remaining == Int(count) * 56 else { throw bad }
+            guard let count = r.u32(), Int(count) <= maxManifestEntries, r.remaining == Int(count) * manifestEntryBytes else { throw bad }
             var entries: [ManifestEntry] = []
             entries.reserveCapacity(Int(count))
             for _ in 0..<count {
-                guard let offset = r.u64(), let length = r.u64(), let stored = r.u32(), let codec = r.u32(), let sha = r.bytes(32) else { throw bad }
-                entries.append(ManifestEntry(diskOffset: offset, length: length, storedLength: stored, codec: codec, sha256: Array(sha)))
+                guard let offset = r.u64(), let length = r.u64(), let storedOffset = r.u64(), let stored = r.u32(), let codec = r.u32(),
+                      let sha = r.bytes(32) else { throw bad }
+                entries.append(ManifestEntry(diskOffset: offset, length: length, storedLength: stored, codec: codec, sha256: Array(sha),
+                                             storedOffset: storedOffset))
             }
             message = .manifest(entries)
         case 4:
@@ -393,8 +404,8 @@ package enum ControlMessage: Sendable, Equatable {
             guard let reason = r.string() else { throw bad }
             message = .drop(reason: reason)
         case 7:
-            guard let layout = r.bytes(32), let signed = r.bytes(r.remaining), signed.isEmpty || signed.count == 104 else { throw bad }
-            message = .signature(layout: Array(layout), signed: Array(signed))
+            guard let signed = r.bytes(r.remaining), signed.isEmpty || signed.count == ImageSignature.size else { throw bad }
+            message = .signature(signed: Array(signed))
         case 8:
             guard let chunk = r.u32() else { throw bad }
             message = .fragmentDigestsWanted(chunk: chunk)

@@ -46,9 +46,10 @@ public final class ImageRewriter {
     }
 
     /// Writes the plist and trailer and puts the new image in place. `signed` gives resources
-    /// that depend on the new image's stored layout (a signature).
+    /// that depend on where the new image stores each chunk (a signature over its identity):
+    /// it is handed each chunk's stored offset in the new file, in `image.chunks` order.
     public func finish(replacingResources extra: [String: [ResourceEntry]],
-                       signed: ((_ layout: [UInt8]) throws -> [String: [ResourceEntry]])? = nil) throws {
+                       signed: ((_ storedOffsets: [UInt64]) throws -> [String: [ResourceEntry]])? = nil) throws {
         let t = image.trailer
         var tables = image.regions.map(\.table)
         if reorder {
@@ -89,9 +90,16 @@ public final class ImageRewriter {
             e.data = table.serialized()
             return e
         }
-        for (key, entries) in extra { fork.resources[key] = entries }
+        for (key, entries) in extra { fork.resources[key] = entries.isEmpty ? nil : entries }  // empty: remove
         if let signed {
-            for (key, entries) in try signed(StoredLayout.digest(tables)) { fork.resources[key] = entries }
+            // The new data fork starts at 0: reordered chunks sit at their new offsets (tables'
+            // data offsets are 0), the others where they were within the copied fork.
+            var moved = newOffsets.makeIterator()
+            let stored = image.chunks.map { c -> UInt64 in
+                guard c.type.hasStoredData else { return 0 }
+                return reorder ? moved.next()! : c.fileOffset - t.dataForkOffset
+            }
+            for (key, entries) in try signed(stored) { fork.resources[key] = entries }
         }
         let xml = fork.xml()
 

@@ -1,22 +1,22 @@
 import Crypto
 import Foundation
 
-/// What `imagescan` stores in an image: the SHA-256 of every chunk's decoded bytes, and the
-/// image's identity derived from them. It lives in our own resource (`asrc`), beside Apple's
-/// `nsiz`, which holds the linear whole-disk SHA-1 and SHA-256 as Apple's asr writes them.
-/// Readers that do not know `asrc` ignore it.
+/// What `imagescan` stores in an image: the SHA-256 of every chunk's decoded bytes, from which
+/// `table(of:)` builds the image's `ChunkTable` (and so its identity). It lives in our own
+/// resource (`asrc`), beside Apple's `nsiz`, which holds the linear whole-disk SHA-1 and SHA-256
+/// as Apple's asr writes them. Readers that do not know `asrc` ignore it.
 ///
-/// Layout of the `asrc` data, big-endian: magic (8), chunk count u32, reserved u32, disk bytes
+/// Layout of the `asrc` data, big-endian: magic (8), chunk count u32, flags u32, disk bytes
 /// u64, linear whole-disk SHA-256 (32), then per chunk: disk offset u64, length u64, SHA-256
-/// (32). "ASRSCAN1" holds the linear digest; "ASRSCAN2" (`imagescan --no-apple-digests`) holds
-/// 32 zero bytes in its place.
+/// (32). "ASRSCAN3" is this version (flag 1: the linear digest is there, else 32 zero bytes).
+/// "ASRSCAN1" (with the linear digest) and "ASRSCAN2" (without) are scans by an earlier asr,
+/// read for unpinned, unsigned use only: their identity was version 1, which no pin or
+/// signature is checked against any more (`version`).
 public struct ScanData: Sendable, Equatable {
     public static let resourceKey = "asrc"
-    /// The entry of an ignore chunk (free space), which is never hashed. Scans written before
-    /// hold the SHA-256 of zeros there; readers skip ignore chunks by their type either way.
-    public static let unhashed = [UInt8](repeating: 0, count: 32)
-    static let magic = Array("ASRSCAN1".utf8)
-    static let magicWithoutLinearDigest = Array("ASRSCAN2".utf8)
+    public static let currentVersion = 3
+    static let magics = ["ASRSCAN1": 1, "ASRSCAN2": 1, "ASRSCAN3": 3].map { (Array($0.key.utf8), $0.value) }
+    static let hasLinearDigest: UInt32 = 1
     static let headerSize = 56
     static let entrySize = 48
 
@@ -31,6 +31,8 @@ public struct ScanData: Sendable, Equatable {
         }
     }
 
+    /// 3 for scans this asr writes; 1 for scans by an earlier one.
+    public var version: Int
     public var diskBytes: UInt64
     /// The linear SHA-256 of the whole disk (Apple's `nsiz` digest); nil when it was skipped.
     /// Nothing checks a disk against it: the per-chunk digests cover every byte.
@@ -38,13 +40,14 @@ public struct ScanData: Sendable, Equatable {
     public var chunks: [Entry]
 
     public init(diskBytes: UInt64, diskSHA256: [UInt8]?, chunks: [Entry]) {
+        version = Self.currentVersion
         self.diskBytes = diskBytes
         self.diskSHA256 = diskSHA256
         self.chunks = chunks
     }
 
     public init(parsing bytes: [UInt8]) throws {
-        guard bytes.count >= Self.headerSize, [Self.magic, Self.magicWithoutLinearDigest].contains(Array(bytes[0..<8])) else {
+        guard bytes.count >= Self.headerSize, let version = Self.magics.first(where: { $0.0 == Array(bytes[0..<8]) })?.1 else {
             throw UDIFError.badScanData("bad header")
         }
         let r = ByteReader(bytes)
@@ -52,20 +55,24 @@ public struct ScanData: Sendable, Equatable {
         guard count == (bytes.count - Self.headerSize) / Self.entrySize, (bytes.count - Self.headerSize) % Self.entrySize == 0 else {
             throw UDIFError.badScanData("claims \(count) chunks")
         }
+        let linear = version == 1 ? Array(bytes[0..<8]) == Array("ASRSCAN1".utf8) : r.u32(12) & Self.hasLinearDigest != 0
+        self.version = version
         diskBytes = r.u64(16)
-        diskSHA256 = Array(bytes[0..<8]) == Self.magic ? r.slice(24, 32) : nil
+        diskSHA256 = linear ? r.slice(24, 32) : nil
         chunks = (0..<count).map { i in
             let at = Self.headerSize + i * Self.entrySize
             return Entry(diskOffset: r.u64(at), length: r.u64(at + 8), sha256: r.slice(at + 16, 32))
         }
     }
 
+    /// Always in the current version: an older scan is written again only by a rescan.
     public func serialized() -> [UInt8] {
         var w = ByteWriter(count: Self.headerSize + chunks.count * Self.entrySize)
-        w.put(0, diskSHA256 == nil ? Self.magicWithoutLinearDigest : Self.magic)
+        w.put(0, Array("ASRSCAN3".utf8))
         w.u32(8, UInt32(chunks.count))
+        w.u32(12, diskSHA256 == nil ? 0 : Self.hasLinearDigest)
         w.u64(16, diskBytes)
-        w.put(24, diskSHA256 ?? Self.unhashed)
+        w.put(24, diskSHA256 ?? ChunkTable.noDigest)
         for (i, c) in chunks.enumerated() {
             let at = Self.headerSize + i * Self.entrySize
             w.u64(at, c.diskOffset)
@@ -96,46 +103,31 @@ public struct ScanData: Sendable, Equatable {
         return resources
     }
 
-    /// The image's identity (see `ImageIdentity`); `isFree(i)` tells ignore chunks.
-    public func identity(isFree: (Int) -> Bool) -> [UInt8] {
-        ImageIdentity.digest(diskBytes: diskBytes, chunks: chunks.enumerated().map { i, c in
-            (c.diskOffset, c.length, isFree(i) ? nil : c.sha256)
-        })
-    }
-
-    /// The identity of `image`, whose stored scan this is.
-    public func identity(of image: UDIFImage) -> [UInt8] {
-        identity { image.chunks[$0].type == .ignore }
-    }
-}
-
-/// What verify, multicast and signatures take an image to be: the SHA-256 of its chunk table
-/// (offsets, lengths, and each chunk's SHA-256, or a mark for free space). Checking every chunk
-/// against the table checks the whole disk, and the identity costs O(chunks) where a linear
-/// digest of a mostly empty 16 GiB disk costs seconds of hashing zeros.
-///
-/// Hashed, big-endian: "asr image identity 1" (20), disk bytes u64, chunk count u64, then per
-/// chunk: disk offset u64, length u64, kind u8 (0 data or zeros, 1 free), SHA-256 (32; zero
-/// bytes for free space).
-public enum ImageIdentity {
-    static let label = Array("asr image identity 1".utf8)
-
-    public static func digest(diskBytes: UInt64, chunks: [(offset: UInt64, length: UInt64, sha256: [UInt8]?)]) -> [UInt8] {
-        var hasher = SHA256()
-        var w = ByteWriter(count: label.count + 16)
-        w.put(0, label)
-        w.u64(label.count, diskBytes)
-        w.u64(label.count + 8, UInt64(chunks.count))
-        hasher.update(data: w.bytes)
-        for c in chunks {
-            var e = ByteWriter(count: 49)
-            e.u64(0, c.offset)
-            e.u64(8, c.length)
-            e.put(16, [c.sha256 == nil ? 1 : 0])
-            e.put(17, c.sha256 ?? ScanData.unhashed)
-            hasher.update(data: e.bytes)
+    /// The chunk table of `image`, whose stored scan this is: each chunk's type, stored range
+    /// and codec from the image, its digest from the scan. Free space (ignore chunks) carries
+    /// no digest; an entry there that holds anything but nothing or the digest of zeros (what
+    /// earlier scans wrote) means the chunk was data when it was scanned.
+    /// `storedOffsets`: where a rewritten copy of the image stores each chunk, in place of
+    /// where `image` does.
+    public func table(of image: UDIFImage, storedOffsets: [UInt64]? = nil) throws(UDIFError) -> ChunkTable {
+        var records: [ChunkRecord] = []
+        records.reserveCapacity(chunks.count)
+        for (i, (entry, c)) in zip(chunks, image.chunks).enumerated() {
+            switch c.type {
+            case .ignore:
+                guard entry.sha256 == ChunkTable.noDigest || entry.sha256 == ZeroDigests.shared.sha256(of: c.length) else {
+                    throw .badChunkRecord(index: i, firstByte: c.diskOffset, "is free space but its scan digest says it held data")
+                }
+                records.append(.free(at: c.diskOffset, length: c.length))
+            case .zeroFill:
+                records.append(ChunkRecord(diskOffset: c.diskOffset, length: c.length, kind: .zeros, codec: c.type.rawValue,
+                                           storedOffset: 0, storedLength: 0, sha256: entry.sha256))
+            default:
+                records.append(ChunkRecord(diskOffset: c.diskOffset, length: c.length, kind: .data, codec: c.type.rawValue,
+                                           storedOffset: storedOffsets?[i] ?? c.fileOffset, storedLength: c.storedLength, sha256: entry.sha256))
+            }
         }
-        return Array(hasher.finalize())
+        return try ChunkTable(diskBytes: diskBytes, records: records)
     }
 }
 

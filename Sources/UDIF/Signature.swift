@@ -2,26 +2,28 @@ import Crypto
 import SystemSupport
 import Foundation
 
-/// An Ed25519 signature over an image's identity (`ImageIdentity`) and where its chunks are
-/// stored (`StoredLayout`). Stored in resource `asrs` of a UDIF image, or in a detached
-/// `IMAGE.sig` beside a raw image's `.bmap`. Layout: "ASRSIG01" (8), public key (32),
-/// signature (64). The signed message is `domain`, the 32 identity bytes and the 32 layout
-/// bytes, so `openssl pkeyutl -verify -rawin` checks it with no asr code.
+/// An Ed25519 signature over an image's identity (`ChunkTable`), which covers every chunk's
+/// kind, stored range, codec and digest. Stored in resource `asrs` of a UDIF image, or in a
+/// detached `IMAGE.sig` beside a raw image's chunk digests. Layout: "ASRSIG01" (8), public key
+/// (32), signature (64). The signed message is `domain` and the 32 identity bytes, so
+/// `openssl pkeyutl -verify -rawin` checks it with no asr code. Signatures by an earlier asr
+/// signed "asr image signature 2" over an identity that left stored ranges out; they never
+/// verify against this message.
 public struct ImageSignature: Sendable, Equatable {
     public static let resourceKey = "asrs"
     static let magic = Array("ASRSIG01".utf8)
-    static let size = 8 + 32 + 64
+    public static let size = 8 + 32 + 64
     /// Keeps a signature over an identity from meaning anything else a key might sign.
-    public static let domain = Array("asr image signature 2\n".utf8)
+    public static let domain = Array("asr image signature 3\n".utf8)
 
     public var publicKey: [UInt8]
     public var signature: [UInt8]
 
-    public static func message(identity: [UInt8], layout: [UInt8]) -> [UInt8] { domain + identity + layout }
+    public static func message(identity: [UInt8]) -> [UInt8] { domain + identity }
 
-    public init(signing identity: [UInt8], layout: [UInt8], with key: Curve25519.Signing.PrivateKey) throws {
+    public init(signing identity: [UInt8], with key: Curve25519.Signing.PrivateKey) throws {
         publicKey = Array(key.publicKey.rawRepresentation)
-        signature = Array(try key.signature(for: Self.message(identity: identity, layout: layout)))
+        signature = Array(try key.signature(for: Self.message(identity: identity)))
     }
 
     public init(parsing bytes: [UInt8]) throws(UDIFError) {
@@ -36,10 +38,10 @@ public struct ImageSignature: Sendable, Equatable {
         [Self.resourceKey: [ResourceEntry(data: serialized(), id: "0", name: "asr signature")]]
     }
 
-    /// Whether this signature is `publicKey`'s over `identity` and `layout`.
-    public func isValid(for identity: [UInt8], layout: [UInt8]) -> Bool {
+    /// Whether this signature is `publicKey`'s over `identity`.
+    public func isValid(for identity: [UInt8]) -> Bool {
         guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else { return false }
-        return key.isValidSignature(signature, for: Self.message(identity: identity, layout: layout))
+        return key.isValidSignature(signature, for: Self.message(identity: identity))
     }
 
     /// The signature stored in `image`, nil if it has none.
@@ -47,50 +49,6 @@ public struct ImageSignature: Sendable, Equatable {
         guard let entry = image.resourceFork.resources[resourceKey]?.first else { return nil }
         return try ImageSignature(parsing: entry.data)
     }
-}
-
-/// Where a UDIF image keeps each chunk's stored bytes: the SHA-256 of its block tables. Signed
-/// beside the identity, which says only what the chunks decode to: a table pointing one chunk
-/// at another's stored bytes is then refused before anything is written, not when that chunk
-/// fails its digest partway through a restore.
-///
-/// Hashed, big-endian: "asr stored layout 1" (19), region count u64, then per region its first
-/// sector u64, sector count u64 and chunk count u64 (comments left out), and per chunk: type
-/// u32, first sector u64, sector count u64, stored offset in the data fork u64 (the table's
-/// data offset plus the chunk's), stored length u64; both 0 for chunks with no stored bytes.
-/// A raw image has no stored layout: `none`, 32 zero bytes.
-public enum StoredLayout {
-    static let label = Array("asr stored layout 1".utf8)
-    public static let none = [UInt8](repeating: 0, count: 32)
-
-    public static func digest(_ tables: [BlockTable]) -> [UInt8] {
-        var hasher = SHA256()
-        var head = ByteWriter(count: label.count + 8)
-        head.put(0, label)
-        head.u64(label.count, UInt64(tables.count))
-        hasher.update(data: head.bytes)
-        for table in tables {
-            let chunks = table.chunks.filter { $0.type != .comment }
-            var r = ByteWriter(count: 24)
-            r.u64(0, table.firstSector)
-            r.u64(8, table.sectorCount)
-            r.u64(16, UInt64(chunks.count))
-            hasher.update(data: r.bytes)
-            for c in chunks {
-                let stored = c.type.hasStoredData
-                var e = ByteWriter(count: 36)
-                e.u32(0, c.type.rawValue)
-                e.u64(4, c.sectorStart)
-                e.u64(12, c.sectorCount)
-                e.u64(20, stored ? table.dataOffset &+ c.storedOffset : 0)
-                e.u64(28, stored ? c.storedLength : 0)
-                hasher.update(data: e.bytes)
-            }
-        }
-        return Array(hasher.finalize())
-    }
-
-    public static func digest(of image: UDIFImage) -> [UInt8] { digest(image.regions.map(\.table)) }
 }
 
 /// Ed25519 keys in the PEM forms `openssl genpkey -algorithm ed25519` and `openssl pkey

@@ -27,6 +27,11 @@ public enum UDIFError: UserFacingError, Equatable {
     /// The imagescan data is damaged, or stale against the chunk table.
     case badScanData(String)
     case staleScanData
+    /// A chunk's record breaks the chunk-table rule (`ChunkTable`): the image or manifest was
+    /// altered, or is damaged.
+    case badChunkRecord(index: Int, firstByte: UInt64, String)
+    /// A chunk's decoded bytes are not what its scan digest says.
+    case digestMismatch
     case badSignatureData
     /// A source that cannot become an image (empty, not whole sectors, regions not covering it).
     case unusableSource(String)
@@ -68,6 +73,8 @@ public enum UDIFError: UserFacingError, Equatable {
             "read of \(count) bytes at \(offset) is past the end of the \(diskBytes)-byte disk"
         case .badScanData(let why): "scan data is damaged (\(why))"
         case .staleScanData: "the image's scan data does not match its chunk table; run asr imagescan again"
+        case .badChunkRecord(let index, let first, let why): "chunk \(index) (at byte \(first)) \(why): the image was altered or is damaged"
+        case .digestMismatch: "decoded bytes do not match the SHA-256 in the image's scan"
         case .badSignatureData: "the image's signature resource is damaged"
         case .unusableSource(let why): why
         case .system(let error): error.description

@@ -43,6 +43,9 @@ public final class UDIFImage: ByteSource, Sendable {
     public let chunks: [DiskChunk]
     public let byteCount: UInt64
     private let cache: ChunkCache
+    /// Once set, every chunk decoded or read raw is checked against it before its bytes are
+    /// handed out (`requireDigests`).
+    private let required = Locked<ChunkTable?>(nil)
 
     public convenience init(path: String, cacheChunks: Int = 32) throws {
         try self.init(file: FileIO(path: path, flags: O_RDONLY), cacheChunks: cacheChunks)
@@ -169,6 +172,28 @@ public final class UDIFImage: ByteSource, Sendable {
         return try file.read(at: c.fileOffset, count: Int(c.storedLength))
     }
 
+    /// From now on every chunk this image decodes, or reads raw, must match its record in
+    /// `table` (the image's own, from its scan) before anyone sees its bytes; a chunk that does
+    /// not throws `digestMismatch` for that read. Zero-fill chunks were checked when the table
+    /// was built; free space has no bytes to check.
+    public func requireDigests(_ table: ChunkTable) {
+        precondition(table.records.count == chunks.count)
+        required.withLock { $0 = table }
+    }
+
+    /// The table chunks are checked against, if any.
+    public var requiredDigests: ChunkTable? { required.withLock { $0 } }
+
+    private func check(_ index: Int, _ decoded: UnsafeRawBufferPointer) throws {
+        guard let table = required.withLock({ $0 }), table.records[index].kind == .data else { return }
+        guard table.matches(index, decoded) else { throw located(index, .digestMismatch) }
+    }
+
+    private func located(_ index: Int, _ error: UDIFError) -> UDIFError {
+        let c = chunks[index]
+        return .inChunk(index: index, firstByte: c.diskOffset, lastByte: c.diskOffset + c.length - 1, region: regions[c.region].id, error)
+    }
+
     /// Decodes chunk `index` into `output`, which must be exactly the chunk's length.
     public func decodeChunk(_ index: Int, into output: UnsafeMutableRawBufferPointer) throws {
         let c = chunks[index]
@@ -178,6 +203,7 @@ public final class UDIFImage: ByteSource, Sendable {
             output.initializeMemory(as: UInt8.self, repeating: 0)
         case .raw:
             try file.read(into: output, at: c.fileOffset)
+            try check(index, UnsafeRawBufferPointer(output))
         default:
             // Read into a reused buffer: a fresh one per chunk costs a page fault per 4 KiB.
             try ScratchBuffers.borrow(Int(c.storedLength)) { stored in
@@ -196,10 +222,9 @@ public final class UDIFImage: ByteSource, Sendable {
         do {
             try Codec.decode(chunks[index].type, stored, into: output)
         } catch let e as UDIFError {
-            let c = chunks[index]
-            throw UDIFError.inChunk(index: index, firstByte: c.diskOffset, lastByte: c.diskOffset + c.length - 1,
-                                    region: regions[c.region].id, e)
+            throw located(index, e)
         }
+        try check(index, UnsafeRawBufferPointer(output))
     }
 
     public func decodeChunk(_ index: Int) throws -> [UInt8] {
@@ -234,12 +259,13 @@ public final class UDIFImage: ByteSource, Sendable {
             switch c.type {
             case .zeroFill, .ignore:
                 pieces += sharedZeros(n)
-            case .raw:
+            case .raw where requiredDigests == nil:
                 let chunk = DecodedChunk(count: n)
                 try file.read(into: chunk.storage, at: c.fileOffset + UInt64(within))
                 held.append(chunk)
                 pieces.append(chunk.bytes)
             default:
+                // A checked raw chunk is read whole, checked and cached like a decoded one.
                 let chunk = try cachedChunk(index)
                 held.append(chunk)
                 pieces.append(UnsafeRawBufferPointer(rebasing: chunk.bytes[within..<(within + n)]))
@@ -263,8 +289,8 @@ public final class UDIFImage: ByteSource, Sendable {
     /// Starts decoding chunk `index` on another core unless it is cached or already on its way,
     /// so a sequential reader finds it ready. Failures are left for the real read to report.
     public func prefetch(_ index: Int) {
-        guard chunks.indices.contains(index), chunks[index].type.hasStoredData, chunks[index].type != .raw,
-              cache.claim(index) else { return }
+        guard chunks.indices.contains(index), chunks[index].type.hasStoredData,
+              chunks[index].type != .raw || requiredDigests != nil, cache.claim(index) else { return }
         DispatchQueue.global().async {
             self.cache.fulfil(index, with: try? self.decodedChunk(index))
         }

@@ -56,8 +56,8 @@ struct Verify: ParsableCommand {
         verifier.blockMapPath = bmap
         verifier.trusted = try trust.keys()
         verifier.pin = try trust.pin()
-        try verifier.verify(source)
-        print("asr: successfully verified image \"\(source)\"")
+        let free = try verifier.verify(source)
+        print("asr: successfully verified image \"\(source)\"" + (free > 0 ? " (\(free) bytes of free space hold no data and were not verified)" : ""))
     }
 }
 

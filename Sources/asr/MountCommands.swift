@@ -55,7 +55,7 @@ struct Mount: ParsableCommand {
         let trusted = try trust.keys(), pin = try trust.pin()
         if !trusted.isEmpty || pin != nil, let image = overlay ?? (target == nil ? paths[0] : nil) {
             // Before anything is shown; and every chunk is then checked against the signed scan.
-            try trusted.check(imageAt: absolute(image), pin: pin)
+            try trusted.check(ImageSource.open(absolute(image)), pin: pin)
             parsed.verify = true
         }
         if !foreground { try MountDaemon.startInBackground() }

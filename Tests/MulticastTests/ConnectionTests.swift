@@ -106,7 +106,7 @@ import UDIF
             try? connection.send(.welcome(ControlMessage.Welcome(version: ControlMessage.protocolVersion, sessionID: 1, identity: identity,
                                                                 diskBytes: 3 << 20, group: [239, 1, 2, 3], dataPort: 7801, dataRate: 1000)))
             try? connection.send(.manifest(manifest))
-            try? connection.send(.signature(layout: StoredLayout.none, signed: []))
+            try? connection.send(.signature(signed: []))
             Thread.sleep(forTimeInterval: 1)
             close(peer)
         }
@@ -117,7 +117,7 @@ import UDIF
     }
 
     @Test func theManifestMustGiveTheAnnouncedIdentity() throws {
-        let identity = ManifestEntry.identity(of: manifest, diskBytes: 3 << 20)
+        let identity = try ManifestEntry.table(of: manifest, diskBytes: 3 << 20).identity
         #expect(try handshake(announcing: identity).get().manifest == manifest)
         var other = identity
         other[0] ^= 1

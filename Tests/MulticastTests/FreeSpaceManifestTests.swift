@@ -25,7 +25,7 @@ import UDIF
         #expect(feed.freeBytes == (3 << 20) + 512)
         let free = feed.manifest.filter(\.isFree)
         #expect(free.count == 1 && free[0].storedLength == 0 && free[0].diskOffset == 1 << 20)
-        try ManifestEntry.check(feed.manifest, diskBytes: feed.diskBytes)
+        _ = try ManifestEntry.table(of: feed.manifest, diskBytes: feed.diskBytes)
         let carousel = Carousel(manifest: feed.manifest)
         #expect(!carousel.sendable.contains { feed.manifest[$0].isFree })
         let assembler = ChunkAssembler(manifest: feed.manifest)
@@ -37,10 +37,10 @@ import UDIF
             ManifestEntry(diskOffset: 0, length: 4096, storedLength: 100, codec: ChunkType.zlib.rawValue, sha256: Self.zeroDigest),
             ManifestEntry(diskOffset: 4096, length: 4096, storedLength: 10, codec: ChunkType.ignore.rawValue, sha256: Self.zeroDigest),
         ]
-        #expect(throws: MulticastError.self) { try ManifestEntry.check(manifest, diskBytes: 8192) }
+        #expect(throws: MulticastError.self) { try ManifestEntry.table(of: manifest, diskBytes: 8192) }
         var fine = manifest
         fine[1].storedLength = 0
-        #expect(throws: Never.self) { try ManifestEntry.check(fine, diskBytes: 8192) }
+        #expect(throws: Never.self) { try ManifestEntry.table(of: fine, diskBytes: 8192) }
     }
 }
 

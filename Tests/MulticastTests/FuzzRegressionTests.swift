@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Testing
+import UDIF
 @testable import Multicast
 
 /// Inputs the fuzz harnesses (Sources/FuzzTargets) found crashing or misbehaving, and what the
@@ -58,15 +59,18 @@ import Testing
 
     /// Zero chunks may be long: two whose lengths sum past 2^64 made the client's manifest
     /// check trap on overflow instead of refusing the manifest (libFuzzer, control harness).
+    /// A zero run past `ZeroDigests.maxLength` is refused before its digest is computed.
     @Test func manifestWhoseLengthsWrapIsRefused() {
-        let sha = [UInt8](repeating: 0, count: 32)
+        let sha = ZeroDigests.shared.sha256(of: 0)
         let manifest = [
             ManifestEntry(diskOffset: 0, length: 1 << 63, storedLength: 0, codec: 0, sha256: sha),
             ManifestEntry(diskOffset: 1 << 63, length: 1 << 63, storedLength: 0, codec: 0, sha256: sha),
             ManifestEntry(diskOffset: 0, length: 4096, storedLength: 100, codec: 1, sha256: sha),
         ]
-        #expect(throws: MulticastError.malformedManifest) { try ManifestEntry.check(manifest, diskBytes: 4096) }
-        #expect(throws: Never.self) { try ManifestEntry.check(Array(manifest.prefix(1)), diskBytes: 1 << 63) }
+        #expect(throws: MulticastError.self) { try ManifestEntry.table(of: manifest, diskBytes: 4096) }
+        #expect(throws: MulticastError.self) { try ManifestEntry.table(of: Array(manifest.prefix(1)), diskBytes: 1 << 63) }
+        let fine = [ManifestEntry(diskOffset: 0, length: 4 << 20, storedLength: 0, codec: 0, sha256: ZeroDigests.shared.sha256(of: 4 << 20))]
+        #expect(throws: Never.self) { try ManifestEntry.table(of: fine, diskBytes: 4 << 20) }
     }
 
     /// 4096 ranges each naming everything cost a walk over the whole manifest each (found by

@@ -137,7 +137,7 @@ import Testing
         defer { unlink(path) }
         let file = try FileIO(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
         var assembler = ChunkAssembler(manifest: manifest)
-        let writers = ChunkWriters(file: file, workers: 2)
+        let writers = ChunkWriters(file: file, table: try ManifestEntry.table(of: manifest, diskBytes: 6000), workers: 2)
         defer { writers.stop() }
         let stored = [UInt8](repeating: 7, count: 3000)
         for (index, _) in manifest.enumerated() {

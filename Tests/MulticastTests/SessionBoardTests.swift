@@ -112,7 +112,8 @@ import UDIF
         board.joined(7, name: "b", address: "10.0.0.3")
         board.joined(3, name: "a", address: "10.0.0.2")
         board.joined(9, name: "c", address: "10.0.0.4")
-        board.reported(3, .init(received: 2, writeRate: 5, missing: [(0, 1)]))
+        // It claims all 3 chunks; its need set still names one: the board shows what the server sees.
+        board.reported(3, .init(received: 3, writeRate: 5, missing: [(0, 1)]), lacking: 1)
         board.finished(7, failure: nil)
         board.dropped(9, reason: "no report for 15 s")
         board.sent(bytes: 1432 * 44, packets: 44)

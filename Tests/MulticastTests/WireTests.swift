@@ -70,8 +70,8 @@ import Testing
             .done(failure: nil),
             .done(failure: "the target does not match the image"),
             .drop(reason: "too slow"),
-            .signature(layout: Array(repeating: 3, count: 32), signed: []),
-            .signature(layout: Array(repeating: 3, count: 32), signed: Array(repeating: 4, count: 104)),
+            .signature(signed: []),
+            .signature(signed: Array(repeating: 4, count: 104)),
             .fragmentDigestsWanted(chunk: 12),
             .fragmentDigests(chunk: 12, digests: Array(repeating: 5, count: 3 * ControlMessage.fragmentDigestBytes)),
         ]

@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct ServerHardeningTests {
     static let enabled = MulticastNetworkTests.enabled
     /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
-    static let protocolVersion = 8
+    static let protocolVersion = 9
 
     /// The attacker: raw control frames (4-byte length, type byte, payload) from Python.
     static let attacker = #"""
@@ -62,7 +62,8 @@ import Testing
             group = socket.inet_ntoa(welcome[51:55])
             port = struct.unpack(">H", welcome[55:57])[0]
             count = struct.unpack(">I", manifest[1:5])[0]
-            chunks = [struct.unpack(">QQII", manifest[5 + 56 * i:5 + 56 * i + 24]) for i in range(count)]
+            # offset, length, stored length, codec (the stored offset between them is skipped)
+            chunks = [(lambda t: (t[0], t[1], t[3], t[4]))(struct.unpack(">QQQII", manifest[5 + 64 * i:5 + 64 * i + 32])) for i in range(count)]
             s.close()
             if spoof:  # raw IPv4 with the server's address as the source: past the clients' source filter
                 u = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
