@@ -9,7 +9,7 @@ CONFDIR ?= /etc/asr
 SWIFT ?= swift
 DEB_PACKAGES = pkg-config libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libbz2-dev liblzma-dev libcurl4-openssl-dev \
 	e2fsprogs dosfstools mtools fdisk 7zip dmg2img bmap-tools nginx-light nftables iproute2 python3 util-linux \
-	libavahi-client-dev avahi-daemon dbus-daemon ntfs-3g ntfs-3g-dev libext2fs-dev sleuthkit attr \
+	libavahi-client-dev avahi-daemon avahi-utils dbus-daemon ntfs-3g ntfs-3g-dev libext2fs-dev sleuthkit attr \
 	chromium chromium-driver python3-selenium prometheus systemd
 BIN = .build/debug/asr
 # make fuzz: seconds per harness, harnesses run at once, which harnesses (default all).

@@ -184,7 +184,7 @@ public struct ImageInfo: Codable, Sendable {
 
     public func text() -> String {
         var s = ""
-        s += "Image: \(path)\n"
+        s += "Image: \(displayable(path))\n"
         s += "Format: \(format) (\(sourceKind))\n"
         s += "Disk size: \(diskBytes) bytes (\(sectorCount) sectors, \(ByteSize.format(diskBytes)))\n"
         if format != "RAW" {
@@ -198,7 +198,7 @@ public struct ImageInfo: Codable, Sendable {
         }
         s += "Regions: \(regions.count)\n"
         for r in regions {
-            var line = "\t\(r.id)\t\(r.firstSector)+\(r.sectorCount)\t\(r.name)"
+            var line = "\t\(displayable(r.id))\t\(r.firstSector)+\(r.sectorCount)\t\(displayable(r.name))"
             if let c = r.checksum {
                 line += "\t\(c)"
                 if let ok = r.checksumValid { line += ok ? " ok" : " MISMATCH" }
@@ -209,10 +209,10 @@ public struct ImageInfo: Codable, Sendable {
             s += usageRecorded == true ? "Filesystems:\n" : "Free space (ignore runs; no usage record):\n"
             for u in usage {
                 let size = u.sectorCount * sectorSize
-                var label = u.region.map { "blkx \($0)" } ?? (u.partition == 0 ? "disk" : "partition \(u.partition ?? 0)")
-                if let fs = u.filesystem { label += " (\(fs))" }
+                var label = u.region.map { "blkx \(displayable($0))" } ?? (u.partition == 0 ? "disk" : "partition \(u.partition ?? 0)")
+                if let fs = u.filesystem { label += " (\(displayable(fs)))" }
                 if let why = u.imagedWhole {
-                    s += "\t\(label): \(ByteSize.format(size)), imaged whole: \(why)\n"
+                    s += "\t\(label): \(ByteSize.format(size)), imaged whole: \(displayable(why))\n"
                 } else {
                     s += "\t\(label): \(ByteSize.format(u.inUseBytes)) of \(ByteSize.format(size)) in use (\(u.method.map { $0 == "unknown" ? "method unknown" : "found from \($0)" } ?? "method unknown"))\n"
                 }

@@ -58,6 +58,8 @@ public enum ImagingError: UserFacingError {
 
     public enum TargetProblem: Sendable, Equatable {
         case folderMissing, missing, mounted(device: String?, at: String?), notDiskOrFile, isSource, loopOfSource
+        /// A link that does not lead to a block device; what was opened is not what was checked.
+        case symbolicLink, changed
         case swap(String), inUse(by: [String]), tooSmall(capacity: UInt64, needed: UInt64)
         case cannotResize(to: UInt64, String), notEnoughSpace(needed: UInt64, free: UInt64)
     }
@@ -89,6 +91,8 @@ public enum ImagingError: UserFacingError {
             case .mounted(let device?, let at?): "target \(path) is mounted (\(device) on \(at)); unmount it first"
             case .mounted: "target \(path) is mounted"
             case .notDiskOrFile: "target \(path) is neither a block device nor a regular file"
+            case .symbolicLink: "target \(path) is a symbolic link, and only a link to a block device is followed; give the file's own path"
+            case .changed: "target \(path) changed while it was being checked; nothing was written"
             case .isSource: "target \(path) is the source"
             case .loopOfSource: "target \(path) is a loop device backed by the source"
             case .swap(let device): "target \(path) is in use as swap (\(device))"

@@ -1,10 +1,12 @@
 import SystemSupport
 import Foundation
+import SystemPackage
 import UDIF
 
 /// The disk a restore writes: a block device or a regular file (created or replaced). It
 /// refuses what would be unsafe before a byte is written: a mounted or busy device, the
-/// source itself, a target too small.
+/// source itself, a target too small, a symbolic link to anything but a block device.
+/// What is opened for writing is checked, on the descriptor, to be what was validated.
 public struct RestoreTarget: Sendable {
     public let path: String
     public let isBlockDevice: Bool
@@ -13,42 +15,77 @@ public struct RestoreTarget: Sendable {
     /// Keep what a file target holds instead of emptying it: the image has free space
     /// (ignore runs) that the restore leaves as it was. Zero runs are then zeroed explicitly.
     public var keepsContents = false
+    /// What validation found, which the opened descriptor must match.
+    private let validated: Validated
+
+    private enum Validated: Sendable {
+        /// Nothing there: it is created, and must not appear meanwhile.
+        case newFile
+        case file(device: UInt64, inode: UInt64)
+        /// A device by its own name (a link such as /dev/disk/by-id/... resolved) and number.
+        case device(path: String, number: UInt64)
+    }
+
+    private init(path: String, isBlockDevice: Bool, capacity: UInt64, validated: Validated) {
+        self.path = path
+        self.isBlockDevice = isBlockDevice
+        self.capacity = capacity
+        self.validated = validated
+    }
+
+    /// A target not looked at (for the size rules alone): it opens only as a new file, or
+    /// as a device numbered 0, which none is.
+    package init(path: String, isBlockDevice: Bool, capacity: UInt64) {
+        self.init(path: path, isBlockDevice: isBlockDevice, capacity: capacity,
+                  validated: isBlockDevice ? .device(path: path, number: 0) : .newFile)
+    }
 
     public static func validate(_ path: String, source: ImageSource?) throws -> RestoreTarget {
         var st = stat()
-        guard stat(path, &st) == 0 else {
+        guard lstat(path, &st) == 0 else {
             let parent = (path as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: parent.isEmpty ? "." : parent, isDirectory: &isDir), isDir.boolValue else {
                 throw ImagingError.unusableTarget(path: path, .folderMissing)
             }
-            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
+            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0, validated: .newFile)
+        }
+        var device = path
+        if st.st_mode & S_IFMT == S_IFLNK {
+            // Followed to a block device only, which is then opened by its own name. A link
+            // to a file (or to nothing yet) would let whoever can change it choose the file.
+            guard let resolved = realpath(path, nil) else { throw ImagingError.unusableTarget(path: path, .symbolicLink) }
+            device = String(cString: resolved)
+            free(resolved)
+            guard stat(device, &st) == 0, st.st_mode & S_IFMT == S_IFBLK else { throw ImagingError.unusableTarget(path: path, .symbolicLink) }
         }
         switch st.st_mode & S_IFMT {
         case S_IFBLK:
             try checkNotInUse(path, st)
-            try checkNotSource(path, st, source)
-            let file = try FileIO(path: path, flags: O_RDONLY)
-            return RestoreTarget(path: path, isBlockDevice: true, capacity: try blockDeviceSize(file))
+            try checkNotSource(path, device: device, st, source)
+            let file = try FileIO(path: device, flags: O_RDONLY)
+            return RestoreTarget(path: path, isBlockDevice: true, capacity: try blockDeviceSize(file),
+                                 validated: .device(path: device, number: UInt64(st.st_rdev)))
         case S_IFREG:
-            try checkNotSource(path, st, source)
+            try checkNotSource(path, device: path, st, source)
             if try MountEntry.all().contains(where: { $0.device == path }) {
                 throw ImagingError.unusableTarget(path: path, .mounted(device: nil, at: nil))
             }
-            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0)
+            return RestoreTarget(path: path, isBlockDevice: false, capacity: 0,
+                                 validated: .file(device: UInt64(st.st_dev), inode: UInt64(st.st_ino)))
         default:
             throw ImagingError.unusableTarget(path: path, .notDiskOrFile)
         }
     }
 
-    private static func checkNotSource(_ path: String, _ st: stat, _ source: ImageSource?) throws {
+    private static func checkNotSource(_ path: String, device: String, _ st: stat, _ source: ImageSource?) throws {
         var s = stat()
         guard let source, !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
         let same = st.st_mode & S_IFMT == S_IFBLK ? s.st_rdev == st.st_rdev && s.st_mode & S_IFMT == S_IFBLK
                                                   : s.st_dev == st.st_dev && s.st_ino == st.st_ino
         if same { throw ImagingError.unusableTarget(path: path, .isSource) }
         // A loop device whose backing file is the source is the source too.
-        let name = (path as NSString).lastPathComponent
+        let name = (device as NSString).lastPathComponent
         if let backing = try? String(contentsOfFile: "/sys/block/\(name)/loop/backing_file", encoding: .utf8),
            (backing.trimmingCharacters(in: .whitespacesAndNewlines) as NSString).resolvingSymlinksInPath
             == (source.path as NSString).resolvingSymlinksInPath {
@@ -152,8 +189,8 @@ public struct RestoreTarget: Sendable {
     /// opened exclusively, so the kernel refuses if anything mounts it meanwhile.
     func open(diskBytes: UInt64) throws -> FileIO {
         try checkFits(diskBytes)
-        if isBlockDevice { return try FileIO(path: path, flags: O_RDWR | O_EXCL) }
-        let file = try FileIO(path: path, flags: O_RDWR | O_CREAT)
+        let file = try openValidated()
+        if isBlockDevice { return file }
         let size = try file.size()
         if keepsContents {
             // A new file, or the part past its old end, is a hole: free space reads as zeros there.
@@ -176,6 +213,34 @@ public struct RestoreTarget: Sendable {
                 throw ImagingError.unusableTarget(path: path, .cannotResize(to: diskBytes, "\(error)"))
             }
         }
+        return file
+    }
+
+    /// Opens what `validate` saw and nothing else: a file without following a link (and,
+    /// when there was none, creating it anew), then checks on the descriptor that it is the
+    /// file or device validated, so nothing swapped in between the check and the open is written.
+    private func openValidated() throws -> FileIO {
+        let (name, flags): (String, Int32) = switch validated {
+        case .newFile: (path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW)
+        case .file: (path, O_RDWR | O_NOFOLLOW)
+        case .device(let device, _): (device, O_RDWR | O_EXCL | O_NOFOLLOW)
+        }
+        let file: FileIO
+        do { file = try FileIO(path: name, flags: flags) } catch {
+            // A link now where there was none, a file where there was nothing, or gone: swapped.
+            if let code = error.errno?.rawValue, [ELOOP, EEXIST, ENOENT].contains(code) {
+                throw ImagingError.unusableTarget(path: path, .changed)
+            }
+            throw error
+        }
+        var st = stat()
+        guard fstat(file.fd, &st) == 0 else { throw SystemError.call(what: "stat \(path)", .init(rawValue: errno)) }
+        let same = switch validated {
+        case .newFile: st.st_mode & S_IFMT == S_IFREG
+        case .file(let device, let inode): st.st_mode & S_IFMT == S_IFREG && UInt64(st.st_dev) == device && UInt64(st.st_ino) == inode
+        case .device(_, let number): st.st_mode & S_IFMT == S_IFBLK && UInt64(st.st_rdev) == number
+        }
+        guard same else { throw ImagingError.unusableTarget(path: path, .changed) }
         return file
     }
 

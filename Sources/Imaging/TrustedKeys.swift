@@ -15,18 +15,48 @@ public struct TrustedKeys: Sendable {
     /// Trusts no key: images are taken unsigned.
     public init() {}
 
+    /// Fails closed: a directory that exists but cannot be listed (no permission, not a
+    /// directory, a dangling link), or a key file that cannot be read, is an error, never
+    /// "no keys" (which would take unsigned images). Only a missing directory holds no keys.
     public init(files: [String], directory: String? = TrustedKeys.directory) throws(ImagingError) {
         var paths = files
-        if let directory, let names = try? FileManager.default.contentsOfDirectory(atPath: directory) {
-            paths += names.filter { $0.hasSuffix(".pem") }.sorted().map { directory + "/" + $0 }
-        }
+        if let directory { paths += try Self.keyFiles(in: directory) }
         for path in paths {
-            guard let bytes = try? FileIO.readSmallFile(path, limit: 64 << 10), bytes.count <= 64 << 10,
-                  let key = Ed25519PEM.publicKey(String(decoding: bytes, as: UTF8.self)) else {
+            let bytes: [UInt8]
+            do { bytes = try FileIO.readSmallFile(path, limit: 64 << 10) } catch {
+                throw .unusableKey(path: path, "cannot be read (\(error.errno.map { "\($0)" } ?? "\(error)")); "
+                                   + "no image is trusted until every trusted key can be read")
+            }
+            guard bytes.count <= 64 << 10, let key = Ed25519PEM.publicKey(String(decoding: bytes, as: UTF8.self)) else {
                 throw .unusableKey(path: path, "is not an Ed25519 public key in PEM form (openssl pkey -pubout writes one)")
             }
             keys.append(key)
         }
+    }
+
+    /// The `*.pem` files in `directory`, sorted; none when it does not exist.
+    private static func keyFiles(in directory: String) throws(ImagingError) -> [String] {
+        func unreadable(_ code: Int32) -> ImagingError {
+            .unusableKey(path: directory, "cannot be read (\(errnoString(code))); no image is trusted until it can be, or it is removed")
+        }
+        var st = stat()
+        if lstat(directory, &st) != 0 {
+            if errno == ENOENT { return [] }
+            throw unreadable(errno)
+        }
+        guard let dir = opendir(directory) else { throw unreadable(errno) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(dir) else {
+                if errno != 0 { throw unreadable(errno) }
+                break
+            }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasSuffix(".pem") { names.append(name) }
+        }
+        return names.sorted().map { directory + "/" + $0 }
     }
 
     public var isEmpty: Bool { keys.isEmpty }

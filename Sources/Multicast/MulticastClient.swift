@@ -55,54 +55,70 @@ public struct MulticastClient {
         return nil
     }
 
-    /// Where to connect: a host name or address as given, or the server of a session announced
-    /// through DNS Service Discovery (`asr list` shows them), with the identity prefix its
+    /// Where to connect: a host name or address as given, or the servers of a session announced
+    /// through DNS Service Discovery (`asr list` shows them), each with the identity its
     /// announcement names (nil for a host).
     /// Servers announcing the same name (a rogue one may announce first and push the real one
-    /// to "NAME #2") are told apart by `pin`; without one, several are an error, not a guess.
-    static func locate(_ url: String, timeout: Double, pin: IdentityPin?) throws -> (host: String, port: UInt16, announced: String?) {
+    /// to "NAME #2") are told apart by `pin`, which must equal the announced identity in all 64
+    /// digits: a missing, empty or short one never matches. Without a pin, several are an error,
+    /// not a guess. With one, every announcement naming it is a candidate: anyone can copy an
+    /// identity into a TXT record, but only a server of that image passes the WELCOME checks.
+    static func locate(_ url: String, timeout: Double, pin: IdentityPin?) throws -> [(host: String, port: UInt16, announced: String?)] {
         let (host, port) = try parse(url)
         var hints = addrinfo()
         hints.ai_family = AF_INET
         var result: UnsafeMutablePointer<addrinfo>?
         if getaddrinfo(host, nil, &hints, &result) == 0 {
             freeaddrinfo(result)
-            return (host, port, nil)
+            return [(host, port, nil)]
         }
         func sameName(_ s: ServiceDiscovery.Session) -> Bool {
             s.name == host || (s.name.hasPrefix(host + " #") && s.name.dropFirst(host.count + 2).allSatisfy(\.isNumber))
         }
-        // Browse a second past the first answer, so a second server of that name is seen too;
-        // with a pin, stop at the first that matches it.
-        func pinned(_ s: ServiceDiscovery.Session) -> Bool { pin.map { $0.hex.hasPrefix(s.identityPrefix ?? "-") } ?? true }
+        func pinned(_ s: ServiceDiscovery.Session) -> Bool { pin.map { s.identity?.lowercased() == $0.hex } ?? true }
+        // Browse a second past the first answer, so a second server of that name is seen too.
         var firstAnswer: Date?
-        var found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { s in
-            guard sameName(s) else { return false }
-            if pin != nil { return pinned(s) }
+        let found = try ServiceBrowser().browse(timeout: min(timeout, 10)) { s in
+            guard sameName(s), pinned(s) else { return false }
             firstAnswer = firstAnswer ?? Date()
             return Date().timeIntervalSince(firstAnswer!) > 1
-        }.filter(sameName)
-        found = found.filter(pinned)
-        guard let session = found.first else { throw MulticastError.unknownSession(host) }
-        guard found.count == 1 else {
-            throw MulticastError.severalSessions(name: host, identities: found.map { $0.identityPrefix ?? "?" })
+        }.filter { sameName($0) && pinned($0) }
+        guard !found.isEmpty else { throw MulticastError.unknownSession(host) }
+        guard found.count == 1 || pin != nil else {
+            throw MulticastError.severalSessions(name: host, identities: found.map { String(($0.identity ?? "?").prefix(16)) })
         }
-        return (session.address, session.port, session.identityPrefix)
+        return found.map { ($0.address, $0.port, $0.identity) }
+    }
+
+    /// The first candidate whose server sends the image its announcement names (all of the
+    /// identity) and the pin names; the last failure when none does. With several, each gets
+    /// at most 5 s, so one that copied the identity and points nowhere only delays.
+    private func connect(_ candidates: [(host: String, port: UInt16, announced: String?)], pin: IdentityPin?, url: String) throws -> Session {
+        var failure: any Error = MulticastError.unknownSession(url)
+        for c in candidates {
+            do {
+                let session = try Session.connect(host: c.host, port: c.port, name: name, timeout: candidates.count > 1 ? min(timeout, 5) : timeout)
+                if let announced = c.announced, hex(session.welcome.identity) != announced.lowercased() {
+                    throw MulticastError.notTheAnnouncedImage(host: c.host)
+                }
+                try pin?.check(identity: session.welcome.identity, source: url)
+                return session
+            } catch {
+                failure = error
+            }
+        }
+        throw failure
     }
 
     /// With `incremental`, returns what the target held and what came from the server.
     @discardableResult
     public func restore(source url: String, target targetPath: String) throws -> TargetComparison? {
         let pin = try Self.pin(in: url) ?? self.pin
-        let (host, port, announced) = try Self.locate(url, timeout: timeout, pin: pin)
+        let candidates = try Self.locate(url, timeout: timeout, pin: pin)
         var target = try reporter.step("Validating target") { try RestoreTarget.validate(targetPath, source: nil) }
-        var session = try reporter.step("Validating source") { try Session.connect(host: host, port: port, name: name, timeout: timeout) }
+        var session = try reporter.step("Validating source") { try connect(candidates, pin: pin, url: url) }
         if let confirmErase, try !confirmErase(targetPath) { throw ImagingError.cancelled(target: targetPath) }
         let identity = session.welcome.identity
-        if let announced, !hex(identity).hasPrefix(announced) {
-            throw MulticastError.notTheAnnouncedImage(host: host)
-        }
-        try pin?.check(identity: identity, source: url)
         try trusted.check(identity: identity, signature: session.signature, source: url)
         let manifest = session.manifest
         let diskBytes = session.welcome.diskBytes

@@ -16,16 +16,19 @@ public enum ServiceDiscovery {
         public var port: UInt16
         public var image: String?
         public var size: UInt64?
-        /// The first 16 hex digits of the image's identity.
-        public var identityPrefix: String?
+        /// The image's identity as announced: 64 hex digits from a server of this version.
+        /// Anyone can announce anything; a pin compares all of it, and the server's WELCOME
+        /// is checked against the pin again.
+        public var identity: String?
         public var rate: UInt64?
         public var group: String?
         public var protocolVersion: Int?
 
         /// TXT strings as the server publishes them.
         static func txt(image: String, size: UInt64, identity: [UInt8], rate: UInt64, group: String) -> [String] {
-            let prefix = hex(Array(identity.prefix(8)))
-            return ["image=\(image)", "size=\(size)", "identity=\(prefix)", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
+            // The whole identity (64 hex digits; a TXT string holds 255 bytes): a prefix would
+            // let a rogue announcement match a pin with a different image behind it.
+            ["image=\(image)", "size=\(size)", "identity=\(hex(identity))", "rate=\(rate)", "group=\(group)", "proto=\(ControlMessage.protocolVersion)"]
         }
 
         mutating func apply(txt entries: [String]) {
@@ -36,7 +39,7 @@ public enum ServiceDiscovery {
                 switch key {
                 case "image": image = value
                 case "size": size = UInt64(value)
-                case "identity": identityPrefix = value
+                case "identity": identity = value
                 case "rate": rate = UInt64(value)
                 case "group": group = value
                 case "proto": protocolVersion = Int(value)

@@ -17,12 +17,63 @@ import Glibc
 /// command line prints it after "asr: " and exits with status 1; code branches on the cases.
 public protocol UserFacingError: Error, CustomStringConvertible, Sendable {}
 
-/// Text from a file or the network as a message may show it: as it is, or quoted with escapes
-/// when it holds control characters (a line break in a name must not break the message's line),
-/// and cut to `limit` characters (a 64 KiB name must not flood a log).
+/// Text from a file, an image or the network as a terminal or a log may show it: the one
+/// escaping rule for all of them. Text is shown as it is, or, when it holds anything a
+/// terminal acts on or that reorders the text around it (C0 and C1 controls, DEL, bidi
+/// embeddings, overrides, isolates and marks, line and paragraph separators), quoted with
+/// those as visible escapes (`\x1b`, `\u{9B}`, `\u{202E}`) and `\` and `"` escaped. Nothing
+/// is dropped, and a quoted form cannot be mistaken for plain text (which is quoted too when
+/// it begins with a quote). Cut to `limit` characters (a 64 KiB name must not flood a log).
+/// JSON output keeps the exact string instead (`terminalSafeJSON`).
 public func displayable(_ text: String, limit: Int = 256) -> String {
-    let cut = text.count > limit ? String(text.prefix(limit)) + "...(\(text.count - limit) more)" : text
-    return cut.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F } ? cut : cut.debugDescription
+    let scalars = text.unicodeScalars
+    let cut = scalars.count > limit ? String(scalars.prefix(limit)) + "...(\(scalars.count - limit) more)" : text
+    guard cut.unicodeScalars.contains(where: needsEscape) || cut.hasPrefix("\"") else { return cut }
+    var out = "\""
+    for scalar in cut.unicodeScalars {
+        switch scalar.value {
+        case 0x5C: out += "\\\\"
+        case 0x22: out += "\\\""
+        case 0x09: out += "\\t"
+        case 0x0A: out += "\\n"
+        case 0x0D: out += "\\r"
+        case 0x00..<0x20, 0x7F: out += "\\x" + hexDigits(scalar.value, width: 2)
+        case _ where needsEscape(scalar): out += "\\u{" + hexDigits(scalar.value, width: 1) + "}"
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
+/// JSON text (from JSONEncoder) made safe for a terminal without changing what it decodes to:
+/// the scalars `displayable` escapes that JSONEncoder writes raw (C1 controls, DEL, bidi
+/// overrides and isolates, separators) become `\uXXXX`. They can only occur inside strings.
+public func terminalSafeJSON(_ json: String) -> String {
+    var out = ""
+    for scalar in json.unicodeScalars {
+        if scalar.value >= 0x7F, needsEscape(scalar) {
+            out += "\\u" + hexDigits(scalar.value, width: 4)
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
+/// Scalars a terminal acts on or that reorder or break the text around them.
+private func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+    switch scalar.value {
+    case 0x00..<0x20, 0x7F...0x9F: true                // C0, DEL, C1 (U+009B is a CSI)
+    case 0x061C, 0x200E, 0x200F: true                   // bidi marks
+    case 0x2028, 0x2029: true                           // line and paragraph separators
+    case 0x202A...0x202E, 0x2066...0x2069: true         // bidi embeddings, overrides, isolates
+    default: false
+    }
+}
+
+private func hexDigits(_ value: UInt32, width: Int) -> String {
+    let digits = String(value, radix: 16, uppercase: width == 1 || width == 4)
+    return String(repeating: "0", count: max(0, width - digits.count)) + digits
 }
 
 /// Bytes as lowercase hex digits (digests, keys, identities).

@@ -154,7 +154,7 @@ struct Info: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(info), as: UTF8.self))
+            print(terminalSafeJSON(String(decoding: try encoder.encode(info), as: UTF8.self)))
         } else if plist {
             let encoder = PropertyListEncoder()
             encoder.outputFormat = .xml

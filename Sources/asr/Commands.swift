@@ -1,4 +1,5 @@
 import ArgumentParser
+import SystemSupport
 import Foundation
 import Imaging
 import Multicast
@@ -181,13 +182,14 @@ struct List: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(sessions), as: UTF8.self))
+            print(terminalSafeJSON(String(decoding: try encoder.encode(sessions), as: UTF8.self)))
             return
         }
         for s in sessions {
             let size = s.size.map { ByteSize.format($0) } ?? "?"
             let rate = s.rate.map { ByteSize.format($0) + "/s" } ?? "?"
-            print("\(s.name)\t\(s.host) (\(s.address):\(s.port))\t\(s.image ?? "?")\t\(size)\t\(rate)")
+            // Names, hosts and images come from the network: escaped, never raw on a terminal.
+            print("\(displayable(s.name))\t\(displayable(s.host)) (\(displayable(s.address)):\(s.port))\t\(displayable(s.image ?? "?"))\t\(size)\t\(rate)")
         }
     }
 }
@@ -247,6 +249,10 @@ struct TrustOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Accept only the image with this identity (the 64 hex digits asr info prints).", valueName: "hex"))
     var imageSha256: String?
 
-    func keys() throws -> TrustedKeys { try TrustedKeys(files: trust) }
+    /// ASR_TRUSTED_DIR replaces /etc/asr/trusted.d (asr.1, ENVIRONMENT).
+    func keys() throws -> TrustedKeys {
+        let directory = ProcessInfo.processInfo.environment["ASR_TRUSTED_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        return try TrustedKeys(files: trust, directory: directory ?? TrustedKeys.directory)
+    }
     func pin() throws -> IdentityPin? { try imageSha256.map { try IdentityPin(hex: $0) } }
 }

@@ -74,8 +74,10 @@ struct ServiceDiscoveryTests {
         #expect(session["protocolVersion"] as? Int == ServerHardeningTests.protocolVersion)
         #expect(session["port"] as? Int == 7800)
         #expect(session["address"] as? String == host.bed.address("srv"))
+        // The whole identity, as asr info prints it: a pin is compared with all of it.
         let info = try CLI.run(["info", "--source", f.image])
-        #expect(info.stdout.contains("Identity: " + (session["identityPrefix"] as? String ?? "-")), "\(info.stdout)")
+        let announced = session["identity"] as? String ?? "-"
+        #expect(announced.count == 64 && info.stdout.contains("Identity: " + announced + "\n"), "\(announced) \(info.stdout)")
         let text = try host.asr(["list", "--timeout", "3"])
         #expect(text.stdout.hasPrefix(name + "\t"), "\(text.stdout)")
 
@@ -110,6 +112,83 @@ struct ServiceDiscoveryTests {
                                    "--timeout", "30"])
         #expect(pinned.status == 0, "\(pinned.stderr)")
         #expect(try sha256(file: target) == real.sha)
+    }
+
+    /// Announces `name` from the host as a rogue would (avahi-publish), with these TXT strings;
+    /// returns the name it was established under.
+    func publish(_ host: AvahiHost, _ name: String, port: Int, txt: [String], log: String) throws -> String {
+        try host.bed.start("srv", host.env + ["avahi-publish", "-s", name, "_asr._tcp", "\(port)"] + txt, log: dir(log))
+        var established: String?
+        defer { if established == nil { Issue.record("avahi-publish: \((try? String(contentsOfFile: dir(log), encoding: .utf8)) ?? "")") } }
+        try host.waitFor {
+            let text = (try? String(contentsOfFile: dir(log), encoding: .utf8)) ?? ""
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Established under name '") }) else { return false }
+            established = String(line.dropFirst("Established under name '".count).dropLast())
+            return true
+        }
+        return established!
+        func dir(_ file: String) -> String { host.dir.file(file) }
+    }
+
+    /// Rogues announce the real server's name: one with an empty identity, which once matched
+    /// every pin (an empty prefix), in front of a server of another image; one with the real
+    /// identity copied, in front of a port where nothing answers; one with it copied in front of
+    /// the other image's server. A client pinning the real identity restores the real image.
+    @Test func roguesWithAnEmptyOrACopiedIdentityAreNotTaken() throws {
+        let rogue = try MulticastNetworkTests.Fixture(port: 7801, seed: "rogue", extra: "\n<key>DNS Service Discovery</key><false/>")
+        let real = try MulticastNetworkTests.Fixture()
+        let host = try AvahiHost()
+        let name = "image-one@\(ProcessInfo.processInfo.hostName)"
+        let info = try CLI.run(["info", "--source", real.image]).stdout
+        let identity = String(try #require(info.split(separator: "\n").first { $0.hasPrefix("Identity: ") }).dropFirst(10))
+        #expect(identity.count == 64)
+        let rogueLog = host.dir.file("rogue.log")
+        try host.bed.start("srv", host.env + [CLI.binary, "server", "--source", rogue.image, "--config", rogue.config], log: rogueLog)
+        try host.waitFor { ((try? String(contentsOfFile: rogueLog, encoding: .utf8)) ?? "").contains("waiting for clients") }
+        let proto = "proto=\(ServerHardeningTests.protocolVersion)"
+        let names = [
+            try publish(host, name, port: 7801, txt: ["image=image-one.dmg", "identity=", proto], log: "empty.log"),
+            try publish(host, name + " #2", port: 7809, txt: ["image=image-one.dmg", "identity=\(identity)", proto], log: "copied-nowhere.log"),
+            try publish(host, name + " #3", port: 7801, txt: ["image=image-one.dmg", "identity=\(identity)", proto], log: "copied-other.log"),
+        ]
+        #expect(names == [name, name + " #2", name + " #3"], "\(names)")
+        _ = try host.server(real)
+        try host.waitFor { host.serverLog.contains("announced as \"\(name) #4\"") || host.serverLog.contains("cannot announce") }
+        #expect(host.serverLog.contains("announced as \"\(name) #4\""), "\(host.serverLog)")
+
+        let target = real.dir.file("target.raw")
+        let pinned = try host.asr(["restore", "--source", "asr://\(name)?sha256=\(identity)", "--file", target, "--erase", "--noprompt",
+                                   "--timeout", "30"])
+        #expect(pinned.status == 0, "\(pinned.stderr)")
+        #expect(try sha256(file: target) == real.sha)
+        #expect(!((try? String(contentsOfFile: rogueLog, encoding: .utf8)) ?? "").contains("finished"), "nothing restored from the rogue")
+
+        // A short identity matches no pin either (once a prefix of every identity it began).
+        let shortTarget = real.dir.file("short.raw")
+        let shortName = "short-\(UInt16.random(in: 1000...9999))"
+        _ = try publish(host, shortName, port: 7801, txt: ["identity=\(identity.prefix(16))", proto], log: "short.log")
+        let short = try host.asr(["restore", "--source", "asr://\(shortName)?sha256=\(identity)", "--file", shortTarget, "--erase", "--noprompt",
+                                  "--timeout", "5"])
+        #expect(short.status == 1 && short.stderrLines.count == 1 && short.stderr.contains("asr list"), "\(short.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: shortTarget))
+    }
+
+    /// A session name with ESC, a C1 CSI and a right-to-left override: escaped by `asr list`,
+    /// exact (and JSON-escaped) in `asr list --json`.
+    @Test func namesFromTheNetworkArePrintedEscaped() throws {
+        let host = try AvahiHost()
+        let hostile = "evil\u{1B}[31m\u{9B}2J\u{202E}gpj"
+        let published = try publish(host, hostile, port: 7800, txt: ["image=x\u{1B}]0;title\u{7}.dmg", "size=1"], log: "evil.log")
+        #expect(published == hostile)
+        let text = try host.asr(["list", "--timeout", "3"])
+        #expect(text.status == 0, "\(text.stderr)")
+        #expect(text.stdout.hasPrefix(#""evil\x1b[31m\u{9B}2J\u{202E}gpj""# + "\t"), "\(text.stdout.debugDescription)")
+        #expect(text.stdout.contains("\t" + #""x\x1b]0;title\x07.dmg""# + "\t"), "\(text.stdout.debugDescription)")
+        #expect(EscapingTests.isInert(text.stdout), "\(text.stdout.debugDescription)")
+        let json = try host.asr(["list", "--timeout", "3", "--json"])
+        #expect(EscapingTests.isInert(json.stdout), "\(json.stdout.debugDescription)")
+        let sessions = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(sessions.contains { $0["name"] as? String == hostile && $0["image"] as? String == "x\u{1B}]0;title\u{7}.dmg" }, "\(sessions)")
     }
 
     @Test func nothingIsAnnouncedWhenTheKeyIsFalse() throws {
