@@ -18,7 +18,7 @@ FUZZ_JOBS ?= 1
 FUZZ_TARGETS ?=
 FIXTURES ?= ../shared/fixtures/udif
 
-.PHONY: all deps build release demo test tsan fuzz install install-systemd uninstall clean
+.PHONY: all deps build release demo test check tsan fuzz install install-systemd uninstall clean
 
 all: build
 
@@ -44,6 +44,13 @@ demo: build
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+# The in-process suites only, selected by test target: no root, namespaces, browser or package
+# installs; what a contributor runs after each change (make test still runs everything).
+CHECK_TARGETS = UDIFTests|ImagingTests|MulticastTests|FilesystemsTests|StatusServerTests|CommandSupportTests|FuzzTests|ImageFSTests
+check:
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --filter '^($(CHECK_TARGETS))\.'
 
 # ThreadSanitizer over the suites whose work is not paced by the clock (multicast at a set data
 # rate cannot keep up when TSan slows everything ~10x). TSan takes signals first and defers
