@@ -28,6 +28,8 @@ public struct ImageSource: Sendable {
     public let kind: Kind
     public let bytes: any ByteSource
     public let udif: UDIFImage?
+    /// Read over HTTP(S): range requests, so reads are worth merging and waiting on.
+    public var isRemote: Bool { (udif?.file ?? (bytes as? RawSource)?.file) is HTTPFile }
 
     /// Opens a file or device; a UDIF image is recognised by its trailer, whatever its name.
     public static func open(_ path: String, cacheChunks: Int = 32) throws -> ImageSource {

@@ -80,7 +80,7 @@ public struct RestoreTarget: Sendable {
 
     private static func checkNotSource(_ path: String, device: String, _ st: stat, _ source: ImageSource?) throws {
         var s = stat()
-        guard let source, !source.path.contains("://"), stat(source.path, &s) == 0 else { return }
+        guard let source, !source.isRemote, stat(source.path, &s) == 0 else { return }
         let same = st.st_mode & S_IFMT == S_IFBLK ? s.st_rdev == st.st_rdev && s.st_mode & S_IFMT == S_IFBLK
                                                   : s.st_dev == st.st_dev && s.st_ino == st.st_ino
         if same { throw ImagingError.unusableTarget(path: path, .isSource) }

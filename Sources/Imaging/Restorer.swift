@@ -86,7 +86,7 @@ public struct Restorer {
             // the pipeline's window and leave fewer fetches in flight.
             units.removeAll { Self.isHeld($0, found) }
             try checkSpace(for: units, source: source, target: target, plan: plan)
-            if let image = source.udif, source.path.contains("://") { units = Self.mergingReads(units, image: image) }
+            if let image = source.udif, source.isRemote { units = Self.mergingReads(units, image: image) }
             let counts = TargetComparison(source: source, target: targetPath, plan: plan, held: found)
             reporter.info(counts.restorePlan)
             comparison = counts
@@ -206,7 +206,7 @@ public struct Restorer {
         }
         let image = source.udif
         let bytes = source.bytes
-        let remote = source.path.contains("://")
+        let remote = source.isRemote
         let workers = remote ? 8 : ProcessInfo.processInfo.activeProcessorCount
         // A remote source: few results wait beyond those in flight, so little is fetched and
         // not yet written when a restore is killed (and merged reads hold 8 chunks each).
