@@ -19,23 +19,13 @@ import UDIF
         return (f, String(identity))
     }
 
-    /// A copy of the image whose first zlib chunk's type is `type` in its block table; scan
-    /// data and signature stay as they were.
+    /// A copy of the image whose first zlib chunk's type is `type` in its block table.
     func retypedCopy(_ f: Fixture, to type: ChunkType, name: String) throws -> String {
-        let path = f.dir.file(name)
-        try FileManager.default.copyItem(atPath: f.image, toPath: path)
-        let image = try UDIFImage(path: path)
-        var entries = image.resourceFork.blkx
-        for r in entries.indices {
-            var table = try BlockTable(parsing: entries[r].data)
-            guard let i = table.chunks.indices.first(where: { table.chunks[$0].type == .zlib }) else { continue }
+        try f.copyEditingOneBlockTable(name) { table in
+            guard let i = table.chunks.indices.first(where: { table.chunks[$0].type == .zlib }) else { return false }
             table.chunks[i].type = type
-            entries[r].data = table.serialized()
-            try ImageRewriter(image, replacing: path, reorder: false).finish(replacingResources: ["blkx": entries])
-            return path
+            return true
         }
-        Issue.record("no zlib chunk")
-        return path
     }
 
     /// Retyped to zero-fill, to free space, or to another codec: restore and verify refuse

@@ -26,6 +26,23 @@ import UDIF
             #expect(try CLI.run(["create", "--source", raw, "--output", image]).status == 0)
         }
 
+        /// A copy of the image, named `name`, with the first block table that `edit` changes
+        /// (it returns true) written back; scan data and signature are left as they were.
+        func copyEditingOneBlockTable(_ name: String, _ edit: (inout BlockTable) -> Bool) throws -> String {
+            let path = dir.file(name)
+            try FileManager.default.copyItem(atPath: image, toPath: path)
+            let parsed = try UDIFImage(path: path)
+            var entries = parsed.resourceFork.blkx
+            for r in entries.indices {
+                var table = try BlockTable(parsing: entries[r].data)
+                guard edit(&table) else { continue }
+                entries[r].data = table.serialized()
+                try ImageRewriter(parsed, replacing: path, reorder: false).finish(replacingResources: ["blkx": entries])
+                return path
+            }
+            throw TestFailure("no block table of \(image) could be edited for \(name)")
+        }
+
         func restore(_ source: String, trusting keys: [String], into name: String) throws -> CLI.Output {
             try CLI.run(["restore", "--source", source, "--file", dir.file(name), "--erase", "--noprompt"] + keys.flatMap { ["--trust", $0] })
         }
@@ -93,23 +110,14 @@ import UDIF
     /// A copy of the fixture's image whose chunk table points two chunks of the same codec at
     /// each other's stored bytes; scan data and signature are left as they were.
     func swappedCopy(_ f: Fixture) throws -> String {
-        let swapped = f.dir.file("swapped.dmg")
-        try FileManager.default.copyItem(atPath: f.image, toPath: swapped)
-        let image = try UDIFImage(path: swapped)
-        var entries = image.resourceFork.blkx
-        for r in entries.indices {
-            var table = try BlockTable(parsing: entries[r].data)
+        try f.copyEditingOneBlockTable("swapped.dmg") { table in
             let zlib = table.chunks.indices.filter { table.chunks[$0].type == .zlib }
-            guard zlib.count >= 2 else { continue }
+            guard zlib.count >= 2 else { return false }
             let (a, b) = (zlib[0], zlib[1])
             (table.chunks[a].storedOffset, table.chunks[b].storedOffset) = (table.chunks[b].storedOffset, table.chunks[a].storedOffset)
             (table.chunks[a].storedLength, table.chunks[b].storedLength) = (table.chunks[b].storedLength, table.chunks[a].storedLength)
-            entries[r].data = table.serialized()
-            try ImageRewriter(image, replacing: swapped, reorder: false).finish(replacingResources: ["blkx": entries])
-            return swapped
+            return true
         }
-        Issue.record("no two zlib chunks in one region")
-        return swapped
     }
 
     /// The message is "asr image signature 3\n" and the identity `asr info` prints: openssl
