@@ -49,7 +49,8 @@ public struct Restorer {
         case data([UInt8])
         /// A decoded chunk in a pooled buffer: no page faults for a fresh 1 MiB each time.
         case decoded(DecodedChunk)
-        case decodedRun([DecodedChunk])
+        /// Chunks of a merged read, each with its disk offset.
+        case decodedRun([(offset: UInt64, chunk: DecodedChunk)])
         case zero
         /// Free space: left as it is, or zeroed with `eraseFree`.
         case free
@@ -190,22 +191,8 @@ public struct Restorer {
     private func write(_ units: [Unit], from source: ImageSource, plan: VerificationPlan?, to file: FileIO, target: RestoreTarget,
                        verifier: TrailingVerifier?) throws {
         let total = source.bytes.byteCount
-        var writeback = WritebackTrigger(file: file)
-        var pendingZero: (offset: UInt64, length: UInt64)?
-        func flushZeros() throws {
-            if let z = pendingZero { try target.zero(file, offset: z.offset, length: z.length) }
-            pendingZero = nil
-        }
-        func zero(_ offset: UInt64, _ length: UInt64) throws {
-            if let z = pendingZero, z.offset + z.length == offset {
-                pendingZero = (z.offset, z.length + length)
-            } else {
-                try flushZeros()
-                pendingZero = (offset, length)
-            }
-        }
-        let image = source.udif
-        let bytes = source.bytes
+        let reader = UnitReader(image: source.udif, bytes: source.bytes, plan: plan)
+        var writer = TargetWriter(file: file, target: target)
         let remote = source.isRemote
         let workers = remote ? 8 : ProcessInfo.processInfo.activeProcessorCount
         // A remote source: few results wait beyond those in flight, so little is fetched and
@@ -213,76 +200,133 @@ public struct Restorer {
         let window = remote ? workers + 2 : nil
         reporter.begin("\tRestoring  ", key: "restore")
         defer { reporter.abandon() }
-        let table = plan?.table
-        // A chunk that fails its digest (`UDIFImage.requireDigests` checks every decode).
-        @Sendable func damaged(_ error: UDIFError) -> any Error {
-            if case .inChunk(let i, _, _, _, .digestMismatch) = error { return ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan)) }
-            return error
-        }
-        try orderedParallelMap(count: units.count, workers: workers, window: window, ownThreads: remote) { u -> Produced in
-          do {
-            switch units[u] {
-            case .zero: return .zero
-            case .chunk(let i):
-                let c = image!.chunks[i]
-                if c.type == .ignore { return .free }  // nothing read: over HTTP, nothing fetched
-                if c.type == .zeroFill { return .zero }  // its digest was checked to be that of zeros
-                return .decoded(try image!.decodedChunk(i))
-            case .chunks(let run):
-                let chunks = image!.chunks
-                let start = chunks[run.lowerBound].fileOffset
-                let end = chunks[run.upperBound - 1].fileOffset + chunks[run.upperBound - 1].storedLength
-                return try ScratchBuffers.borrow(Int(end - start)) { stored in
-                    try image!.file.read(into: stored, at: start)
-                    return .decodedRun(try run.map { i in
-                        let at = Int(chunks[i].fileOffset - start)
-                        let decoded = DecodedChunk(count: Int(chunks[i].length))
-                        try image!.decode(i, from: UnsafeRawBufferPointer(rebasing: stored[at..<(at + Int(chunks[i].storedLength))]),
-                                          into: decoded.storage)
-                        return decoded
-                    })
-                }
-            case .rawChunk(let i):
-                let r = table!.records[i]
-                let chunk = DecodedChunk(count: Int(r.length))
-                try bytes.read(into: chunk.storage, at: r.diskOffset)
-                guard table!.matches(i, chunk.bytes) else { throw ImagingError.damagedSource(plan!.mismatch(i, .scan)) }
-                return .decoded(chunk)
-            case .copy(let offset, let length, _):
-                let data = try bytes.read(at: offset, count: Int(length))
-                return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
-            }
-          } catch let error as UDIFError { throw damaged(error) }
+        try orderedParallelMap(count: units.count, workers: workers, window: window, ownThreads: remote) { u in
+            try reader.read(units[u])
         } consume: { u, produced in
-            let (offset, length): (UInt64, UInt64) = switch units[u] {
-            case .chunk(let i): (image!.chunks[i].diskOffset, image!.chunks[i].length)
-            case .chunks(let r):
-                (image!.chunks[r.lowerBound].diskOffset,
-                 image!.chunks[r.upperBound - 1].diskOffset + image!.chunks[r.upperBound - 1].length - image!.chunks[r.lowerBound].diskOffset)
-            case .copy(let o, let n, _), .zero(let o, let n, _): (o, n)
-            case .rawChunk(let i): (table!.records[i].diskOffset, table!.records[i].length)
-            }
-            func put(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
-                try flushZeros()
-                try file.write(bytes, at: offset)
-                writeback.wrote(upTo: offset + UInt64(bytes.count))
-            }
+            let (offset, length) = reader.span(units[u])
             switch produced {
-            case .data(let d): try d.withUnsafeBytes { try put($0, at: offset) }
-            case .decoded(let d): try put(d.bytes, at: offset)
+            case .data(let d): try d.withUnsafeBytes { try writer.put($0, at: offset) }
+            case .decoded(let d): try writer.put(d.bytes, at: offset)
             case .decodedRun(let run):
-                guard case .chunks(let r) = units[u] else { break }
-                for (i, d) in zip(r, run) { try put(d.bytes, at: image!.chunks[i].diskOffset) }
+                for d in run { try writer.put(d.chunk.bytes, at: d.offset) }
             case .zero:
-                try zero(offset, length)
+                try writer.zero(offset, length)
             case .free:
-                if eraseFree { try zero(offset, length) }
+                if eraseFree { try writer.zero(offset, length) }
             }
-            try verifier?.written(upTo: pendingZero?.offset ?? offset + length)
+            try verifier?.written(upTo: writer.pendingZeroStart ?? offset + length)
             reporter.update(offset + length, of: total)
         }
-        try flushZeros()
+        try writer.flushZeros()
         try verifier?.written(upTo: total)
         reporter.end()
+    }
+
+    /// Reads one work unit from the source and checks it: what goes at the unit's place on the
+    /// target. UDIF chunks are checked by the image itself (`UDIFImage.requireDigests`); a raw
+    /// source's chunks against its table here.
+    private struct UnitReader: Sendable {
+        let image: UDIFImage?
+        let bytes: any ByteSource
+        let plan: VerificationPlan?
+
+        /// Where `unit` lands on the disk.
+        func span(_ unit: Unit) -> (offset: UInt64, length: UInt64) {
+            switch unit {
+            case .chunk(let i): return (image!.chunks[i].diskOffset, image!.chunks[i].length)
+            case .chunks(let r):
+                let first = image!.chunks[r.lowerBound], last = image!.chunks[r.upperBound - 1]
+                return (first.diskOffset, last.diskOffset + last.length - first.diskOffset)
+            case .copy(let o, let n, _), .zero(let o, let n, _): return (o, n)
+            case .rawChunk(let i): return (plan!.table!.records[i].diskOffset, plan!.table!.records[i].length)
+            }
+        }
+
+        func read(_ unit: Unit) throws -> Produced {
+            do {
+                switch unit {
+                case .zero: return .zero
+                case .chunk(let i): return try chunk(i)
+                case .chunks(let run): return try chunks(run)
+                case .rawChunk(let i): return try rawChunk(i)
+                case .copy(let offset, let length, _):
+                    let data = try bytes.read(at: offset, count: Int(length))
+                    return data.withUnsafeBytes(isAllZero) ? .zero : .data(data)
+                }
+            } catch UDIFError.inChunk(let i, _, _, _, .digestMismatch) {
+                throw ImagingError.damagedSource(image!.mismatch(inChunk: i, against: .scan))
+            }
+        }
+
+        private func chunk(_ i: Int) throws -> Produced {
+            switch image!.chunks[i].type {
+            case .ignore: return .free  // nothing read: over HTTP, nothing fetched
+            case .zeroFill: return .zero  // its digest was checked to be that of zeros
+            default: return .decoded(try image!.decodedChunk(i))
+            }
+        }
+
+        /// Chunks stored back to back, read at once (one range request) and decoded one by one.
+        private func chunks(_ run: Range<Int>) throws -> Produced {
+            let image = image!, chunks = image.chunks
+            let start = chunks[run.lowerBound].fileOffset
+            let end = chunks[run.upperBound - 1].fileOffset + chunks[run.upperBound - 1].storedLength
+            return try ScratchBuffers.borrow(Int(end - start)) { stored in
+                try image.file.read(into: stored, at: start)
+                return .decodedRun(try run.map { i in
+                    let at = Int(chunks[i].fileOffset - start)
+                    let decoded = DecodedChunk(count: Int(chunks[i].length))
+                    try image.decode(i, from: UnsafeRawBufferPointer(rebasing: stored[at..<(at + Int(chunks[i].storedLength))]),
+                                     into: decoded.storage)
+                    return (chunks[i].diskOffset, decoded)
+                })
+            }
+        }
+
+        private func rawChunk(_ i: Int) throws -> Produced {
+            let plan = plan!, r = plan.table!.records[i]
+            let chunk = DecodedChunk(count: Int(r.length))
+            try bytes.read(into: chunk.storage, at: r.diskOffset)
+            guard plan.table!.matches(i, chunk.bytes) else { throw ImagingError.damagedSource(plan.mismatch(i, .scan)) }
+            return .decoded(chunk)
+        }
+    }
+
+    /// Puts bytes on the target in disk order; runs of zeros are merged and zeroed at once
+    /// (holes in a new file, BLKZEROOUT on a device) before the next bytes are written.
+    private struct TargetWriter {
+        let file: FileIO
+        let target: RestoreTarget
+        var writeback: WritebackTrigger
+        private var pendingZero: (offset: UInt64, length: UInt64)?
+
+        init(file: FileIO, target: RestoreTarget) {
+            self.file = file
+            self.target = target
+            writeback = WritebackTrigger(file: file)
+        }
+
+        /// Where zeros not yet written begin: the target is not done before there.
+        var pendingZeroStart: UInt64? { pendingZero?.offset }
+
+        mutating func put(_ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws {
+            try flushZeros()
+            try file.write(bytes, at: offset)
+            writeback.wrote(upTo: offset + UInt64(bytes.count))
+        }
+
+        mutating func zero(_ offset: UInt64, _ length: UInt64) throws {
+            if let z = pendingZero, z.offset + z.length == offset {
+                pendingZero = (z.offset, z.length + length)
+            } else {
+                try flushZeros()
+                pendingZero = (offset, length)
+            }
+        }
+
+        mutating func flushZeros() throws {
+            if let z = pendingZero { try target.zero(file, offset: z.offset, length: z.length) }
+            pendingZero = nil
+        }
     }
 }
