@@ -99,6 +99,24 @@ import UDIF
         #expect(written.count <= 2 << 20 + 100 || written[2 << 20 + 100] != UInt8(ascii: "X"), "the changed byte never reached the target")
     }
 
+    /// `convert` of a scanned image decodes through the same check: stored bytes changed after
+    /// the scan (the block table untouched) stop it with one line, and no output is left.
+    @Test func convertChecksEveryChunkOfAScannedImage() throws {
+        let f = try Fixture()
+        // Raw chunks: a changed byte still decodes, so only the digest can catch it.
+        let udro = f.dir.file("raw-chunks.dmg")
+        #expect(try CLI.run(["create", "--source", f.raw, "--output", udro, "--format", "UDRO"]).status == 0)
+        #expect(try CLI.run(["imagescan", "--source", udro]).status == 0)
+        let image = try UDIFImage(path: udro)
+        let i = try #require(image.chunks.indices.first { image.chunks[$0].type == .raw })
+        try Run.shell("printf 'Z' | dd of='\(udro)' bs=1 seek=\(image.chunks[i].fileOffset + 100) conv=notrunc status=none")
+        for format in ["RAW", "UDZO"] {
+            let out = try CLI.run(["convert", "--source", udro, "--format", format, "--output", f.dir.file("out-\(format)")])
+            #expect(out.status == 1 && out.stderrLines.count == 1 && out.stderr.contains("chunk \(i) "), "\(format): \(out.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: f.dir.file("out-\(format)")))
+        }
+    }
+
     /// With only a bmaptool block map (no chunk digests), a raw source is checked by the
     /// read-back: the restore fails, and the range that failed is zeroed with the target's
     /// ends, so the changed bytes do not stay on it. A pin refuses such a source outright.
