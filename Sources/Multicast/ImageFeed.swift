@@ -37,11 +37,10 @@ public struct ImageFeed: Sendable {
         diskBytes = source.bytes.byteCount
         if let image = source.udif {
             format = ImageInfo.formatName(Set(image.chunks.map(\.type)))
-            guard try ScanData.stored(in: image) != nil else { throw MulticastError.sourceNotScanned(path: source.path) }
+            guard let table = try TrustedKeys().check(source, pin: nil) else { throw MulticastError.sourceNotScanned(path: source.path) }
             guard image.isOrdered else { throw MulticastError.sourceNotOrdered(path: source.path) }
             // Every chunk against the scan before anything is served: a damaged image would be
             // refused by every client, after each had spent the time to receive it.
-            let table = try TrustedKeys().check(source, pin: nil)!
             try ImageVerifier(reporter: Reporter(.quiet)).verify(source)
             manifest = table.records.map(ManifestEntry.init)
             identity = table.identity
