@@ -76,7 +76,11 @@ let package = Package(
         .executableTarget(name: "Fuzz", dependencies: ["FuzzTargets", "CFuzzer"]),
         // Chunk decoding speed for bench/lzfse.sh: timings stay out of the tests.
         .executableTarget(name: "DecodeBench", dependencies: ["UDIF"]),
-        .target(name: "TestSupport", dependencies: ["SystemSupport", "UDIF"], path: "Tests/TestSupport"),
+        // What every test target shares: fixtures, the asr binary and other programs run as a
+        // user runs them, mounts, nginx, and the namespace labs (hosts on a bridge).
+        .target(name: "TestSupport", dependencies: [
+            "SystemSupport", "UDIF", "ImageFS", .product(name: "Crypto", package: "swift-crypto"),
+        ], path: "Tests/TestSupport"),
         .testTarget(name: "UDIFTests", dependencies: ["SystemSupport", "UDIF", "TestSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "ImagingTests", dependencies: ["SystemSupport",
             "Imaging", "UDIF", "Filesystems", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
@@ -95,8 +99,15 @@ let package = Package(
         .testTarget(name: "FilesystemsTests", dependencies: [
             "Filesystems", "UDIF", "TestSupport", "SystemSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "asrTests", dependencies: ["SystemSupport", 
+        // The asr command end to end: create, scan, restore, verify, convert, info, trust.
+        .testTarget(name: "CommandLineTests", dependencies: ["SystemSupport",
             "UDIF", "ImageFS", "Filesystems", "TestSupport", "Multicast", "StatusServer", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Real FUSE mounts of images and writable disks (root and /dev/fuse).
+        .testTarget(name: "MountTests", dependencies: ["SystemSupport", "UDIF", "ImageFS", "Filesystems", "TestSupport"]),
+        // Namespace labs: servers and clients on hosts the test makes (root, ip netns, Avahi).
+        .testTarget(name: "LabTests", dependencies: ["SystemSupport",
+            "UDIF", "Imaging", "Multicast", "StatusServer", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -10,7 +10,7 @@ struct VolumesTests {
     /// An awkward tree: spaces, unicode, deep directories, empty and sparse files, symlinks
     /// (a long target too), hard links, a fifo, odd modes, other owners, extended attributes.
     static func makeAwkwardTree(at root: String) throws {
-        try CreateTests.makeTree(at: root, fatSafe: false)
+        try SampleTree.make(at: root, fatSafe: false)
         try Run.shell("""
             cd '\(root)'
             mkdir -p 'deep/1/2/3/4/5/6/7/8/9/10/11/12'
@@ -292,7 +292,7 @@ struct VolumesTests {
     @Test func fat32FromAFolderShowsTheFolder() throws {
         let dir = TemporaryDirectory()
         let tree = dir.file("tree")
-        try CreateTests.makeTree(at: tree, fatSafe: true)
+        try SampleTree.make(at: tree, fatSafe: true)
         let image = dir.file("fat.dmg")
         let made = try CLI.run(["create", "--srcfolder", tree, "--fs", "fat32", "--volname", "lab fat", "--output", image])
         #expect(made.status == 0, "\(made.stderr)")

@@ -53,10 +53,10 @@ import Testing
     /// The unit's ExecStart, its `%i` and environment file expanded as systemd expands them
     /// (`${VAR}` one word, `$VAR` split on spaces), serves a client and the status page, and
     /// SIGTERM ends it with 0 (so Restart=on-failure leaves it stopped).
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+    @Test(.enabled(if: Lab.enabled, "needs root and network namespaces"))
     func theUnitsCommandServes() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 20_000_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 20_000_000)
         let dir = TemporaryDirectory()
         let (unit, _, conf) = try install(dir)
         try FileManager.default.copyItem(atPath: f.config, toPath: conf + "/lab.plist")

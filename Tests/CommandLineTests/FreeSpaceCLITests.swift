@@ -122,14 +122,14 @@ import UDIF
         #expect(try Self.bytes(backing) == f.expected(keeping: nil))
     }
 
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+    @Test(.enabled(if: Lab.enabled, "needs root and network namespaces"))
     func multicastSkipsFreeSpace() throws {
         let f = try Fixture()
         let config = f.dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.3", extra: "<key>DNS Service Discovery</key><false/>")
+        Lab.writeConfig(config, rate: 30_000_000, group: "239.77.0.3", extra: "<key>DNS Service Discovery</key><false/>")
         let bed = try Testbed(hosts: ["server", "keep", "erase"])
         defer { bed.teardown() }
-        let lab = MulticastNetworkTests()
+        let lab = Lab()
         let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config], log: f.dir.file("server.log"))
         usleep(300_000)
         let keep = try f.filledTarget("keep.raw"), erase = try f.filledTarget("erase.raw")
@@ -146,7 +146,7 @@ import UDIF
         #expect(lab.wait(server, seconds: 10))
         let text = lab.log(f.dir.file("server.log"))
         #expect(text.contains("skipping \(f.freeBytes) bytes of free space"), "\(text)")
-        let numbers = MulticastNetworkTests.ServerLog(text)
+        let numbers = Lab.ServerLog(text)
         let stored = try #require(numbers.stored)
         let sent = try #require(numbers.stopped)
         // A copy per client at most (they join at different moments), never the free space:

@@ -223,12 +223,12 @@ struct IncrementalRestoreTests {
     /// A room of machines holding last week's image: each client reads its target before it
     /// reports, so the server sends only the chunks that changed; with hdiutil's 1 MiB chunks
     /// and the smallest we write.
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"), arguments: ["1M", "64K"])
+    @Test(.enabled(if: Lab.enabled, "needs root and network namespaces"), arguments: ["1M", "64K"])
     func multicastSendsOnlyTheChunksThatDiffer(chunkSize: String) throws {
         let f = try Versions(chunkSize: chunkSize)
-        let net = MulticastNetworkTests()
+        let net = Lab()
         let config = f.dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 20_000_000, group: "239.77.0.1")
+        Lab.writeConfig(config, rate: 20_000_000, group: "239.77.0.1")
         let bed = try Testbed(hosts: ["server", "c1", "c2"])
         defer { bed.teardown() }
         let server = try bed.start("server", [CLI.binary, "server", "--source", f.image2, "--config", config], log: f.dir.file("server.log"))
@@ -248,7 +248,7 @@ struct IncrementalRestoreTests {
         server.terminate()
         #expect(net.wait(server, seconds: 10))
         let text = net.log(f.dir.file("server.log"))
-        let record = MulticastNetworkTests.ServerLog(text)
+        let record = Lab.ServerLog(text)
         let sent = try #require(record.finished.map(\.sent).max(), "\(text)")
         // Only chunks that differ travel: at most once for each client (once for both when they
         // report together; a client still reading its target when the stream starts joins it

@@ -6,8 +6,8 @@ import Testing
 /// watching the page, the JSON against the server's log, the metrics through promtool, the
 /// HTTP refusals and 200 pollers, and where the server listens.
 @Suite(.serialized) struct StatusServerNetworkTests {
-    static let enabled = MulticastNetworkTests.enabled
-    let net = MulticastNetworkTests()
+    static let enabled = Lab.enabled
+    let net = Lab()
 
     /// HTTP from inside a namespace host, with Python's standard library (curl is not a
     /// dependency). Prints one JSON line.
@@ -142,14 +142,14 @@ import Testing
         return json
     }
 
-    func startServer(_ bed: Testbed, _ f: MulticastNetworkTests.Fixture, _ extra: [String] = ["--status", "8080"], log: String,
+    func startServer(_ bed: Testbed, _ f: Lab.Fixture, _ extra: [String] = ["--status", "8080"], log: String,
                      config: String? = nil) throws -> Process {
         try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", config ?? f.config] + extra, log: log)
     }
 
     /// The small fixture served with its status page up, and one client host "c1", for `body`.
-    func withStatusServer(_ body: (MulticastNetworkTests.Fixture, Testbed, Process, String) throws -> Void) throws {
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+    func withStatusServer(_ body: (Lab.Fixture, Testbed, Process, String) throws -> Void) throws {
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         let serverLog = f.dir.file("server.log")
@@ -165,7 +165,7 @@ import Testing
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func aBrowserWatchesTheSession() throws {
         // A slow rate, so the page sees every client part-way.
-        let f = try MulticastNetworkTests.Fixture(rate: 800_000, megabytes: 8)
+        let f = try Lab.Fixture(rate: 800_000, megabytes: 8)
         let bed = try Testbed(hosts: ["server", "c1", "c2", "deaf"])
         defer { bed.teardown() }
         try bed.dropIncoming("c2", percent: 5, port: 7800)
@@ -247,7 +247,7 @@ import Testing
     /// so), and one that hears nothing and is dropped.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func theJSONAgreesWithTheServerLog() throws {
-        let f = try MulticastNetworkTests.Fixture()
+        let f = try Lab.Fixture()
         let bed = try Testbed(hosts: ["server", "c1", "deaf", "quitter"])
         defer { bed.teardown() }
         try bed.dropIncoming("deaf", percent: 100, port: 7800)
@@ -302,7 +302,7 @@ import Testing
         #expect(client(bed.address("deaf"))?["state"] as? String == "dropped")
         let counts = json["counts"] as? [String: Int] ?? [:]
         #expect(counts["done"] == 1 && counts["failed"] == 1 && counts["dropped"] == 1 && counts.values.reduce(0, +) == 3, "\(counts)")
-        let finishedAt = MulticastNetworkTests.ServerLog(text).finished.map(\.sent).max() ?? .max
+        let finishedAt = Lab.ServerLog(text).finished.map(\.sent).max() ?? .max
         let sent = (json["stream"] as? [String: Any])?["bytesSent"] as? UInt64 ?? 0
         #expect(sent >= finishedAt, "the JSON's bytes sent include the log's")
     }
@@ -336,7 +336,7 @@ import Testing
             let values = SeriesValues(second)
             #expect(values.first("asr_client_progress_ratio", with: c1Labels) == 1, "\(second)")
             #expect(values.first("asr_server_clients", with: "state=\"done\"") == 1)
-            #expect((values.first("asr_server_sent_bytes_total") ?? 0) >= Double(MulticastNetworkTests.ServerLog(net.log(serverLog)).stored ?? .max))
+            #expect((values.first("asr_server_sent_bytes_total") ?? 0) >= Double(Lab.ServerLog(net.log(serverLog)).stored ?? .max))
         }
     }
 
@@ -401,14 +401,14 @@ import Testing
     /// already taken is an error line and exit 1, before anything is served.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func listensOnLoopbackUnlessTold() throws {
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "other"])
         defer { bed.teardown() }
         let server = bed.address("server")
         let localLog = f.dir.file("local.log"), openLog = f.dir.file("open.log")
         let local = try startServer(bed, f, ["--status", "8080"], log: localLog)
         let open = f.dir.file("open.plist")
-        MulticastNetworkTests.writeConfig(open, rate: 2_500_000, group: "239.77.0.2",
+        Lab.writeConfig(open, rate: 2_500_000, group: "239.77.0.2",
                                           extra: "<key>Port</key><integer>7801</integer><key>Status Address</key><string>0.0.0.0:8081</string>")
         let everywhere = try startServer(bed, f, [], log: openLog, config: open)
         #expect(net.eventually(seconds: 30) { net.log(localLog).contains("status page on http://127.0.0.1:8080/") }, "\(net.log(localLog))")
@@ -434,14 +434,14 @@ import Testing
     @Test func aBadStatusAddressIsOneLine() throws {
         let dir = TemporaryDirectory()
         let config = dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 1_000_000, group: "239.77.0.1")
+        Lab.writeConfig(config, rate: 1_000_000, group: "239.77.0.1")
         for bad in ["nonsense", "0", "70000", "1.2.3:80", "host:8080", "[::1]", "[zz]:80", "127.0.0.1:", ":8080"] {
             let out = try CLI.run(["server", "--source", dir.file("none.dmg"), "--config", config, "--status", bad])
             #expect(out.status == 1, "\(bad)")
             #expect(out.stderrLines == ["asr: bad status address \(bad): give PORT or ADDRESS:PORT (8080, 0.0.0.0:8080)"], "\(bad): \(out.stderr)")
         }
         let wrongType = dir.file("wrong.plist")
-        MulticastNetworkTests.writeConfig(wrongType, rate: 1_000_000, group: "239.77.0.1", extra: "<key>Status Address</key><integer>8080</integer>")
+        Lab.writeConfig(wrongType, rate: 1_000_000, group: "239.77.0.1", extra: "<key>Status Address</key><integer>8080</integer>")
         let out = try CLI.run(["server", "--source", dir.file("none.dmg"), "--config", wrongType])
         #expect(out.status == 1 && out.stderrLines.count == 1 && out.stderr.contains("\"Status Address\" must be a string"), "\(out.stderr)")
     }

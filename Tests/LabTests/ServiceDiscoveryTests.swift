@@ -5,7 +5,7 @@ import Testing
 
 /// DNS Service Discovery with a real avahi-daemon on its own D-Bus bus, inside a namespace
 /// host the test makes: servers announce, `asr list` finds them, clients restore by name.
-@Suite(.serialized, .enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+@Suite(.serialized, .enabled(if: Lab.enabled, "needs root and network namespaces"))
 struct ServiceDiscoveryTests {
     /// A host running dbus-daemon and avahi-daemon; commands run there see that bus.
     final class AvahiHost {
@@ -48,7 +48,7 @@ struct ServiceDiscoveryTests {
 
         func asr(_ args: [String]) throws -> CLI.Output { try bed.run("srv", env + [CLI.binary] + args) }
 
-        func server(_ f: MulticastNetworkTests.Fixture, config: String? = nil) throws -> Process {
+        func server(_ f: Lab.Fixture, config: String? = nil) throws -> Process {
             try bed.start("srv", env + [CLI.binary, "server", "--source", f.image, "--config", config ?? f.config], log: dir.file("server.log"))
         }
 
@@ -58,7 +58,7 @@ struct ServiceDiscoveryTests {
     }
 
     @Test func serverAnnouncesListFindsItAndClientsRestoreByName() throws {
-        let f = try MulticastNetworkTests.Fixture()
+        let f = try Lab.Fixture()
         let host = try AvahiHost()
         _ = try host.server(f)
         let name = "image-one@\(ProcessInfo.processInfo.hostName)"
@@ -92,8 +92,8 @@ struct ServiceDiscoveryTests {
     /// A rogue server that announces the name first pushes the real one to "NAME #2": a client
     /// asking for NAME is told there are two, and takes the one its pin names.
     @Test func aRogueServerAnnouncingTheSameNameFirstIsNotTaken() throws {
-        let rogue = try MulticastNetworkTests.Fixture(port: 7801)
-        let real = try MulticastNetworkTests.Fixture()
+        let rogue = try Lab.Fixture(port: 7801)
+        let real = try Lab.Fixture()
         let host = try AvahiHost()
         let name = "image-one@\(ProcessInfo.processInfo.hostName)"
         let rogueLog = host.dir.file("rogue.log")
@@ -135,8 +135,8 @@ struct ServiceDiscoveryTests {
     /// identity copied, in front of a port where nothing answers; one with it copied in front of
     /// the other image's server. A client pinning the real identity restores the real image.
     @Test func roguesWithAnEmptyOrACopiedIdentityAreNotTaken() throws {
-        let rogue = try MulticastNetworkTests.Fixture(port: 7801, seed: "rogue", extra: "\n<key>DNS Service Discovery</key><false/>")
-        let real = try MulticastNetworkTests.Fixture()
+        let rogue = try Lab.Fixture(port: 7801, seed: "rogue", extra: "\n<key>DNS Service Discovery</key><false/>")
+        let real = try Lab.Fixture()
         let host = try AvahiHost()
         let name = "image-one@\(ProcessInfo.processInfo.hostName)"
         let info = try CLI.run(["info", "--source", real.image]).stdout
@@ -192,7 +192,7 @@ struct ServiceDiscoveryTests {
     }
 
     @Test func nothingIsAnnouncedWhenTheKeyIsFalse() throws {
-        let f = try MulticastNetworkTests.Fixture(extra: "\n<key>DNS Service Discovery</key><false/>")
+        let f = try Lab.Fixture(extra: "\n<key>DNS Service Discovery</key><false/>")
         let host = try AvahiHost()
         _ = try host.server(f)
         try host.waitFor { host.serverLog.contains("waiting for clients") }
@@ -202,7 +202,7 @@ struct ServiceDiscoveryTests {
     }
 
     @Test func withoutAvahiTheServerServesAndSaysSoOnce() throws {
-        let f = try MulticastNetworkTests.Fixture()
+        let f = try Lab.Fixture()
         let host = try AvahiHost(avahi: false)
         _ = try host.server(f)
         try host.waitFor { host.serverLog.contains("waiting for clients") }

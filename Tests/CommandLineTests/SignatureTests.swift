@@ -192,13 +192,13 @@ import UDIF
 
     /// Over multicast the signature comes after the manifest, and a client that trusts another
     /// key stops before it touches its target.
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+    @Test(.enabled(if: Lab.enabled, "needs root and network namespaces"))
     func multicastClientsCheckTheSignatureFirst() throws {
         let f = try Fixture()
         #expect(try CLI.run(["imagescan", "--source", f.image, "--sign", f.key]).status == 0)
-        let net = MulticastNetworkTests()
+        let net = Lab()
         let config = f.dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
+        Lab.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         // Two swapped chunks never reach a client: the server refuses an image whose stored

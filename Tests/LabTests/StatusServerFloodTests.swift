@@ -7,8 +7,8 @@ import Testing
 /// pipelined requests never read, descriptors through held connections. Each runs beside a
 /// real restore, which must finish byte-identical.
 @Suite(.serialized) struct StatusServerFloodTests {
-    static let enabled = MulticastNetworkTests.enabled
-    let net = MulticastNetworkTests()
+    static let enabled = Lab.enabled
+    let net = Lab()
     let http = StatusServerNetworkTests()
 
     /// The attacker, in Python's standard library, run in the server's host. `flood`: CONNS
@@ -107,7 +107,7 @@ import Testing
     /// about 700 MB per MB of requests.)
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func aPipelinedFloodDoesNotGrowTheServer() throws {
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         let serverLog = f.dir.file("server.log")
@@ -155,7 +155,7 @@ import Testing
             rl.rlim_cur = 4096
             #expect(setrlimit(RLIMIT_NOFILE_, &rl) == 0, "raising this process's descriptor limit")
         }
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         let serverLog = f.dir.file("server.log")

@@ -7,13 +7,13 @@ import TestSupport
 /// sends each response at 512 KiB/s after its first 512 KiB (nginx lets a response's first
 /// second of data go at once), so a restore can be killed partway and the requests it has in
 /// flight overlap. Its access log counts the body bytes sent per request.
-final class Nginx {
-    let root: String
-    let port: Int
+public final class Nginx {
+    public let root: String
+    public let port: Int
     private let dir: TemporaryDirectory
     private let process: Process
 
-    init(serving root: String) throws {
+    public init(serving root: String) throws {
         self.root = root
         dir = TemporaryDirectory()
         port = try Self.freePort()
@@ -65,10 +65,10 @@ final class Nginx {
         throw TestFailure("nginx did not start: " + ((try? String(contentsOfFile: dir.file("error.log"), encoding: .utf8)) ?? ""))
     }
 
-    func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+    public func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
 
     /// Body bytes nginx has sent for `uri` ("/disk.dmg"), from its access log.
-    func bytesSent(for uri: String) -> UInt64 {
+    public func bytesSent(for uri: String) -> UInt64 {
         let log = (try? String(contentsOfFile: dir.file("access.log"), encoding: .utf8)) ?? ""
         return log.split(separator: "\n").reduce(0) { sum, line in
             let f = line.split(separator: " ")
@@ -77,14 +77,14 @@ final class Nginx {
     }
 
     /// Requests nginx has answered for `uri`.
-    func requests(for uri: String) -> Int {
+    public func requests(for uri: String) -> Int {
         let log = (try? String(contentsOfFile: dir.file("access.log"), encoding: .utf8)) ?? ""
         return log.split(separator: "\n").filter { $0.split(separator: " ").dropFirst().first.map(String.init) == uri }.count
     }
 
     /// The most requests for `requestURI` (query included) that nginx was sending at once,
     /// from when each ended and how long it took.
-    func mostAtOnce(for requestURI: String) -> Int {
+    public func mostAtOnce(for requestURI: String) -> Int {
         let log = (try? String(contentsOfFile: dir.file("times.log"), encoding: .utf8)) ?? ""
         var events: [(Double, Int)] = []
         for line in log.split(separator: "\n") {
@@ -102,7 +102,7 @@ final class Nginx {
 
     /// Waits until the access log has not grown for `quiet` seconds (at most `limit`): nginx
     /// logs a request whose client was killed only once it notices the connection is gone.
-    func settle(quiet: Double = 1, limit: Double = 15) {
+    public func settle(quiet: Double = 1, limit: Double = 15) {
         let deadline = Date().addingTimeInterval(limit)
         var size = fileSize(dir.file("access.log")), still = Date()
         while Date() < deadline {
@@ -117,7 +117,7 @@ final class Nginx {
         process.waitUntilExit()
     }
 
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -131,9 +131,4 @@ final class Nginx {
         guard bound else { throw TestFailure("no free port") }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }

@@ -205,12 +205,12 @@ import UDIF
     /// The rogue relay against `--trust` and against `?sha256=`: the client refuses before it
     /// writes the first byte, in one line, exit 1. Through the same relay changing nothing, the
     /// same client restores byte-identical, so the relay itself works.
-    @Test(.enabled(if: MulticastNetworkTests.enabled, "needs root and network namespaces"))
+    @Test(.enabled(if: Lab.enabled, "needs root and network namespaces"))
     func rogueRelayRewritingTheManifestIsRefused() throws {
         let (f, identity) = try signedImage()
-        let net = MulticastNetworkTests()
+        let net = Lab()
         let config = f.dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
+        Lab.writeConfig(config, rate: 30_000_000, group: "239.77.0.1")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
         let script = f.dir.file("relay.py")

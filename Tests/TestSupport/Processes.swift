@@ -1,34 +1,33 @@
 import SystemSupport
 import Crypto
 import Foundation
-import TestSupport
 import UDIF
 
 /// Runs the built `asr` binary (beside this test bundle, or $ASR_BIN) as a user would.
-enum CLI {
-    static let binary: String = {
+public enum CLI {
+    public static let binary: String = {
         if let path = ProcessInfo.processInfo.environment["ASR_BIN"] { return path }
         let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         return me.deletingLastPathComponent().appendingPathComponent("asr").path
     }()
 
-    struct Output {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var timedOut: Bool
-        var stderrLines: [Substring] { stderr.split(separator: "\n") }
+    public struct Output {
+        public var status: Int32
+        public var stdout: String
+        public var stderr: String
+        public var timedOut: Bool
+        public var stderrLines: [Substring] { stderr.split(separator: "\n") }
     }
 
-    static func run(_ args: [String], timeout: TimeInterval = 300) throws -> Output {
+    public static func run(_ args: [String], timeout: TimeInterval = 300) throws -> Output {
         try Run.process(binary, args, timeout: timeout)
     }
 }
 
-enum Run {
+public enum Run {
     /// Runs a program with stdout and stderr captured through files (no pipe deadlocks), and
     /// kills it after `timeout`: a hang is a failure, never a stuck test run.
-    static func process(_ program: String, _ args: [String], timeout: TimeInterval = 300) throws -> CLI.Output {
+    public static func process(_ program: String, _ args: [String], timeout: TimeInterval = 300) throws -> CLI.Output {
         let dir = TemporaryDirectory()
         _ = FileManager.default.createFile(atPath: dir.file("out"), contents: nil)
         _ = FileManager.default.createFile(atPath: dir.file("err"), contents: nil)
@@ -55,7 +54,7 @@ enum Run {
     }
 
     /// The exit status of a child that has ended but is not reaped yet (/proc/PID/stat field 52).
-    static func exitStatusOfZombie(_ pid: pid_t) -> Int32? {
+    public static func exitStatusOfZombie(_ pid: pid_t) -> Int32? {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.first == "Z", fields.count >= 50, let code = Int32(fields[49].trimmingCharacters(in: .whitespacesAndNewlines)) else { return nil }
@@ -67,7 +66,7 @@ enum Run {
     /// get a copy of the mount, and the filesystem would stay live, its last writes (the
     /// clean-unmount superblock) still to come, after `umount` returned here.
     @discardableResult
-    static func withPrivateMounts(_ script: String, timeout: TimeInterval = 300) throws -> String {
+    public static func withPrivateMounts(_ script: String, timeout: TimeInterval = 300) throws -> String {
         let dir = TemporaryDirectory()
         try Array(script.utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: dir.file("script.sh"))) }
         let out = try process("/usr/bin/unshare", ["--mount", "--propagation", "private", "/bin/bash", "-euo", "pipefail", dir.file("script.sh")],
@@ -78,7 +77,7 @@ enum Run {
 
     /// A shell command that must succeed; returns its standard output.
     @discardableResult
-    static func shell(_ command: String, timeout: TimeInterval = 300) throws -> String {
+    public static func shell(_ command: String, timeout: TimeInterval = 300) throws -> String {
         let out = try process("/bin/bash", ["-c", "set -euo pipefail; " + command], timeout: timeout)
         guard out.status == 0, !out.timedOut else {
             throw TestFailure("`\(command)` failed (\(out.status)): \(out.stderr)")
@@ -89,14 +88,14 @@ enum Run {
 
 /// Tests that need root and loop devices or mounts. They run where the facility exists; with
 /// ASR_REQUIRE_PRIVILEGED=1 (CI) they always run, so a missing facility fails instead of skipping.
-enum Privileged {
-    static var required: Bool { ProcessInfo.processInfo.environment["ASR_REQUIRE_PRIVILEGED"] == "1" }
-    static var loopDevices: Bool {
+public enum Privileged {
+    public static var required: Bool { ProcessInfo.processInfo.environment["ASR_REQUIRE_PRIVILEGED"] == "1" }
+    public static var loopDevices: Bool {
         required || (getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/loop-control"))
     }
 }
 
-func sha256(file path: String) throws -> String {
+public func sha256(file path: String) throws -> String {
     let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
     defer { try? handle.close() }
     var hasher = SHA256()
@@ -104,6 +103,6 @@ func sha256(file path: String) throws -> String {
     return hasher.finalize().map { String(format: "%02x", $0) }.joined()
 }
 
-func fileSize(_ path: String) -> UInt64 {
+public func fileSize(_ path: String) -> UInt64 {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.uint64Value ?? 0
 }

@@ -6,7 +6,7 @@ import Testing
 /// while a real client restores: none may stall the session or keep the server alive past a
 /// SIGTERM.
 @Suite(.serialized) struct ServerHardeningTests {
-    static let enabled = MulticastNetworkTests.enabled
+    static let enabled = Lab.enabled
     /// The control protocol's version (docs/PROTOCOL.md); a HELLO of another is dropped at once.
     static let protocolVersion = 9
 
@@ -117,9 +117,9 @@ import Testing
     }
 
     /// The server, once it listens: an attacker whose connection is refused attacks nothing.
-    func startServer(_ bed: Testbed, _ f: MulticastNetworkTests.Fixture) throws -> Process {
+    func startServer(_ bed: Testbed, _ f: Lab.Fixture) throws -> Process {
         let server = try bed.start("server", [CLI.binary, "server", "--source", f.image, "--config", f.config], log: f.dir.file("server.log"))
-        let net = MulticastNetworkTests()
+        let net = Lab()
         #expect(net.eventually(seconds: 30) { net.log(f.dir.file("server.log")).contains("waiting for clients") },
                 "\(net.log(f.dir.file("server.log")))")
         return server
@@ -127,8 +127,8 @@ import Testing
 
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func noLANHostStallsTheSession() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "reader", "idle", "big"])
         defer { bed.teardown() }
         let server = try startServer(bed, f)
@@ -158,8 +158,8 @@ import Testing
     /// client hears the server's source only, and finishes byte-identical well before.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func forgedFragmentsFromAnotherHostDoNotStallAClient() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "forger"])
         defer { bed.teardown() }
         let server = try startServer(bed, f)
@@ -177,8 +177,8 @@ import Testing
     /// with its fragment digests, and forged copies are dropped from then on.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func spoofedForgedFragmentsDoNotStallAClient() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "forger"])
         defer { bed.teardown() }
         let server = try startServer(bed, f)
@@ -197,8 +197,8 @@ import Testing
     /// closed by the server's deadlines (10 s each) rather than held open.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func silentAndHalfSentConnectionsAreClosed() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "silent", "midframe"])
         defer { bed.teardown() }
         let server = try startServer(bed, f)
@@ -214,15 +214,15 @@ import Testing
     /// About 70 bytes (HELLO, a REPORT, gone) must not start a stream that never stops.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func aClientThatLeavesStopsTheStream() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "touch"])
         defer { bed.teardown() }
         let server = try startServer(bed, f)
         let touch = try startAttack(bed, "touch", "touch", dir: f.dir)
         #expect(net.wait(touch, seconds: 10))
         #expect(net.eventually(seconds: 10) { net.log(f.dir.file("server.log")).contains("left before finishing") }, "\(net.log(f.dir.file("server.log")))")
-        let sent = { MulticastNetworkTests.ServerLog(net.log(f.dir.file("server.log"))) }
+        let sent = { Lab.ServerLog(net.log(f.dir.file("server.log"))) }
         #expect(net.eventually(seconds: 10) { !sent().idle.isEmpty }, "the stream stops: \(net.log(f.dir.file("server.log")))")
         let idleAt = sent().idle.last ?? 0
         usleep(2_000_000)

@@ -6,7 +6,7 @@ import Testing
 /// client restores: the liar is dropped, and the real client's restore costs the server no
 /// more than an image and a tenth (bytes sent, from the server's log).
 @Suite(.serialized) struct ReportAttackTests {
-    static let enabled = MulticastNetworkTests.enabled
+    static let enabled = Lab.enabled
 
     /// The rogue: raw control frames (4-byte length, type byte, payload; docs/PROTOCOL.md).
     static let rogue = #"""
@@ -78,8 +78,8 @@ import Testing
 
     /// The real client first (so bytes counted at its end are its session's), the rogue once it
     /// has joined; the real client must finish byte-identical with at most 1.10 images sent.
-    func restoreBeside(_ mode: String, _ bed: Testbed, _ f: MulticastNetworkTests.Fixture) throws -> Process {
-        let net = MulticastNetworkTests()
+    func restoreBeside(_ mode: String, _ bed: Testbed, _ f: Lab.Fixture) throws -> Process {
+        let net = Lab()
         let server = try ServerHardeningTests().startServer(bed, f)
         let serverLog = { net.log(f.dir.file("server.log")) }
         let c1 = try net.restore(bed, "c1", from: "server", into: f.dir.file("c1.raw"), log: f.dir.file("c1.log"), timeout: 60)
@@ -88,7 +88,7 @@ import Testing
         #expect(net.eventually(seconds: 10) { serverLog().contains("client attacker (\(bed.address("rogue"))) joined") }, "\(serverLog())")
         #expect(net.wait(c1, seconds: 120), "\(net.log(f.dir.file("c1.log")))\n\(serverLog())")
         #expect(try sha256(file: f.dir.file("c1.raw")) == f.sha)
-        let sent = MulticastNetworkTests.ServerLog(serverLog())
+        let sent = Lab.ServerLog(serverLog())
         let stored = sent.stored ?? 0, complete = sent.complete[bed.address("c1")] ?? .max
         #expect(stored > 0 && complete <= stored * 110 / 100,
                 "the real client had every chunk after \(complete) bytes; the image stores \(stored)\n\(serverLog())")
@@ -102,8 +102,8 @@ import Testing
     /// then the stream stops.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func aClientThatOnlyClaimsProgressIsDropped() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "rogue"])
         defer { bed.teardown() }
         let server = try restoreBeside("claims", bed, f)
@@ -116,10 +116,10 @@ import Testing
         #expect(net.eventually(seconds: 10) {
             serverLog().split(separator: "\n").drop { !$0.contains(dropped) }.contains { $0.contains("idle: no client needs anything") }
         }, "\(serverLog())")
-        let idleAt = MulticastNetworkTests.ServerLog(serverLog()).idle.last ?? 0
+        let idleAt = Lab.ServerLog(serverLog()).idle.last ?? 0
         server.terminate()
         #expect(net.wait(server, seconds: 5))
-        #expect(MulticastNetworkTests.ServerLog(serverLog()).stopped == idleAt, "\(serverLog())")
+        #expect(Lab.ServerLog(serverLog()).stopped == idleAt, "\(serverLog())")
     }
 
     /// The big-REPORT client: 8 MB REPORTs, again and again on four connections. A REPORT
@@ -127,8 +127,8 @@ import Testing
     /// error, refused on its header before its bytes are read, and the client is dropped.
     @Test(.enabled(if: enabled, "needs root and network namespaces"))
     func aClientSendingHugeReportsIsDropped() throws {
-        let net = MulticastNetworkTests()
-        let f = try MulticastNetworkTests.Fixture(rate: 2_500_000)
+        let net = Lab()
+        let f = try Lab.Fixture(rate: 2_500_000)
         let bed = try Testbed(hosts: ["server", "c1", "rogue"])
         defer { bed.teardown() }
         let server = try restoreBeside("big", bed, f)

@@ -4,32 +4,6 @@ import Testing
 
 /// `create` from folders, loop devices and mount points, checked through real mounts.
 @Suite(.serialized) struct CreateTests {
-    /// Nested dirs, symlinks (relative, absolute, dangling), a large file with zero runs, and
-    /// names with spaces, Unicode, quotes, a leading dash and 200 characters.
-    static func makeTree(at root: String, fatSafe: Bool) throws {
-        try Run.shell("""
-            mkdir -p '\(root)/a/b/c/d' '\(root)/empty dir' '\(root)/ünïcødé folder/日本語'
-            printf 'hello\\n' > '\(root)/a/b/c/d/deep.txt'
-            printf 'spaces\\n' > '\(root)/a/name with spaces.txt'
-            printf 'quote\\n' > "\(root)/a/it's a quote"
-            printf 'dash\\n' > '\(root)/a/-leading-dash'
-            printf 'unicode\\n' > '\(root)/ünïcødé folder/日本語/ファイル.txt'
-            printf 'long\\n' > '\(root)/a/'"$(printf 'L%.0s' $(seq 1 200))"
-            : > '\(root)/a/empty-file'
-            { head -c 5M /dev/urandom; head -c 3M /dev/zero; seq 1 2000000; } > '\(root)/a/b/large.bin'
-            chmod 0750 '\(root)/a/b'
-            """)
-        if !fatSafe {
-            try Run.shell("""
-                printf 'quotes\\n' > "\(root)/a/\\"double\\" quotes?.txt"
-                ln -s c/d/deep.txt '\(root)/a/b/rel-link'
-                ln -s /etc/hostname '\(root)/a/abs-link'
-                ln -s does-not-exist '\(root)/a/dangling'
-                ln -s ../b '\(root)/a/b/c/dir-link'
-                """)
-        }
-    }
-
     static func diffAgainstImage(_ image: String, source: String, fsType: String, in dir: TemporaryDirectory) throws {
         let raw = dir.file("fs.raw")
         let out = try CLI.run(["convert", "--source", image, "--format", "RAW", "--output", raw])
@@ -46,7 +20,7 @@ import Testing
     func srcfolderExt4HoldsIdenticalFiles() throws {
         let dir = TemporaryDirectory()
         let tree = dir.file("tree")
-        try Self.makeTree(at: tree, fatSafe: false)
+        try SampleTree.make(at: tree, fatSafe: false)
         let out = try CLI.run(["create", "--srcfolder", tree, "--output", dir.file("tree.dmg"), "--volname", "TREE"])
         #expect(out.status == 0, "\(out.stderr)")
         // No progress when piped: the line about the filesystem's use, then the result.
@@ -62,7 +36,7 @@ import Testing
     func srcfolderFat32HoldsIdenticalFiles() throws {
         let dir = TemporaryDirectory()
         let tree = dir.file("tree")
-        try Self.makeTree(at: tree, fatSafe: true)
+        try SampleTree.make(at: tree, fatSafe: true)
         let out = try CLI.run(["create", "--srcfolder", tree, "--output", dir.file("tree.dmg"), "--fs", "fat32", "--volname", "fatvol"])
         #expect(out.status == 0, "\(out.stderr)")
         // This kernel has no vfat driver, so the FAT is checked by fsck.fat and read back by mtools.
@@ -79,7 +53,7 @@ import Testing
     @Test func fat32RefusesWhatFATCannotHold() throws {
         let dir = TemporaryDirectory()
         let tree = dir.file("tree")
-        try Self.makeTree(at: tree, fatSafe: false)
+        try SampleTree.make(at: tree, fatSafe: false)
         let out = try CLI.run(["create", "--srcfolder", tree, "--output", dir.file("tree.dmg"), "--fs", "fat32"])
         #expect(out.status == 1)
         #expect(out.stderrLines.count == 1, "\(out.stderr)")

@@ -184,17 +184,17 @@ import Testing
         #expect(sent <= fileSize(www + "/disk.dmg") + 4096 && sent < Self.deleted / 2, "nginx sent \(sent) bytes")
     }
 
-    @Test(.enabled(if: enabled && MulticastNetworkTests.enabled, "needs root, loop devices and network namespaces"))
+    @Test(.enabled(if: enabled && Lab.enabled, "needs root, loop devices and network namespaces"))
     func multicastSkipsFreeSpace() throws {
         let disk = try Disk(.ext4)
         let image = disk.dir.file("disk.dmg")
         #expect(try CLI.run(["create", "--source", disk.raw, "--output", image]).status == 0)
         #expect(try CLI.run(["imagescan", "--source", image]).status == 0)
         let config = disk.dir.file("cfg.plist")
-        MulticastNetworkTests.writeConfig(config, rate: 40_000_000, group: "239.77.0.4", extra: "<key>DNS Service Discovery</key><false/>")
+        Lab.writeConfig(config, rate: 40_000_000, group: "239.77.0.4", extra: "<key>DNS Service Discovery</key><false/>")
         let bed = try Testbed(hosts: ["server", "c1"])
         defer { bed.teardown() }
-        let lab = MulticastNetworkTests()
+        let lab = Lab()
         let server = try bed.start("server", [CLI.binary, "server", "--source", image, "--config", config], log: disk.dir.file("server.log"))
         usleep(300_000)
         let target = disk.dir.file("m.raw")
@@ -211,7 +211,7 @@ import Testing
             return UInt64(line[r.upperBound...].prefix { $0.isNumber })
         }.first
         #expect((skipped ?? 0) > Self.deleted / 2, "the server skips the deleted file's blocks: \(text)")
-        let sent = try #require(MulticastNetworkTests.ServerLog(text).stopped)
+        let sent = try #require(Lab.ServerLog(text).stopped)
         #expect(sent < Self.deleted / 2, "sent \(sent) bytes: \(text)")
     }
 }

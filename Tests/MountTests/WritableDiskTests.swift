@@ -7,7 +7,7 @@ import UDIF
 
 /// Writable FUSE disks (targets and overlays) used as restore targets and as sources of every
 /// command, next to images, raw files and devices.
-@Suite(.serialized, .enabled(if: Privileged.fuse && MulticastNetworkTests.enabled, "needs root, /dev/fuse and namespaces"))
+@Suite(.serialized, .enabled(if: Privileged.fuse && Lab.enabled, "needs root, /dev/fuse and namespaces"))
 struct WritableDiskTests {
     func ranges(_ bmap: String) throws -> [Substring] {
         try String(contentsOfFile: bmap, encoding: .utf8).split(separator: "\n").filter { $0.contains("<Range") }
@@ -21,12 +21,12 @@ struct WritableDiskTests {
     func serve(_ source: String, extra: [String] = [], config: String, bed: Testbed, into target: String, log: String) throws -> Bool {
         let server = try bed.start("server", [CLI.binary, "server", "--source", source, "--config", config] + extra, log: log + ".server")
         defer { server.terminate(); server.waitUntilExit() }
-        let client = try MulticastNetworkTests().restore(bed, "c1", from: "server", into: target, log: log)
-        return MulticastNetworkTests().wait(client)
+        let client = try Lab().restore(bed, "c1", from: "server", into: target, log: log)
+        return Lab().wait(client)
     }
 
     @Test func unicastAndMulticastRestoresIntoWritableTargets() throws {
-        let f = try MulticastNetworkTests.Fixture()
+        let f = try Lab.Fixture()
         let raw = f.dir.file("disk-one.raw")
         try expectOK(["imagescan", "--source", raw, "--bmap", f.dir.file("raw.bmap")])
         let expected = try ranges(f.dir.file("raw.bmap"))
@@ -56,7 +56,7 @@ struct WritableDiskTests {
     func folderToImageToTargetToSavedImageAndBack() throws {
         let dir = TemporaryDirectory()
         let tree = dir.file("tree")
-        try CreateTests.makeTree(at: tree, fatSafe: false)
+        try SampleTree.make(at: tree, fatSafe: false)
         let image = dir.file("tree.dmg")
         try expectOK(["create", "--srcfolder", tree, "--output", image])
         let view = try Mounted(image, in: dir)
@@ -111,7 +111,7 @@ struct WritableDiskTests {
     /// Every command, with each kind of source: the same disk comes out of each.
     @Test(.enabled(if: Privileged.loopDevices, "needs loop devices"))
     func everyCommandTakesEveryKindOfSource() throws {
-        let f = try MulticastNetworkTests.Fixture()
+        let f = try Lab.Fixture()
         let raw = f.dir.file("disk-one.raw")
         try expectOK(["imagescan", "--source", raw])
         let loop = try Run.shell("losetup -r -f --show '\(raw)'").trimmingCharacters(in: .whitespacesAndNewlines)
